@@ -1,0 +1,165 @@
+//! Authorization: the [`Authorizer`] trait the engine consults before every
+//! operation, and the default scope policy.
+//!
+//! The engine itself enforces what does not depend on policy: reads are
+//! tenant-scoped (another tenant's object is `NotFound`), and a worker may only
+//! touch leases of its own node. The authorizer decides the rest from the
+//! principal, the [`Action`] and the [`Resource`].
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::id::{NodeId, TaskId};
+use crate::principal::{Principal, PrincipalId, PrincipalKind, Scope, TenantId};
+
+/// An operation the engine is about to perform.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Action {
+    /// Submit tasks.
+    SubmitTask,
+    /// Read a task, its events, a list of tasks, or the tenant feed.
+    ReadTask,
+    /// Cancel a task.
+    CancelTask,
+    /// Acknowledge or list terminal events as a named consumer.
+    ConsumeFeed,
+    /// Register a node.
+    RegisterNode,
+    /// Drain or remove a node.
+    DrainNode,
+    /// Read nodes.
+    ReadNode,
+    /// Claim, start, heartbeat, log or report tasks of a node.
+    WorkNode,
+    /// Run a supervisor sweep.
+    Supervise,
+}
+
+impl Action {
+    /// The scope this action needs.
+    pub fn required_scope(self) -> Scope {
+        match self {
+            Action::SubmitTask => Scope::TaskSubmit,
+            Action::ReadTask | Action::ConsumeFeed | Action::ReadNode => Scope::TaskRead,
+            Action::CancelTask => Scope::TaskCancel,
+            Action::RegisterNode | Action::DrainNode => Scope::NodeRegister,
+            Action::WorkNode => Scope::NodeWork,
+            Action::Supervise => Scope::SystemAdmin,
+        }
+    }
+
+    /// The action's wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::SubmitTask => "task.submit",
+            Action::ReadTask => "task.read",
+            Action::CancelTask => "task.cancel",
+            Action::ConsumeFeed => "feed.consume",
+            Action::RegisterNode => "node.register",
+            Action::DrainNode => "node.drain",
+            Action::ReadNode => "node.read",
+            Action::WorkNode => "node.work",
+            Action::Supervise => "system.supervise",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an action is applied to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Resource {
+    /// The caller's tenant as a whole (submit, list, feed).
+    Tenant(TenantId),
+    /// One task, with its owner.
+    Task {
+        /// The task.
+        id: TaskId,
+        /// Its tenant.
+        tenant: TenantId,
+        /// The principal that submitted it.
+        owner: PrincipalId,
+    },
+    /// One node.
+    Node {
+        /// The node.
+        id: NodeId,
+        /// The owner's tenant (`None` for system nodes).
+        tenant: Option<TenantId>,
+        /// The owning principal (`None` for system nodes).
+        owner: Option<PrincipalId>,
+    },
+    /// Hive as a whole.
+    System,
+}
+
+/// Decides whether a principal may perform an action on a resource.
+///
+/// Called by the engine before every operation, after the tenant check. Must be
+/// cheap (it is on the hot path of every call) and must not block.
+pub trait Authorizer: Send + Sync + fmt::Debug + 'static {
+    /// `Ok(())` to allow; [`Error::Forbidden`] to deny.
+    fn authorize(&self, principal: &Principal, action: Action, resource: &Resource) -> Result<()>;
+}
+
+/// The default policy: the principal needs the action's scope; a worker may only
+/// work (never submit, read, cancel, register or supervise); cancelling or draining
+/// another principal's object needs `Operator`, `Admin` or `system:admin`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ScopeAuthorizer;
+
+impl Authorizer for ScopeAuthorizer {
+    fn authorize(&self, principal: &Principal, action: Action, resource: &Resource) -> Result<()> {
+        let deny = |reason: String| {
+            Err(Error::Forbidden {
+                action: action.as_str().to_owned(),
+                reason,
+            })
+        };
+        let is_worker = matches!(principal.kind, PrincipalKind::Worker { .. });
+        if is_worker && action != Action::WorkNode {
+            return deny("a worker may only work its own node's tasks".into());
+        }
+        let scope = action.required_scope();
+        if !principal.scopes.contains(scope) && !principal.scopes.contains(Scope::SystemAdmin) {
+            return deny(format!("missing scope {scope}"));
+        }
+        let elevated = matches!(
+            principal.kind,
+            PrincipalKind::Operator | PrincipalKind::Admin | PrincipalKind::System
+        ) || principal.is_cross_tenant();
+        match (action, resource) {
+            (Action::CancelTask, Resource::Task { owner, .. })
+                if *owner != principal.id && !elevated =>
+            {
+                deny("only the owner, an operator or an admin may cancel this task".into())
+            }
+            (Action::DrainNode, Resource::Node { owner, .. })
+                if owner.as_ref() != Some(&principal.id) && !elevated =>
+            {
+                deny("only the node's owner, an operator or an admin may drain it".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Allows everything. For tests and benchmarks that measure the engine without
+/// policy (`iam=off`); never for a deployment.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AllowAll;
+
+impl Authorizer for AllowAll {
+    fn authorize(&self, _: &Principal, _: Action, _: &Resource) -> Result<()> {
+        Ok(())
+    }
+}

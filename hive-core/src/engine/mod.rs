@@ -1,0 +1,834 @@
+//! The engine: [`Hive`], what a host embeds.
+//!
+//! Every operation takes the calling [`Principal`]; the engine checks tenancy
+//! (another tenant's object is `NotFound`), asks the [`Authorizer`], validates the
+//! input, and hands the state change to the [`TaskStore`], which applies it
+//! atomically with its event.
+
+mod subscribe;
+mod supervisor;
+
+pub use subscribe::{FeedSubscription, TaskSubscription};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::instrument;
+
+use crate::auth::{Action, Authorizer, Resource, ScopeAuthorizer};
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::id::{NodeId, TaskId};
+use crate::node::{Node, NodeOwner, NodeSpec, NodeStatus};
+use crate::principal::{Principal, PrincipalKind, TenantId};
+use crate::scheduler::{FairScheduler, Scheduler};
+use crate::store::{
+    Ack, ClaimRequest, ClaimResult, Command, NewTask, Submitted, SweepOptions, SweepReport,
+    TaskStore,
+};
+use crate::task::machine::Op;
+use crate::task::{
+    AgentRef, FeedEvent, LeaseToken, Owner, Page, Task, TaskError, TaskQuery, TaskSpec,
+};
+
+/// Engine settings. The defaults suit a single host; every field is documented
+/// with what it trades.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HiveConfig {
+    /// Run the supervisor in this instance (safe in many processes at once).
+    pub run_supervisor: bool,
+    /// How often the supervisor sweeps expired deadlines. A task reaches its
+    /// terminal state within its deadline plus this.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// At most this many deadlines are expired per store call of a sweep.
+    pub sweep_batch: usize,
+    /// How often in-process workers heartbeat their node; a node not seen for
+    /// three intervals is Lost.
+    #[serde(with = "humantime_serde")]
+    pub node_heartbeat_interval: Duration,
+    /// The largest batch one submit call accepts.
+    pub max_submit_batch: usize,
+    /// How long a subscription waits for a notification before it re-reads the
+    /// store (a safety net; notifications normally wake it at once).
+    #[serde(with = "humantime_serde")]
+    pub subscription_poll: Duration,
+}
+
+impl Default for HiveConfig {
+    fn default() -> Self {
+        HiveConfig {
+            run_supervisor: true,
+            sweep_interval: Duration::from_secs(1),
+            sweep_batch: 10_000,
+            node_heartbeat_interval: Duration::from_secs(2),
+            max_submit_batch: 100_000,
+            subscription_poll: Duration::from_secs(5),
+        }
+    }
+}
+
+impl HiveConfig {
+    /// A node not seen for this long is Lost.
+    pub fn node_lost_after(&self) -> Duration {
+        self.node_heartbeat_interval * 3
+    }
+}
+
+/// Builds a [`Hive`].
+#[derive(Debug)]
+pub struct HiveBuilder {
+    store: Option<Arc<dyn TaskStore>>,
+    clock: Arc<dyn Clock>,
+    scheduler: Arc<dyn Scheduler>,
+    authorizer: Arc<dyn Authorizer>,
+    config: HiveConfig,
+}
+
+impl HiveBuilder {
+    /// The store (required). See the `hive-store` crate for backends.
+    pub fn store(mut self, store: Arc<dyn TaskStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The clock (default: the wall clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The placement policy (default: [`FairScheduler`]).
+    pub fn scheduler(mut self, scheduler: Arc<dyn Scheduler>) -> Self {
+        self.scheduler = scheduler;
+        self
+    }
+
+    /// The authorization policy (default: [`ScopeAuthorizer`]).
+    pub fn authorizer(mut self, authorizer: Arc<dyn Authorizer>) -> Self {
+        self.authorizer = authorizer;
+        self
+    }
+
+    /// The settings.
+    pub fn config(mut self, config: HiveConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Builds the engine. With `run_supervisor` (the default) it must be called
+    /// inside a tokio runtime, where the supervisor is spawned.
+    pub fn build(self) -> Result<Hive> {
+        let store = self.store.ok_or_else(|| Error::InvalidArgument {
+            message: "HiveBuilder needs a store: Hive::builder().store(...)".into(),
+        })?;
+        if self.config.sweep_interval.is_zero() || self.config.node_heartbeat_interval.is_zero() {
+            return Err(Error::InvalidArgument {
+                message: "sweep_interval and node_heartbeat_interval must be greater than zero"
+                    .into(),
+            });
+        }
+        let shutdown = CancellationToken::new();
+        let inner = Arc::new(Inner {
+            store,
+            clock: self.clock,
+            scheduler: self.scheduler,
+            authorizer: self.authorizer,
+            config: self.config,
+            shutdown: shutdown.clone(),
+        });
+        let hive = Hive {
+            inner,
+            _guard: Some(Arc::new(shutdown.drop_guard())),
+        };
+        if hive.inner.config.run_supervisor {
+            let handle =
+                tokio::runtime::Handle::try_current().map_err(|_| Error::InvalidArgument {
+                    message: "the supervisor needs a tokio runtime: build the Hive inside one, \
+                          or set run_supervisor = false"
+                        .into(),
+                })?;
+            handle.spawn(supervisor::run(hive.detached()));
+        }
+        Ok(hive)
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn TaskStore>,
+    clock: Arc<dyn Clock>,
+    scheduler: Arc<dyn Scheduler>,
+    authorizer: Arc<dyn Authorizer>,
+    config: HiveConfig,
+    shutdown: CancellationToken,
+}
+
+/// The engine. Cheap to clone; every clone is the same engine. When the last
+/// clone a host holds is dropped (or [`Hive::shutdown`] is called), the supervisor
+/// and the in-process workers stop.
+#[derive(Clone, Debug)]
+pub struct Hive {
+    inner: Arc<Inner>,
+    _guard: Option<Arc<DropGuard>>,
+}
+
+/// A worker's answer for one lease.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ReportOutcome {
+    /// The attempt succeeded with this output.
+    Success {
+        /// The output.
+        output: serde_json::Value,
+    },
+    /// The attempt failed.
+    Failure {
+        /// The error.
+        error: TaskError,
+    },
+}
+
+/// A worker's report on one lease.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// The lease.
+    pub token: LeaseToken,
+    /// What happened.
+    #[serde(flatten)]
+    pub outcome: ReportOutcome,
+}
+
+/// What a node claims.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClaimOptions {
+    /// At most this many tasks (capped by free capacity). Default 1.
+    pub max: u32,
+    /// Only tasks for these agents (any when empty).
+    pub agents: Vec<AgentRef>,
+    /// Also start the claimed tasks (Scheduled and Running in one step).
+    pub start: bool,
+}
+
+impl Hive {
+    /// A builder; the store is required.
+    pub fn builder() -> HiveBuilder {
+        HiveBuilder {
+            store: None,
+            clock: Arc::new(SystemClock),
+            scheduler: Arc::new(FairScheduler::default()),
+            authorizer: Arc::new(ScopeAuthorizer),
+            config: HiveConfig::default(),
+        }
+    }
+
+    /// A handle that does not keep the engine alive (for its own tasks).
+    pub(crate) fn detached(&self) -> Hive {
+        Hive {
+            inner: self.inner.clone(),
+            _guard: None,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn TaskStore> {
+        &self.inner.store
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &HiveConfig {
+        &self.inner.config
+    }
+
+    /// Stops the supervisor and every in-process worker of this engine.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    /// Whether [`Hive::shutdown`] was called (or every owning handle dropped).
+    pub fn is_shut_down(&self) -> bool {
+        self.inner.shutdown.is_cancelled()
+    }
+
+    pub(crate) fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    fn authorize(&self, p: &Principal, action: Action, resource: &Resource) -> Result<()> {
+        let r = self.inner.authorizer.authorize(p, action, resource);
+        if let Err(e) = &r {
+            tracing::info!(tenant = %p.tenant, actor = %p.id, %action, error = %e, "denied");
+        }
+        r
+    }
+
+    fn check_live(&self) -> Result<()> {
+        if self.inner.shutdown.is_cancelled() {
+            Err(Error::Shutdown)
+        } else {
+            Ok(())
+        }
+    }
+
+    // ----- tasks -------------------------------------------------------------
+
+    /// Submits one task; see [`Hive::submit_batch`].
+    pub async fn submit(&self, p: &Principal, spec: TaskSpec) -> Result<Submitted> {
+        let mut out = self.submit_batch(p, vec![spec]).await?;
+        out.pop().ok_or_else(|| Error::Backend {
+            message: "store answered an empty batch".into(),
+            source: None,
+        })
+    }
+
+    /// Submits tasks owned by `p`. Every spec is validated first: one invalid spec
+    /// refuses the whole batch and stores nothing. A spec whose idempotency key
+    /// was used before in the tenant returns the existing task.
+    #[instrument(level = "debug", skip_all, fields(tenant = %p.tenant, n = specs.len()))]
+    pub async fn submit_batch(
+        &self,
+        p: &Principal,
+        specs: Vec<TaskSpec>,
+    ) -> Result<Vec<Submitted>> {
+        self.check_live()?;
+        self.authorize(p, Action::SubmitTask, &Resource::Tenant(p.tenant.clone()))?;
+        if specs.len() > self.inner.config.max_submit_batch {
+            return Err(Error::InvalidArgument {
+                message: format!(
+                    "batch of {} tasks exceeds max_submit_batch {}",
+                    specs.len(),
+                    self.inner.config.max_submit_batch
+                ),
+            });
+        }
+        for (i, spec) in specs.iter().enumerate() {
+            spec.validate().map_err(|e| match e {
+                Error::InvalidSpec { field, message } if specs.len() > 1 => Error::InvalidSpec {
+                    field: format!("[{i}].{field}"),
+                    message,
+                },
+                e => e,
+            })?;
+        }
+        let owner = Owner {
+            tenant: p.tenant.clone(),
+            principal: p.id.clone(),
+        };
+        let tasks = specs
+            .into_iter()
+            .map(|spec| NewTask {
+                id: TaskId::new(),
+                owner: owner.clone(),
+                spec: Arc::new(spec),
+            })
+            .collect();
+        self.inner.store.submit(tasks, self.inner.clock.now()).await
+    }
+
+    /// One task. Another tenant's task is `NotFound`.
+    #[instrument(level = "debug", skip_all, fields(task = %id))]
+    pub async fn get_task(&self, p: &Principal, id: TaskId) -> Result<Task> {
+        let task = self.visible_task(p, id).await?;
+        self.authorize(p, Action::ReadTask, &task_resource(&task))?;
+        Ok(task)
+    }
+
+    async fn visible_task(&self, p: &Principal, id: TaskId) -> Result<Task> {
+        match self.inner.store.get_task(id).await? {
+            Some(t) if p.can_see_tenant(&t.owner.tenant) => Ok(t),
+            _ => Err(Error::not_found("task", id)),
+        }
+    }
+
+    /// A page of the caller's tenant's tasks.
+    #[instrument(level = "debug", skip_all, fields(tenant = %p.tenant))]
+    pub async fn list_tasks(&self, p: &Principal, query: &TaskQuery) -> Result<Page<Task>> {
+        self.authorize(p, Action::ReadTask, &Resource::Tenant(p.tenant.clone()))?;
+        self.inner.store.list_tasks(&p.tenant, query).await
+    }
+
+    /// Cancels a task that has not ended. Its lease, if any, is lost: the worker's
+    /// late report gets `LeaseLost`.
+    #[instrument(level = "debug", skip_all, fields(task = %id))]
+    pub async fn cancel(
+        &self,
+        p: &Principal,
+        id: TaskId,
+        reason: impl Into<String>,
+    ) -> Result<Ack> {
+        let task = self.visible_task(p, id).await?;
+        self.authorize(p, Action::CancelTask, &task_resource(&task))?;
+        let op = Op::Cancel {
+            by: p.id.clone(),
+            reason: reason.into(),
+        };
+        self.apply_one(id, op).await
+    }
+
+    async fn apply_one(&self, task: TaskId, op: Op) -> Result<Ack> {
+        let mut out = self
+            .inner
+            .store
+            .apply(vec![Command { task, op }], self.inner.clock.now())
+            .await?;
+        out.pop().unwrap_or_else(|| {
+            Err(Error::Backend {
+                message: "store answered an empty batch".into(),
+                source: None,
+            })
+        })
+    }
+
+    /// The events of a task after `after_seq`, then live ones as they are stored;
+    /// the subscription ends right after the terminal event.
+    #[instrument(level = "debug", skip_all, fields(task = %id, after_seq))]
+    pub async fn subscribe(
+        &self,
+        p: &Principal,
+        id: TaskId,
+        after_seq: u64,
+    ) -> Result<TaskSubscription> {
+        let task = self.visible_task(p, id).await?;
+        self.authorize(p, Action::ReadTask, &task_resource(&task))?;
+        Ok(TaskSubscription::new(self.detached(), id, after_seq))
+    }
+
+    /// The caller's tenant's feed after `cursor`, then live; never ends by itself.
+    pub async fn feed(&self, p: &Principal, cursor: u64) -> Result<FeedSubscription> {
+        self.authorize(p, Action::ReadTask, &Resource::Tenant(p.tenant.clone()))?;
+        Ok(FeedSubscription::new(
+            self.detached(),
+            p.tenant.clone(),
+            cursor,
+        ))
+    }
+
+    /// One page of the caller's tenant's feed after `cursor` (for pollers).
+    pub async fn read_feed(
+        &self,
+        p: &Principal,
+        cursor: u64,
+        limit: usize,
+    ) -> Result<Vec<FeedEvent>> {
+        self.authorize(p, Action::ReadTask, &Resource::Tenant(p.tenant.clone()))?;
+        self.inner
+            .store
+            .read_feed(&p.tenant, cursor, limit.clamp(1, 10_000))
+            .await
+    }
+
+    /// Acknowledges, as consumer `consumer`, the terminal events of `tasks`.
+    pub async fn ack_terminal(
+        &self,
+        p: &Principal,
+        consumer: &str,
+        tasks: &[TaskId],
+    ) -> Result<()> {
+        self.authorize(p, Action::ConsumeFeed, &Resource::Tenant(p.tenant.clone()))?;
+        validate_consumer(consumer)?;
+        self.inner
+            .store
+            .ack_terminal(&p.tenant, consumer, tasks)
+            .await
+    }
+
+    /// Terminal events consumer `consumer` has not acknowledged yet, oldest first.
+    pub async fn unacked_terminal(
+        &self,
+        p: &Principal,
+        consumer: &str,
+        limit: usize,
+    ) -> Result<Vec<FeedEvent>> {
+        self.authorize(p, Action::ConsumeFeed, &Resource::Tenant(p.tenant.clone()))?;
+        validate_consumer(consumer)?;
+        self.inner
+            .store
+            .unacked_terminal(&p.tenant, consumer, limit.clamp(1, 10_000))
+            .await
+    }
+
+    // ----- nodes -------------------------------------------------------------
+
+    /// Registers a node. A user may register nodes owned by itself; a `System`
+    /// node needs `system:admin`. Returns the node; its worker acts as
+    /// [`Principal::worker`]`(node.tenant(), node.id)`.
+    #[instrument(level = "debug", skip_all, fields(tenant = %p.tenant, name = %spec.name))]
+    pub async fn register_node(&self, p: &Principal, spec: NodeSpec) -> Result<Node> {
+        self.check_live()?;
+        let id = NodeId::new();
+        let resource = Resource::Node {
+            id,
+            tenant: node_tenant(&spec.owner),
+            owner: node_principal(&spec.owner),
+        };
+        self.authorize(p, Action::RegisterNode, &resource)?;
+        spec.validate()?;
+        match &spec.owner {
+            NodeOwner::System if !p.is_cross_tenant() && p.kind != PrincipalKind::System => {
+                return Err(Error::Forbidden {
+                    action: Action::RegisterNode.as_str().into(),
+                    reason: "a system node needs system:admin".into(),
+                });
+            }
+            NodeOwner::User { tenant, principal }
+                if !p.is_cross_tenant() && (tenant != &p.tenant || principal != &p.id) =>
+            {
+                return Err(Error::Forbidden {
+                    action: Action::RegisterNode.as_str().into(),
+                    reason: "a user may only register nodes it owns".into(),
+                });
+            }
+            _ => {}
+        }
+        let now = self.inner.clock.now();
+        let node = Node {
+            id,
+            spec,
+            status: NodeStatus::Ready,
+            in_flight: 0,
+            registered_at: now,
+            last_seen: now,
+        };
+        self.inner.store.register_node(node.clone()).await?;
+        tracing::info!(node = %node.id, "node registered");
+        Ok(node)
+    }
+
+    async fn visible_node(&self, p: &Principal, id: NodeId) -> Result<Node> {
+        match self.inner.store.get_node(id).await? {
+            Some(n) if node_visible(p, &n) => Ok(n),
+            _ => Err(Error::not_found("node", id)),
+        }
+    }
+
+    /// One node: system nodes and the caller's tenant's nodes are visible.
+    pub async fn get_node(&self, p: &Principal, id: NodeId) -> Result<Node> {
+        let node = self.visible_node(p, id).await?;
+        self.authorize(p, Action::ReadNode, &node_resource(&node))?;
+        Ok(node)
+    }
+
+    /// The nodes visible to the caller.
+    pub async fn list_nodes(&self, p: &Principal) -> Result<Vec<Node>> {
+        self.authorize(p, Action::ReadNode, &Resource::Tenant(p.tenant.clone()))?;
+        let mut nodes = self.inner.store.list_nodes().await?;
+        nodes.retain(|n| node_visible(p, n));
+        Ok(nodes)
+    }
+
+    /// Drains a node: it keeps its leases but claims nothing new.
+    pub async fn drain_node(&self, p: &Principal, id: NodeId) -> Result<Node> {
+        let node = self.visible_node(p, id).await?;
+        self.authorize(p, Action::DrainNode, &node_resource(&node))?;
+        self.inner
+            .store
+            .set_node_status(id, NodeStatus::Draining, self.inner.clock.now())
+            .await
+    }
+
+    /// Removes a node; its leases are reclaimed at once (as placement lost).
+    pub async fn remove_node(&self, p: &Principal, id: NodeId) -> Result<()> {
+        let node = match self.worker_node(p) {
+            Some(own) if own == id => self
+                .inner
+                .store
+                .get_node(id)
+                .await?
+                .ok_or_else(|| Error::not_found("node", id))?,
+            _ => {
+                let node = self.visible_node(p, id).await?;
+                self.authorize(p, Action::DrainNode, &node_resource(&node))?;
+                node
+            }
+        };
+        self.inner
+            .store
+            .remove_node(node.id, self.inner.clock.now())
+            .await
+    }
+
+    /// A node's heartbeat, by its own worker.
+    pub async fn node_heartbeat(&self, p: &Principal, id: NodeId) -> Result<Node> {
+        self.check_worker(p, id)?;
+        self.inner
+            .store
+            .touch_node(id, self.inner.clock.now())
+            .await
+    }
+
+    // ----- worker protocol ---------------------------------------------------
+
+    fn worker_node(&self, p: &Principal) -> Option<NodeId> {
+        p.worker_node()
+    }
+
+    fn check_worker(&self, p: &Principal, node: NodeId) -> Result<()> {
+        match p.kind {
+            PrincipalKind::Worker { node: own } if own == node => {}
+            PrincipalKind::System => {}
+            _ => {
+                let reason = match p.kind {
+                    PrincipalKind::Worker { .. } => "a worker may only work its own node",
+                    _ => "only the node's worker may work it",
+                };
+                tracing::info!(tenant = %p.tenant, actor = %p.id, "denied: {reason}");
+                return Err(Error::Forbidden {
+                    action: Action::WorkNode.as_str().into(),
+                    reason: reason.into(),
+                });
+            }
+        }
+        self.authorize(
+            p,
+            Action::WorkNode,
+            &Resource::Node {
+                id: node,
+                tenant: None,
+                owner: None,
+            },
+        )
+    }
+
+    fn acting_node(&self, p: &Principal) -> Result<NodeId> {
+        p.worker_node().ok_or_else(|| Error::Forbidden {
+            action: Action::WorkNode.as_str().into(),
+            reason: "only a worker principal bound to a node may work tasks".into(),
+        })
+    }
+
+    /// Leases eligible pending tasks to the caller's node.
+    #[instrument(level = "debug", skip_all, fields(node = %node, max = options.max))]
+    pub async fn claim(
+        &self,
+        p: &Principal,
+        node: NodeId,
+        options: &ClaimOptions,
+    ) -> Result<ClaimResult> {
+        self.check_live()?;
+        self.check_worker(p, node)?;
+        self.inner
+            .store
+            .claim(ClaimRequest {
+                node,
+                max: options.max.max(1),
+                agents: &options.agents,
+                start: options.start,
+                scheduler: &*self.inner.scheduler,
+                now: self.inner.clock.now(),
+            })
+            .await
+    }
+
+    /// Starts claimed tasks (Scheduled → Running).
+    pub async fn start(&self, p: &Principal, tokens: &[LeaseToken]) -> Result<Vec<Result<Ack>>> {
+        let node = self.acting_node(p)?;
+        self.check_worker(p, node)?;
+        let cmds = tokens
+            .iter()
+            .map(|&token| Command {
+                task: token.task,
+                op: Op::Start { token, node },
+            })
+            .collect();
+        self.inner.store.apply(cmds, self.inner.clock.now()).await
+    }
+
+    /// Heartbeats running tasks, with optional progress. A `LeaseLost` answer
+    /// tells the worker to stop that attempt.
+    pub async fn heartbeat(
+        &self,
+        p: &Principal,
+        beats: Vec<(LeaseToken, Option<serde_json::Value>)>,
+    ) -> Result<Vec<Result<Ack>>> {
+        let node = self.acting_node(p)?;
+        self.check_worker(p, node)?;
+        let cmds = beats
+            .into_iter()
+            .map(|(token, progress)| Command {
+                task: token.task,
+                op: Op::Heartbeat {
+                    token,
+                    node,
+                    progress,
+                },
+            })
+            .collect();
+        self.inner.store.apply(cmds, self.inner.clock.now()).await
+    }
+
+    /// Appends a log line to a task the caller's node holds.
+    pub async fn log(
+        &self,
+        p: &Principal,
+        token: LeaseToken,
+        stream: &str,
+        line: &str,
+    ) -> Result<Ack> {
+        let node = self.acting_node(p)?;
+        self.check_worker(p, node)?;
+        if stream.is_empty() || stream.len() > 64 {
+            return Err(Error::InvalidArgument {
+                message: "log stream names are 1 to 64 bytes".into(),
+            });
+        }
+        self.apply_one(
+            token.task,
+            Op::Log {
+                token,
+                node,
+                stream: stream.to_owned(),
+                line: line.to_owned(),
+            },
+        )
+        .await
+    }
+
+    /// Reports the outcome of leases. Each answer is the [`Ack`] with the seq of the
+    /// stored terminal (or `AttemptFailed`) event; a duplicate of an accepted report
+    /// gets the same answer; a report on a lease that was taken away gets
+    /// `LeaseLost`. Retry on an `Err` of the whole call until an answer arrives.
+    #[instrument(level = "debug", skip_all, fields(n = reports.len()))]
+    pub async fn report(&self, p: &Principal, reports: Vec<Report>) -> Result<Vec<Result<Ack>>> {
+        let node = self.acting_node(p)?;
+        self.check_worker(p, node)?;
+        let cmds = reports
+            .into_iter()
+            .map(|r| Command {
+                task: r.token.task,
+                op: match r.outcome {
+                    ReportOutcome::Success { output } => Op::Succeed {
+                        token: r.token,
+                        node,
+                        output,
+                    },
+                    ReportOutcome::Failure { error } => Op::Fail {
+                        token: r.token,
+                        node,
+                        error,
+                    },
+                },
+            })
+            .collect();
+        self.inner.store.apply(cmds, self.inner.clock.now()).await
+    }
+
+    /// Reports one success.
+    pub async fn report_success(
+        &self,
+        p: &Principal,
+        token: LeaseToken,
+        output: serde_json::Value,
+    ) -> Result<Ack> {
+        let outcome = ReportOutcome::Success { output };
+        self.report(p, vec![Report { token, outcome }])
+            .await?
+            .pop()
+            .unwrap_or_else(empty_batch)
+    }
+
+    /// Reports one failure.
+    pub async fn report_failure(
+        &self,
+        p: &Principal,
+        token: LeaseToken,
+        error: TaskError,
+    ) -> Result<Ack> {
+        let outcome = ReportOutcome::Failure { error };
+        self.report(p, vec![Report { token, outcome }])
+            .await?
+            .pop()
+            .unwrap_or_else(empty_batch)
+    }
+
+    // ----- supervisor --------------------------------------------------------
+
+    /// Runs one supervisor sweep now (the background supervisor does this every
+    /// `sweep_interval`). Tests on a manual clock call it after moving time.
+    pub async fn sweep(&self, p: &Principal) -> Result<SweepReport> {
+        self.authorize(p, Action::Supervise, &Resource::System)?;
+        self.sweep_inner().await
+    }
+
+    pub(crate) async fn sweep_inner(&self) -> Result<SweepReport> {
+        let opts = SweepOptions {
+            limit: self.inner.config.sweep_batch,
+            node_lost_after: self.inner.config.node_lost_after(),
+        };
+        let mut total = SweepReport::default();
+        loop {
+            let r = self
+                .inner
+                .store
+                .sweep(self.inner.clock.now(), &opts)
+                .await?;
+            total.expired += r.expired;
+            total.nodes_lost += r.nodes_lost;
+            total.placements_lost += r.placements_lost;
+            if !r.more {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+fn empty_batch<T>() -> Result<T> {
+    Err(Error::Backend {
+        message: "store answered an empty batch".into(),
+        source: None,
+    })
+}
+
+fn validate_consumer(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 128 {
+        return Err(Error::InvalidArgument {
+            message: "consumer names are 1 to 128 bytes".into(),
+        });
+    }
+    Ok(())
+}
+
+fn task_resource(t: &Task) -> Resource {
+    Resource::Task {
+        id: t.id,
+        tenant: t.owner.tenant.clone(),
+        owner: t.owner.principal.clone(),
+    }
+}
+
+fn node_tenant(o: &NodeOwner) -> Option<TenantId> {
+    match o {
+        NodeOwner::System => None,
+        NodeOwner::User { tenant, .. } => Some(tenant.clone()),
+    }
+}
+
+fn node_principal(o: &NodeOwner) -> Option<crate::principal::PrincipalId> {
+    match o {
+        NodeOwner::System => None,
+        NodeOwner::User { principal, .. } => Some(principal.clone()),
+    }
+}
+
+fn node_resource(n: &Node) -> Resource {
+    Resource::Node {
+        id: n.id,
+        tenant: node_tenant(&n.spec.owner),
+        owner: node_principal(&n.spec.owner),
+    }
+}
+
+fn node_visible(p: &Principal, n: &Node) -> bool {
+    match &n.spec.owner {
+        NodeOwner::System => true,
+        NodeOwner::User { tenant, .. } => p.can_see_tenant(tenant),
+    }
+}

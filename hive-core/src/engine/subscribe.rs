@@ -1,0 +1,166 @@
+//! Subscriptions: replay what is stored after an offset, then go live.
+
+use std::collections::VecDeque;
+
+use futures::Stream;
+
+use super::Hive;
+use crate::error::Result;
+use crate::id::TaskId;
+use crate::principal::TenantId;
+use crate::task::{FeedEvent, TaskEvent};
+
+const PAGE: usize = 512;
+
+/// The events of one task after an offset: replayed from the store, then live.
+/// Ends (yields `None`) right after the terminal event.
+#[derive(Debug)]
+pub struct TaskSubscription {
+    hive: Hive,
+    task: TaskId,
+    after: u64,
+    buffer: VecDeque<TaskEvent>,
+    done: bool,
+}
+
+impl TaskSubscription {
+    pub(crate) fn new(hive: Hive, task: TaskId, after: u64) -> Self {
+        TaskSubscription {
+            hive,
+            task,
+            after,
+            buffer: VecDeque::new(),
+            done: false,
+        }
+    }
+
+    /// The task.
+    pub fn task(&self) -> TaskId {
+        self.task
+    }
+
+    /// The seq of the last event handed out (resume after it).
+    pub fn position(&self) -> u64 {
+        self.after
+    }
+
+    /// The next event; `None` after the terminal event. An error (the store is
+    /// unreachable) leaves the subscription usable: call again to retry.
+    pub async fn next(&mut self) -> Option<Result<TaskEvent>> {
+        loop {
+            if let Some(ev) = self.buffer.pop_front() {
+                self.after = ev.seq;
+                if ev.kind.is_terminal() {
+                    self.done = true;
+                    self.buffer.clear();
+                }
+                return Some(Ok(ev));
+            }
+            if self.done {
+                return None;
+            }
+            let store = self.hive.store();
+            match store.read_events(self.task, self.after, PAGE).await {
+                Ok(events) if !events.is_empty() => self.buffer.extend(events),
+                Ok(_) => {
+                    if self.hive.is_shut_down() {
+                        return Some(Err(crate::Error::Shutdown));
+                    }
+                    // Subscribed at or after the end: nothing more will come.
+                    match store.get_task(self.task).await {
+                        Ok(Some(t)) if t.state.is_terminal() && t.last_seq <= self.after => {
+                            self.done = true;
+                            return None;
+                        }
+                        Ok(_) => {}
+                        Err(e) => return Some(Err(e)),
+                    }
+                    let poll = self.hive.config().subscription_poll;
+                    if let Err(e) = store.wait_for_events(self.task, self.after, poll).await {
+                        return Some(Err(e));
+                    }
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    /// Collects every remaining event, until the terminal one.
+    pub async fn collect(mut self) -> Result<Vec<TaskEvent>> {
+        let mut out = Vec::new();
+        while let Some(ev) = self.next().await {
+            out.push(ev?);
+        }
+        Ok(out)
+    }
+
+    /// The subscription as a `Stream`.
+    pub fn into_stream(self) -> impl Stream<Item = Result<TaskEvent>> + Send {
+        futures::stream::unfold(
+            self,
+            |mut s| async move { s.next().await.map(|ev| (ev, s)) },
+        )
+    }
+}
+
+/// A tenant's feed after a cursor: replayed, then live. Never ends by itself.
+#[derive(Debug)]
+pub struct FeedSubscription {
+    hive: Hive,
+    tenant: TenantId,
+    after: u64,
+    buffer: VecDeque<FeedEvent>,
+}
+
+impl FeedSubscription {
+    pub(crate) fn new(hive: Hive, tenant: TenantId, after: u64) -> Self {
+        FeedSubscription {
+            hive,
+            tenant,
+            after,
+            buffer: VecDeque::new(),
+        }
+    }
+
+    /// The cursor of the last event handed out (resume after it).
+    pub fn cursor(&self) -> u64 {
+        self.after
+    }
+
+    /// The next event. `OffsetExpired` if retention dropped events after the
+    /// cursor; `Shutdown` once the engine stops.
+    pub async fn next(&mut self) -> Result<FeedEvent> {
+        loop {
+            if let Some(ev) = self.buffer.pop_front() {
+                self.after = ev.cursor;
+                return Ok(ev);
+            }
+            let store = self.hive.store();
+            let events = store.read_feed(&self.tenant, self.after, PAGE).await?;
+            if events.is_empty() {
+                if self.hive.is_shut_down() {
+                    return Err(crate::Error::Shutdown);
+                }
+                let poll = self.hive.config().subscription_poll;
+                store.wait_for_feed(&self.tenant, self.after, poll).await?;
+            } else {
+                self.buffer.extend(events);
+            }
+        }
+    }
+
+    /// Every event available now, without waiting (possibly none).
+    pub async fn drain_ready(&mut self) -> Result<Vec<FeedEvent>> {
+        let mut out: Vec<FeedEvent> = self.buffer.drain(..).collect();
+        let events = self
+            .hive
+            .store()
+            .read_feed(&self.tenant, self.after, usize::MAX >> 1)
+            .await?;
+        out.extend(events);
+        if let Some(last) = out.last() {
+            self.after = last.cursor;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,31 @@
+//! The supervisor: every `sweep_interval`, expire due deadlines and reclaim the
+//! leases of lost nodes. Safe to run in every process, because each move is a
+//! compare-and-set in the store.
+
+use super::Hive;
+
+pub(super) async fn run(hive: Hive) {
+    let every = hive.config().sweep_interval;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stop = hive.shutdown_token().clone();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        match hive.sweep_inner().await {
+            Ok(r) if r.expired + r.nodes_lost > 0 => {
+                tracing::debug!(
+                    expired = r.expired,
+                    nodes_lost = r.nodes_lost,
+                    placements_lost = r.placements_lost,
+                    "sweep"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "supervisor sweep failed; retrying next interval"),
+        }
+    }
+    tracing::debug!("supervisor stopped");
+}

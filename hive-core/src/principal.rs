@@ -1,0 +1,336 @@
+//! Who is calling: tenants, principals and scopes.
+//!
+//! Every engine call takes a [`Principal`]. `hive-iam` resolves tokens to
+//! principals and refines the policy; the types live here so that the engine's
+//! signatures never change when it does.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::NodeId;
+
+macro_rules! str_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(Arc<str>);
+
+        impl $name {
+            /// Wraps a name.
+            pub fn new(s: impl AsRef<str>) -> Self {
+                $name(Arc::from(s.as_ref()))
+            }
+
+            /// The name.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                $name::new(s)
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(s: String) -> Self {
+                $name(Arc::from(s))
+            }
+        }
+    };
+}
+
+str_id!(
+    /// A tenant: the unit of isolation. Reads never cross tenants.
+    TenantId
+);
+str_id!(
+    /// A principal's name, unique within its tenant.
+    PrincipalId
+);
+
+impl TenantId {
+    /// The tenant of system principals and system-owned worker nodes.
+    pub fn system() -> Self {
+        TenantId::new("_system")
+    }
+}
+
+/// What kind of actor a principal is.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum PrincipalKind {
+    /// A person or service acting for a tenant.
+    User,
+    /// An operator of the tenant: may cancel others' tasks and drain nodes.
+    Operator,
+    /// A tenant administrator.
+    Admin,
+    /// A worker bound to one node: may only work that node's tasks.
+    Worker {
+        /// The node this worker is bound to.
+        node: NodeId,
+    },
+    /// Hive itself (the supervisor, internal drivers).
+    System,
+}
+
+/// A permission. The wire form is `area:verb`, e.g. `task:submit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Scope {
+    /// Submit tasks (and prompts).
+    #[serde(rename = "task:submit")]
+    TaskSubmit,
+    /// Read tasks, their events and the tenant feed.
+    #[serde(rename = "task:read")]
+    TaskRead,
+    /// Cancel tasks (one's own; others' too with `Operator` or `Admin`).
+    #[serde(rename = "task:cancel")]
+    TaskCancel,
+    /// Submit workflows.
+    #[serde(rename = "workflow:submit")]
+    WorkflowSubmit,
+    /// Register, drain and remove nodes.
+    #[serde(rename = "node:register")]
+    NodeRegister,
+    /// Lease, heartbeat, log and report the tasks of one's own node.
+    #[serde(rename = "node:work")]
+    NodeWork,
+    /// Promote an experiment from sandbox to production.
+    #[serde(rename = "experiment:promote")]
+    ExperimentPromote,
+    /// Publish agents to the registry.
+    #[serde(rename = "registry:publish")]
+    RegistryPublish,
+    /// Read the audit trail.
+    #[serde(rename = "audit:read")]
+    AuditRead,
+    /// Everything, across tenants.
+    #[serde(rename = "system:admin")]
+    SystemAdmin,
+}
+
+impl Scope {
+    /// Every scope, in declaration order.
+    pub const ALL: [Scope; 10] = [
+        Scope::TaskSubmit,
+        Scope::TaskRead,
+        Scope::TaskCancel,
+        Scope::WorkflowSubmit,
+        Scope::NodeRegister,
+        Scope::NodeWork,
+        Scope::ExperimentPromote,
+        Scope::RegistryPublish,
+        Scope::AuditRead,
+        Scope::SystemAdmin,
+    ];
+
+    /// The wire name (`task:submit`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::TaskSubmit => "task:submit",
+            Scope::TaskRead => "task:read",
+            Scope::TaskCancel => "task:cancel",
+            Scope::WorkflowSubmit => "workflow:submit",
+            Scope::NodeRegister => "node:register",
+            Scope::NodeWork => "node:work",
+            Scope::ExperimentPromote => "experiment:promote",
+            Scope::RegistryPublish => "registry:publish",
+            Scope::AuditRead => "audit:read",
+            Scope::SystemAdmin => "system:admin",
+        }
+    }
+
+    fn bit(self) -> u32 {
+        1 << (Scope::ALL.iter().position(|s| *s == self).unwrap_or(0) as u32)
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A set of scopes (serialized as a list of wire names).
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Scopes(u32);
+
+impl Scopes {
+    /// No scopes.
+    pub const fn empty() -> Self {
+        Scopes(0)
+    }
+
+    /// Whether `scope` is in the set.
+    pub fn contains(self, scope: Scope) -> bool {
+        self.0 & scope.bit() != 0
+    }
+
+    /// The set with `scope` added.
+    pub fn with(self, scope: Scope) -> Self {
+        Scopes(self.0 | scope.bit())
+    }
+
+    /// The set with `scope` removed.
+    pub fn without(self, scope: Scope) -> Self {
+        Scopes(self.0 & !scope.bit())
+    }
+
+    /// The scopes in the set.
+    pub fn iter(self) -> impl Iterator<Item = Scope> {
+        Scope::ALL.into_iter().filter(move |s| self.contains(*s))
+    }
+
+    /// Default scopes of a user.
+    pub fn user() -> Self {
+        Scopes::from_iter([
+            Scope::TaskSubmit,
+            Scope::TaskRead,
+            Scope::TaskCancel,
+            Scope::WorkflowSubmit,
+            Scope::NodeRegister,
+        ])
+    }
+
+    /// Default scopes of an operator.
+    pub fn operator() -> Self {
+        Scopes::user().with(Scope::AuditRead)
+    }
+
+    /// Default scopes of a tenant admin.
+    pub fn admin() -> Self {
+        Scopes::operator()
+            .with(Scope::ExperimentPromote)
+            .with(Scope::RegistryPublish)
+    }
+
+    /// Default scopes of a worker.
+    pub fn worker() -> Self {
+        Scopes::empty().with(Scope::NodeWork)
+    }
+}
+
+impl FromIterator<Scope> for Scopes {
+    fn from_iter<I: IntoIterator<Item = Scope>>(iter: I) -> Self {
+        iter.into_iter().fold(Scopes::empty(), Scopes::with)
+    }
+}
+
+impl fmt::Debug for Scopes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for Scopes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Scopes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let list = Vec::<Scope>::deserialize(d)?;
+        Ok(list.into_iter().collect())
+    }
+}
+
+/// The caller of an engine operation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Principal {
+    /// The tenant it acts in.
+    pub tenant: TenantId,
+    /// Its name within the tenant.
+    pub id: PrincipalId,
+    /// What kind of actor it is.
+    pub kind: PrincipalKind,
+    /// What it may do.
+    pub scopes: Scopes,
+}
+
+impl Principal {
+    /// A user of `tenant` with the default user scopes.
+    pub fn user(tenant: impl Into<TenantId>, id: impl Into<PrincipalId>) -> Self {
+        Principal {
+            tenant: tenant.into(),
+            id: id.into(),
+            kind: PrincipalKind::User,
+            scopes: Scopes::user(),
+        }
+    }
+
+    /// An operator of `tenant` with the default operator scopes.
+    pub fn operator(tenant: impl Into<TenantId>, id: impl Into<PrincipalId>) -> Self {
+        Principal {
+            kind: PrincipalKind::Operator,
+            scopes: Scopes::operator(),
+            ..Principal::user(tenant, id)
+        }
+    }
+
+    /// An admin of `tenant` with the default admin scopes.
+    pub fn admin(tenant: impl Into<TenantId>, id: impl Into<PrincipalId>) -> Self {
+        Principal {
+            kind: PrincipalKind::Admin,
+            scopes: Scopes::admin(),
+            ..Principal::user(tenant, id)
+        }
+    }
+
+    /// A worker bound to `node`, acting in `tenant` (the node owner's tenant, or
+    /// [`TenantId::system`] for system nodes).
+    pub fn worker(tenant: impl Into<TenantId>, node: NodeId) -> Self {
+        Principal {
+            tenant: tenant.into(),
+            id: PrincipalId::new(format!("worker:{node}")),
+            kind: PrincipalKind::Worker { node },
+            scopes: Scopes::worker(),
+        }
+    }
+
+    /// Hive itself: every scope, across tenants.
+    pub fn system() -> Self {
+        Principal {
+            tenant: TenantId::system(),
+            id: PrincipalId::new("hive"),
+            kind: PrincipalKind::System,
+            scopes: Scope::ALL.into_iter().collect(),
+        }
+    }
+
+    /// The same principal with `scopes` instead of its own.
+    pub fn with_scopes(mut self, scopes: Scopes) -> Self {
+        self.scopes = scopes;
+        self
+    }
+
+    /// Whether the principal may act across tenants (`system:admin`).
+    pub fn is_cross_tenant(&self) -> bool {
+        self.scopes.contains(Scope::SystemAdmin)
+    }
+
+    /// The node a worker principal is bound to.
+    pub fn worker_node(&self) -> Option<NodeId> {
+        match self.kind {
+            PrincipalKind::Worker { node } => Some(node),
+            _ => None,
+        }
+    }
+
+    /// Whether the principal may see objects of `tenant`.
+    pub fn can_see_tenant(&self, tenant: &TenantId) -> bool {
+        &self.tenant == tenant || self.is_cross_tenant()
+    }
+}

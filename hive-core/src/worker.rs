@@ -1,0 +1,612 @@
+//! In-process workers: a host registers async handlers for agent names, and Hive
+//! runs matching tasks on a node the host owns, with heartbeats, logs and batched
+//! reports.
+//!
+//! Handlers are trait objects ([`TaskHandler`]), so Python and Kotlin handlers plug
+//! in through the same door as Rust ones.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{ClaimOptions, Hive, Report, ReportOutcome};
+use crate::error::{Error, Result};
+use crate::id::{NodeId, TaskId};
+use crate::node::{NodeOwner, NodeSpec, ShareTarget};
+use crate::principal::Principal;
+use crate::store::Ack;
+use crate::task::{AgentRef, LeaseToken, Owner, TaskError, TaskSpec};
+
+/// Runs tasks of one agent.
+#[async_trait]
+pub trait TaskHandler: Send + Sync + 'static {
+    /// Runs one attempt. `Ok` reports success with the output; `Err` reports a
+    /// failure (retried per the task's policy unless non-retryable). If the lease
+    /// is lost (cancelled, timed out) the future is dropped.
+    async fn run(&self, ctx: TaskContext) -> std::result::Result<serde_json::Value, TaskError>;
+}
+
+/// A handler from an async closure.
+pub fn handler_fn<F, Fut>(f: F) -> Arc<dyn TaskHandler>
+where
+    F: Fn(TaskContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = std::result::Result<serde_json::Value, TaskError>> + Send + 'static,
+{
+    struct FnHandler<F>(F);
+
+    #[async_trait]
+    impl<F, Fut> TaskHandler for FnHandler<F>
+    where
+        F: Fn(TaskContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<serde_json::Value, TaskError>> + Send + 'static,
+    {
+        async fn run(&self, ctx: TaskContext) -> std::result::Result<serde_json::Value, TaskError> {
+            (self.0)(ctx).await
+        }
+    }
+
+    Arc::new(FnHandler(f))
+}
+
+/// What a handler gets: the task, its lease, and ways to log and report progress.
+#[derive(Clone, Debug)]
+pub struct TaskContext {
+    token: LeaseToken,
+    owner: Owner,
+    spec: Arc<TaskSpec>,
+    hive: Hive,
+    principal: Arc<Principal>,
+    cancel: CancellationToken,
+    progress: Arc<Mutex<Option<serde_json::Value>>>,
+}
+
+impl TaskContext {
+    /// The task's id.
+    pub fn task_id(&self) -> TaskId {
+        self.token.task
+    }
+
+    /// The attempt number (1-based).
+    pub fn attempt(&self) -> u32 {
+        self.token.attempt
+    }
+
+    /// The lease's fencing token.
+    pub fn token(&self) -> LeaseToken {
+        self.token
+    }
+
+    /// The task's input.
+    pub fn input(&self) -> &serde_json::Value {
+        &self.spec.input
+    }
+
+    /// The task's spec.
+    pub fn spec(&self) -> &TaskSpec {
+        &self.spec
+    }
+
+    /// Who submitted the task.
+    pub fn owner(&self) -> &Owner {
+        &self.owner
+    }
+
+    /// Appends a log line to the task's event stream.
+    pub async fn log(&self, stream: &str, line: &str) -> Result<Ack> {
+        self.hive
+            .log(&self.principal, self.token, stream, line)
+            .await
+    }
+
+    /// Sets the progress sent with the next heartbeat.
+    pub fn set_progress(&self, progress: serde_json::Value) {
+        *self.progress.lock() = Some(progress);
+    }
+
+    /// Heartbeats now, with optional progress. `LeaseLost` means: stop.
+    pub async fn heartbeat(&self, progress: Option<serde_json::Value>) -> Result<Ack> {
+        let mut out = self
+            .hive
+            .heartbeat(&self.principal, vec![(self.token, progress)])
+            .await?;
+        out.pop().unwrap_or(Err(Error::LeaseLost {
+            task: self.token.task,
+        }))
+    }
+
+    /// Completes when the attempt should stop (lease lost, task cancelled, worker
+    /// shutting down).
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
+    }
+
+    /// Whether the attempt should stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+}
+
+/// How an in-process worker node is set up.
+#[derive(Clone)]
+pub struct WorkerOptions {
+    /// The node's name.
+    pub name: String,
+    /// Who owns the node (default: the registering user; `System` needs
+    /// `system:admin`).
+    pub owner: Option<NodeOwner>,
+    /// Labels tasks may require.
+    pub labels: BTreeMap<String, String>,
+    /// Others the node is shared with.
+    pub shared_with: Vec<ShareTarget>,
+    /// Tasks run at once. Default 64.
+    pub capacity: u32,
+    /// At most this many tasks per claim. Default 256.
+    pub claim_batch: u32,
+    /// How often running tasks and the node heartbeat. Default: the engine's
+    /// `node_heartbeat_interval`, and never more than a third of a task's
+    /// heartbeat timeout.
+    pub heartbeat_interval: Option<Duration>,
+    /// How long an idle worker waits for a work notification before it claims
+    /// again (catches backoffs that expire). Default 250ms.
+    pub idle_poll: Duration,
+    /// On shutdown, how long in-flight tasks may take to finish. Default 30s.
+    pub shutdown_grace: Duration,
+    handlers: HashMap<AgentRef, Arc<dyn TaskHandler>>,
+}
+
+impl std::fmt::Debug for WorkerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerOptions")
+            .field("name", &self.name)
+            .field("owner", &self.owner)
+            .field("labels", &self.labels)
+            .field("capacity", &self.capacity)
+            .field("handlers", &self.handlers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerOptions {
+    /// Options for a node called `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        WorkerOptions {
+            name: name.into(),
+            owner: None,
+            labels: BTreeMap::new(),
+            shared_with: Vec::new(),
+            capacity: 64,
+            claim_batch: 256,
+            heartbeat_interval: None,
+            idle_poll: Duration::from_millis(250),
+            shutdown_grace: Duration::from_secs(30),
+            handlers: HashMap::new(),
+        }
+    }
+
+    /// Registers the handler of `agent`.
+    pub fn handler(mut self, agent: impl Into<AgentRef>, handler: Arc<dyn TaskHandler>) -> Self {
+        self.handlers.insert(agent.into(), handler);
+        self
+    }
+
+    /// Sets the capacity.
+    pub fn capacity(mut self, capacity: u32) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// Makes it a system node (needs `system:admin`).
+    pub fn system(mut self) -> Self {
+        self.owner = Some(NodeOwner::System);
+        self
+    }
+
+    /// Adds a label.
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// Shares the node.
+    pub fn share(mut self, target: ShareTarget) -> Self {
+        self.shared_with.push(target);
+        self
+    }
+
+    /// Sets the heartbeat interval.
+    pub fn heartbeat_interval(mut self, every: Duration) -> Self {
+        self.heartbeat_interval = Some(every);
+        self
+    }
+}
+
+/// A running in-process worker.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    node: NodeId,
+    principal: Arc<Principal>,
+    stop: CancellationToken,
+    join: tokio::task::JoinHandle<()>,
+}
+
+impl WorkerHandle {
+    /// The worker's node.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// The principal the worker acts as.
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    /// Stops claiming, lets in-flight tasks finish (up to `shutdown_grace`),
+    /// reports them, and removes the node.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.join.await;
+    }
+
+    /// Simulates a crash: stops at once, reporting nothing and leaving the node
+    /// registered. Its leases are reclaimed by the supervisor when the node is
+    /// noticed Lost. For tests.
+    pub fn crash(self) {
+        self.join.abort();
+    }
+
+    /// Whether the worker loop has ended.
+    pub fn is_finished(&self) -> bool {
+        self.join.is_finished()
+    }
+}
+
+impl Hive {
+    /// Registers a node for `options` (owned by `p` unless `options.owner` says
+    /// otherwise) and starts running its handlers' tasks. Needs a tokio runtime.
+    pub async fn start_worker(
+        &self,
+        p: &Principal,
+        options: WorkerOptions,
+    ) -> Result<WorkerHandle> {
+        if options.handlers.is_empty() {
+            return Err(Error::InvalidArgument {
+                message: "a worker needs at least one handler".into(),
+            });
+        }
+        if options.claim_batch == 0 {
+            return Err(Error::InvalidArgument {
+                message: "claim_batch must be at least 1".into(),
+            });
+        }
+        let owner = options.owner.clone().unwrap_or_else(|| NodeOwner::User {
+            tenant: p.tenant.clone(),
+            principal: p.id.clone(),
+        });
+        let spec = NodeSpec {
+            name: options.name.clone(),
+            owner,
+            labels: options.labels.clone(),
+            capacity: options.capacity,
+            shared_with: options.shared_with.clone(),
+        };
+        let node = self.register_node(p, spec).await?;
+        let principal = Arc::new(Principal::worker(node.tenant(), node.id));
+        let stop = self.shutdown_token().child_token();
+        let run = WorkerLoop {
+            hive: self.detached(),
+            principal: principal.clone(),
+            node: node.id,
+            agents: options.handlers.keys().cloned().collect(),
+            options,
+            stop: stop.clone(),
+            running: JoinSet::new(),
+            inflight: HashMap::new(),
+            by_join_id: HashMap::new(),
+            reports: Vec::new(),
+        };
+        let join = tokio::spawn(run.run());
+        Ok(WorkerHandle {
+            node: node.id,
+            principal,
+            stop,
+            join,
+        })
+    }
+}
+
+struct Inflight {
+    token: LeaseToken,
+    abort: AbortHandle,
+    cancel: CancellationToken,
+    progress: Arc<Mutex<Option<serde_json::Value>>>,
+    heartbeat_every: Duration,
+    last_beat: Instant,
+}
+
+struct WorkerLoop {
+    hive: Hive,
+    principal: Arc<Principal>,
+    node: NodeId,
+    agents: Vec<AgentRef>,
+    options: WorkerOptions,
+    stop: CancellationToken,
+    running: JoinSet<(TaskId, std::result::Result<serde_json::Value, TaskError>)>,
+    inflight: HashMap<TaskId, Inflight>,
+    by_join_id: HashMap<tokio::task::Id, TaskId>,
+    reports: Vec<Report>,
+}
+
+impl WorkerLoop {
+    fn tick_every(&self) -> Duration {
+        self.options
+            .heartbeat_interval
+            .unwrap_or(self.hive.config().node_heartbeat_interval)
+            .max(Duration::from_millis(10))
+    }
+
+    async fn run(mut self) {
+        let mut tick = tokio::time::interval(self.tick_every());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut epoch = 0;
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            if self.stop.is_cancelled() {
+                break;
+            }
+            self.flush_reports().await;
+            let free = self
+                .options
+                .capacity
+                .saturating_sub(self.inflight.len() as u32);
+            let mut full_batch = false;
+            if free > 0 {
+                let want = free.min(self.options.claim_batch);
+                let opts = ClaimOptions {
+                    max: want,
+                    agents: self.agents.clone(),
+                    start: true,
+                };
+                match self.hive.claim(&self.principal, self.node, &opts).await {
+                    Ok(res) => {
+                        backoff = Duration::from_millis(10);
+                        epoch = res.epoch;
+                        full_batch = res.tasks.len() as u32 == want;
+                        for claimed in res.tasks {
+                            self.spawn(claimed);
+                        }
+                    }
+                    Err(Error::NotFound { .. }) => {
+                        tracing::warn!(node = %self.node, "worker node was removed; stopping");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = %self.node, error = %e, "claim failed; backing off");
+                        tokio::select! {
+                            _ = self.stop.cancelled() => break,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                        continue;
+                    }
+                }
+            }
+            if full_batch && self.inflight.len() < self.options.capacity as usize {
+                // More work is likely waiting; claim again before sleeping.
+                self.collect_ready();
+                continue;
+            }
+            let can_claim = self.inflight.len() < self.options.capacity as usize;
+            let store = self.hive.store().clone();
+            let idle_poll = self.options.idle_poll;
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => break,
+                done = self.running.join_next_with_id(), if !self.running.is_empty() => {
+                    if let Some(done) = done {
+                        self.finish(done);
+                    }
+                    self.collect_ready();
+                }
+                _ = tick.tick() => self.heartbeat().await,
+                _ = store.wait_for_work(epoch, idle_poll), if can_claim => {}
+            }
+        }
+        self.drain().await;
+    }
+
+    fn spawn(&mut self, claimed: crate::store::ClaimedTask) {
+        let Some(handler) = self.options.handlers.get(&claimed.spec.agent).cloned() else {
+            // The store only hands out our agents; report rather than hold the lease.
+            let error = TaskError::new(
+                "no_handler",
+                format!("no handler for agent {}", claimed.spec.agent),
+            );
+            self.reports.push(Report {
+                token: claimed.token,
+                outcome: ReportOutcome::Failure { error },
+            });
+            return;
+        };
+        let cancel = self.stop.child_token();
+        let progress = Arc::new(Mutex::new(None));
+        let hb_timeout = claimed.spec.timeouts.heartbeat;
+        let start_to_close = claimed.spec.timeouts.start_to_close;
+        let task = claimed.token.task;
+        let ctx = TaskContext {
+            token: claimed.token,
+            owner: claimed.owner,
+            spec: claimed.spec,
+            hive: self.hive.clone(),
+            principal: self.principal.clone(),
+            cancel: cancel.clone(),
+            progress: progress.clone(),
+        };
+        let abort = self.running.spawn(async move {
+            // Past start-to-close the supervisor ends the attempt; stop working on it.
+            match tokio::time::timeout(start_to_close, handler.run(ctx)).await {
+                Ok(result) => (task, result),
+                Err(_) => (
+                    task,
+                    Err(TaskError::new("timeout", "start_to_close timeout expired")),
+                ),
+            }
+        });
+        self.by_join_id.insert(abort.id(), task);
+        self.inflight.insert(
+            task,
+            Inflight {
+                token: claimed.token,
+                abort,
+                cancel,
+                progress,
+                heartbeat_every: (hb_timeout / 3).min(self.tick_every()),
+                last_beat: Instant::now(),
+            },
+        );
+    }
+
+    fn collect_ready(&mut self) {
+        while let Some(done) = self.running.try_join_next_with_id() {
+            self.finish(done);
+        }
+    }
+
+    fn finish(
+        &mut self,
+        done: std::result::Result<
+            (
+                tokio::task::Id,
+                (TaskId, std::result::Result<serde_json::Value, TaskError>),
+            ),
+            tokio::task::JoinError,
+        >,
+    ) {
+        let (task, result) = match done {
+            Ok((id, (task, result))) => {
+                self.by_join_id.remove(&id);
+                (task, result)
+            }
+            Err(e) => {
+                let Some(task) = self.by_join_id.remove(&e.id()) else {
+                    return;
+                };
+                if e.is_cancelled() {
+                    // Aborted because the lease was lost: nothing to report.
+                    self.inflight.remove(&task);
+                    return;
+                }
+                (
+                    task,
+                    Err(TaskError::new("panic", format!("handler panicked: {e}"))),
+                )
+            }
+        };
+        let Some(inflight) = self.inflight.remove(&task) else {
+            return;
+        };
+        let outcome = match result {
+            Ok(output) => ReportOutcome::Success { output },
+            Err(error) => ReportOutcome::Failure { error },
+        };
+        self.reports.push(Report {
+            token: inflight.token,
+            outcome,
+        });
+    }
+
+    /// Reports until every report has an answer (retrying while the backend is
+    /// unavailable), unless the worker is crashing.
+    async fn flush_reports(&mut self) {
+        let mut delay = Duration::from_millis(10);
+        while !self.reports.is_empty() {
+            let batch: Vec<Report> = self.reports.clone();
+            match self.hive.report(&self.principal, batch).await {
+                Ok(answers) => {
+                    for (report, answer) in self.reports.iter().zip(answers) {
+                        if let Err(e) = answer {
+                            tracing::debug!(task = %report.token.task, error = %e, "report not accepted");
+                        }
+                    }
+                    self.reports.clear();
+                }
+                Err(e) if e.is_temporary() => {
+                    tracing::warn!(error = %e, "report failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reports refused; dropping them (the supervisor will end the tasks)");
+                    self.reports.clear();
+                }
+            }
+        }
+    }
+
+    async fn heartbeat(&mut self) {
+        if let Err(e) = self.hive.node_heartbeat(&self.principal, self.node).await {
+            tracing::warn!(node = %self.node, error = %e, "node heartbeat failed");
+        }
+        let now = Instant::now();
+        let beats: Vec<(LeaseToken, Option<serde_json::Value>)> = self
+            .inflight
+            .values_mut()
+            .filter(|f| now.duration_since(f.last_beat) >= f.heartbeat_every)
+            .map(|f| {
+                f.last_beat = now;
+                (f.token, f.progress.lock().take())
+            })
+            .collect();
+        if beats.is_empty() {
+            return;
+        }
+        let tokens: Vec<TaskId> = beats.iter().map(|(t, _)| t.task).collect();
+        match self.hive.heartbeat(&self.principal, beats).await {
+            Ok(answers) => {
+                for (task, answer) in tokens.into_iter().zip(answers) {
+                    if let Err(e) = answer {
+                        if !e.is_temporary() {
+                            tracing::debug!(%task, error = %e, "lease gone; stopping the attempt");
+                            if let Some(f) = self.inflight.get(&task) {
+                                f.cancel.cancel();
+                                f.abort.abort();
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+        }
+    }
+
+    /// Graceful stop: wait for in-flight tasks (up to the grace period), report
+    /// them, remove the node.
+    async fn drain(mut self) {
+        let deadline = Instant::now() + self.options.shutdown_grace;
+        while !self.running.is_empty() {
+            match tokio::time::timeout_at(deadline, self.running.join_next_with_id()).await {
+                Ok(Some(done)) => self.finish(done),
+                Ok(None) => break,
+                Err(_) => {
+                    for f in self.inflight.values() {
+                        f.cancel.cancel();
+                    }
+                    self.running.abort_all();
+                    while let Some(done) = self.running.join_next_with_id().await {
+                        self.finish(done);
+                    }
+                }
+            }
+        }
+        self.flush_reports().await;
+        if let Err(e) = self.hive.remove_node(&self.principal, self.node).await {
+            tracing::debug!(node = %self.node, error = %e, "removing the node on shutdown failed");
+        }
+    }
+}
