@@ -1,1 +1,279 @@
-fn main() {}
+//! `hive-bench`: end-to-end throughput and latency of Hive, printed as one
+//! machine-readable line per run:
+//!
+//! ```text
+//! hive-bench backend=memory tasks=N workers=K submit_per_s=… e2e_per_s=… p50_ms=… p99_ms=…
+//! ```
+//!
+//! - `submit_per_s`: tasks stored per second by the submitter (batches), while
+//!   workers run.
+//! - `e2e_per_s`: tasks per second from the first submit until a feed subscriber
+//!   has seen every task's terminal event: submit → claimed → started →
+//!   succeeded, every event stored.
+//! - `p50_ms`/`p99_ms`: submit to terminal event seen by a subscriber, measured in
+//!   a second run paced at half the measured `e2e_per_s`.
+//!
+//! Run: `cargo run --release -p hive-bench -- --backend memory`
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use hive_core::auth::{AllowAll, Authorizer, ScopeAuthorizer};
+use hive_core::engine::HiveConfig;
+use hive_core::store::TaskStore;
+use hive_core::worker::handler_fn;
+use hive_core::{Hive, Principal, RetryPolicy, TaskId, TaskSpec, WorkerOptions};
+
+/// The bench binary uses mimalloc: an allocator is the host's choice, and the
+/// engine allocates a few small objects per task (events, leases).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "Hive end-to-end benchmark; prints `hive-bench key=value …` lines")]
+struct Args {
+    /// The backend: memory.
+    #[arg(long, default_value = "memory")]
+    backend: String,
+    /// The backend URL (default: per backend).
+    #[arg(long)]
+    url: Option<String>,
+    /// Tasks per run.
+    #[arg(long, default_value_t = 200_000)]
+    tasks: usize,
+    /// In-process worker nodes.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Tasks per submit batch.
+    #[arg(long, default_value_t = 1_000)]
+    batch: usize,
+    /// Capacity (and claim batch) of each worker node.
+    #[arg(long, default_value_t = 1_024)]
+    capacity: u32,
+    /// Authorization: `on` (default scope policy) or `off` (allow all).
+    #[arg(long, default_value = "on")]
+    iam: String,
+    /// Skip the paced latency run.
+    #[arg(long)]
+    no_latency: bool,
+    /// Runs of the throughput measurement (the best is printed).
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+}
+
+struct RunResult {
+    submit_per_s: f64,
+    e2e_per_s: f64,
+    latencies_ms: Vec<f64>,
+}
+
+async fn open_store(args: &Args) -> Result<Arc<dyn TaskStore>, Box<dyn std::error::Error>> {
+    let url = match (&args.url, args.backend.as_str()) {
+        (Some(u), _) => u.clone(),
+        (None, "memory") => "memory://".to_string(),
+        (None, other) => {
+            return Err(format!("no default URL for backend {other:?}; pass --url").into());
+        }
+    };
+    Ok(hive_store::open(&url).await?)
+}
+
+/// One run: `tasks` tasks submitted in batches, optionally paced at `rate`
+/// tasks/s; returns throughput and per-task latencies.
+async fn run(args: &Args, rate: Option<f64>) -> Result<RunResult, Box<dyn std::error::Error>> {
+    let store = open_store(args).await?;
+    let authorizer: Arc<dyn Authorizer> = if args.iam == "off" {
+        Arc::new(AllowAll)
+    } else {
+        Arc::new(ScopeAuthorizer)
+    };
+    let hive = Hive::builder()
+        .store(store)
+        .authorizer(authorizer)
+        .config(HiveConfig::default())
+        .build()?;
+    let system = Principal::system();
+    let user = Principal::user("bench", "bench");
+    let mut workers = Vec::new();
+    for i in 0..args.workers {
+        let mut opts = WorkerOptions::new(format!("bench-{i}"))
+            .system()
+            .capacity(args.capacity)
+            .handler(
+                "noop",
+                handler_fn(|_ctx| async { Ok(serde_json::Value::Null) }),
+            );
+        opts.claim_batch = args.capacity;
+        workers.push(hive.start_worker(&system, opts).await?);
+    }
+
+    let n = args.tasks;
+    let mut feed = hive.feed(&user, 0).await?;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let seen_count = progress.clone();
+    let mut subscriber = tokio::spawn(async move {
+        let mut seen: Vec<(TaskId, Instant)> = Vec::with_capacity(n);
+        while seen.len() < n {
+            let batch = feed.next_batch(4096).await?;
+            let now = Instant::now();
+            for ev in batch {
+                if ev.event.kind.is_terminal() {
+                    seen.push((ev.event.task, now));
+                }
+            }
+            seen_count.store(seen.len(), Ordering::Relaxed);
+        }
+        Ok::<_, hive_core::Error>((seen, Instant::now()))
+    });
+
+    let template = TaskSpec::new("noop", serde_json::Value::Null).retry(RetryPolicy::none());
+    let start = Instant::now();
+    let mut submitted: Vec<(TaskId, Instant)> = Vec::with_capacity(n);
+    let mut sent = 0;
+    // Paced runs submit every millisecond what the rate allows since the start.
+    let paced_batch = rate.map(|r| ((r / 1000.0).ceil() as usize).max(1));
+    while sent < n {
+        let k = paced_batch.unwrap_or(args.batch).min(n - sent);
+        if let Some(rate) = rate {
+            let due = start + Duration::from_secs_f64(sent as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let specs = vec![template.clone(); k];
+        let at = Instant::now();
+        for s in hive.submit_batch(&user, specs).await? {
+            submitted.push((s.id, at));
+        }
+        sent += k;
+    }
+    let submit_secs = start.elapsed().as_secs_f64();
+    // A watchdog: fail with a diagnosis if no task ends for 20 s.
+    let mut last = (0, Instant::now());
+    let (seen, end) = loop {
+        match tokio::time::timeout(Duration::from_secs(1), &mut subscriber).await {
+            Ok(joined) => break joined??,
+            Err(_) => {
+                let count = progress.load(Ordering::Relaxed);
+                if count != last.0 {
+                    last = (count, Instant::now());
+                } else if last.1.elapsed() > Duration::from_secs(20) {
+                    let diag = diagnose(&hive, &user).await;
+                    return Err(format!("no task ended for 20s ({count}/{n} ended): {diag}").into());
+                }
+            }
+        }
+    };
+    let e2e_secs = (end - start).as_secs_f64();
+
+    let at: HashMap<TaskId, Instant> = submitted.into_iter().collect();
+    let mut latencies_ms: Vec<f64> = seen
+        .iter()
+        .filter_map(|(id, t)| at.get(id).map(|s| (*t - *s).as_secs_f64() * 1e3))
+        .collect();
+    latencies_ms.sort_by(|a, b| a.total_cmp(b));
+    for w in workers {
+        w.shutdown().await;
+    }
+    hive.shutdown();
+    Ok(RunResult {
+        submit_per_s: n as f64 / submit_secs,
+        e2e_per_s: n as f64 / e2e_secs,
+        latencies_ms,
+    })
+}
+
+/// Counts tasks by state and lists nodes: what a stalled run looks like.
+async fn diagnose(hive: &Hive, user: &Principal) -> String {
+    let mut by_state: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut query = hive_core::task::TaskQuery {
+        limit: Some(1000),
+        ..Default::default()
+    };
+    let mut sample = None;
+    loop {
+        let Ok(page) = hive.list_tasks(user, &query).await else {
+            break;
+        };
+        for t in &page.items {
+            *by_state.entry(t.state.to_string()).or_default() += 1;
+            if !t.state.is_terminal() && sample.is_none() {
+                sample = Some(t.clone());
+            }
+        }
+        match page.next {
+            Some(n) => query.after = Some(n),
+            None => break,
+        }
+    }
+    let nodes = hive
+        .list_nodes(&Principal::system())
+        .await
+        .unwrap_or_default();
+    let nodes: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("{}:{:?}:in_flight={}", n.spec.name, n.status, n.in_flight))
+        .collect();
+    let events = match &sample {
+        Some(t) => hive
+            .store()
+            .read_events(t.id, 0, 100)
+            .await
+            .map(|e| format!("{:?}", e.iter().map(|e| e.kind.name()).collect::<Vec<_>>()))
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+    format!(
+        "states={by_state:?} nodes={nodes:?} sample={:?} events={events}",
+        sample.map(|t| (t.id, t.state, t.available_at, t.updated_at))
+    )
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    if !matches!(args.iam.as_str(), "on" | "off") {
+        return Err(format!("--iam must be on or off, got {:?}", args.iam).into());
+    }
+    if args.tasks == 0 || args.batch == 0 || args.workers == 0 || args.capacity == 0 {
+        return Err("--tasks, --batch, --workers and --capacity must be at least 1".into());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut best: Option<RunResult> = None;
+        for _ in 0..args.runs.max(1) {
+            let r = run(&args, None).await?;
+            if best.as_ref().is_none_or(|b| r.e2e_per_s > b.e2e_per_s) {
+                best = Some(r);
+            }
+        }
+        let best = best.ok_or("no run")?;
+        let (p50, p99, paced) = if args.no_latency {
+            (percentile(&best.latencies_ms, 0.5), percentile(&best.latencies_ms, 0.99), 0.0)
+        } else {
+            let rate = best.e2e_per_s / 2.0;
+            let paced = run(&args, Some(rate)).await?;
+            (
+                percentile(&paced.latencies_ms, 0.5),
+                percentile(&paced.latencies_ms, 0.99),
+                rate,
+            )
+        };
+        println!(
+            "hive-bench backend={} tasks={} workers={} submit_per_s={:.0} e2e_per_s={:.0} p50_ms={:.3} p99_ms={:.3} latency_rate_per_s={:.0} iam={}",
+            args.backend, args.tasks, args.workers, best.submit_per_s, best.e2e_per_s, p50, p99, paced, args.iam
+        );
+        Ok(())
+    })
+}

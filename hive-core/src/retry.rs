@@ -184,9 +184,7 @@ impl RetryPolicy {
     pub fn retries_cause(&self, cause: FailureCause<'_>) -> bool {
         match cause {
             FailureCause::Error(e) => {
-                self.retry_on.error
-                    && !e.non_retryable
-                    && !self.non_retryable.iter().any(|c| *c == e.code)
+                self.retry_on.error && !e.non_retryable && !self.non_retryable.contains(&e.code)
             }
             FailureCause::Timeout => self.retry_on.timeout,
             FailureCause::Lost => self.retry_on.lost,

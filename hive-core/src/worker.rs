@@ -321,6 +321,11 @@ impl Hive {
     }
 }
 
+/// What a handler task returns: its task and its result.
+type HandlerResult = (TaskId, std::result::Result<serde_json::Value, TaskError>);
+/// A handler task as the join set hands it back.
+type Joined = std::result::Result<(tokio::task::Id, HandlerResult), tokio::task::JoinError>;
+
 struct Inflight {
     token: LeaseToken,
     abort: AbortHandle,
@@ -337,7 +342,7 @@ struct WorkerLoop {
     agents: Vec<AgentRef>,
     options: WorkerOptions,
     stop: CancellationToken,
-    running: JoinSet<(TaskId, std::result::Result<serde_json::Value, TaskError>)>,
+    running: JoinSet<HandlerResult>,
     inflight: HashMap<TaskId, Inflight>,
     by_join_id: HashMap<tokio::task::Id, TaskId>,
     reports: Vec<Report>,
@@ -378,8 +383,13 @@ impl WorkerLoop {
                         backoff = Duration::from_millis(10);
                         epoch = res.epoch;
                         full_batch = res.tasks.len() as u32 == want;
-                        for claimed in res.tasks {
+                        let (started, unstarted): (Vec<_>, Vec<_>) =
+                            res.tasks.into_iter().partition(|c| c.started);
+                        for claimed in started {
                             self.spawn(claimed);
+                        }
+                        if !unstarted.is_empty() {
+                            self.start_and_spawn(unstarted).await;
                         }
                     }
                     Err(Error::NotFound { .. }) => {
@@ -421,6 +431,25 @@ impl WorkerLoop {
         self.drain().await;
     }
 
+    /// Starts leases the claim did not start itself; spawns those that started.
+    async fn start_and_spawn(&mut self, claimed: Vec<crate::store::ClaimedTask>) {
+        let tokens: Vec<LeaseToken> = claimed.iter().map(|c| c.token).collect();
+        match self.hive.start(&self.principal, &tokens).await {
+            Ok(answers) => {
+                for (c, answer) in claimed.into_iter().zip(answers) {
+                    match answer {
+                        Ok(_) => self.spawn(c),
+                        Err(e) => {
+                            tracing::warn!(task = %c.token.task, error = %e, "could not start a claimed task")
+                        }
+                    }
+                }
+            }
+            // Unstarted leases end by their schedule-to-start deadline.
+            Err(e) => tracing::warn!(error = %e, "starting claimed tasks failed"),
+        }
+    }
+
     fn spawn(&mut self, claimed: crate::store::ClaimedTask) {
         let Some(handler) = self.options.handlers.get(&claimed.spec.agent).cloned() else {
             // The store only hands out our agents; report rather than hold the lease.
@@ -434,7 +463,9 @@ impl WorkerLoop {
             });
             return;
         };
-        let cancel = self.stop.child_token();
+        // A plain token per attempt (a child token would lock the parent on every
+        // task); the loop cancels in-flight tokens itself when it stops.
+        let cancel = CancellationToken::new();
         let progress = Arc::new(Mutex::new(None));
         let hb_timeout = claimed.spec.timeouts.heartbeat;
         let start_to_close = claimed.spec.timeouts.start_to_close;
@@ -478,16 +509,7 @@ impl WorkerLoop {
         }
     }
 
-    fn finish(
-        &mut self,
-        done: std::result::Result<
-            (
-                tokio::task::Id,
-                (TaskId, std::result::Result<serde_json::Value, TaskError>),
-            ),
-            tokio::task::JoinError,
-        >,
-    ) {
+    fn finish(&mut self, done: Joined) {
         let (task, result) = match done {
             Ok((id, (task, result))) => {
                 self.by_join_id.remove(&id);

@@ -149,6 +149,33 @@ impl FeedSubscription {
         }
     }
 
+    /// Up to `max` events: those available now, or, if there are none, the next
+    /// ones to arrive (waits). For consumers that process events in batches.
+    pub async fn next_batch(&mut self, max: usize) -> Result<Vec<FeedEvent>> {
+        let max = max.max(1);
+        loop {
+            if !self.buffer.is_empty() {
+                let n = self.buffer.len().min(max);
+                let out: Vec<FeedEvent> = self.buffer.drain(..n).collect();
+                if let Some(last) = out.last() {
+                    self.after = last.cursor;
+                }
+                return Ok(out);
+            }
+            let store = self.hive.store();
+            let events = store.read_feed(&self.tenant, self.after, max).await?;
+            if !events.is_empty() {
+                self.after = events.last().map_or(self.after, |e| e.cursor);
+                return Ok(events);
+            }
+            if self.hive.is_shut_down() {
+                return Err(crate::Error::Shutdown);
+            }
+            let poll = self.hive.config().subscription_poll;
+            store.wait_for_feed(&self.tenant, self.after, poll).await?;
+        }
+    }
+
     /// Every event available now, without waiting (possibly none).
     pub async fn drain_ready(&mut self) -> Result<Vec<FeedEvent>> {
         let mut out: Vec<FeedEvent> = self.buffer.drain(..).collect();

@@ -135,7 +135,8 @@ struct NodeRecord {
 
 #[derive(Debug)]
 pub(super) struct State {
-    tasks: FxHashMap<TaskId, Record>,
+    /// Boxed: a record is large, and a growing map would move it on every rehash.
+    tasks: FxHashMap<TaskId, Box<Record>>,
     by_tenant: FxHashMap<TenantId, BTreeSet<TaskId>>,
     idempotency: FxHashMap<(TenantId, String), TaskId>,
     queues: Vec<Queue>,
@@ -146,6 +147,10 @@ pub(super) struct State {
     feeds: FxHashMap<TenantId, Feed>,
     next_order: u64,
     feed_retention: usize,
+    /// The latest time any caller passed in. Callers read their clocks before
+    /// they take the lock, so their times can arrive out of order; the store's
+    /// time never goes backwards.
+    last_now: Timestamp,
 }
 
 /// What one transition changed, for the callers' bookkeeping.
@@ -168,7 +173,17 @@ impl State {
             feeds: FxHashMap::default(),
             next_order: 0,
             feed_retention,
+            last_now: Timestamp::EPOCH,
         }
+    }
+
+    /// The store's time for an operation a caller timestamped `now`: never
+    /// earlier than a time already used.
+    fn now(&mut self, now: Timestamp) -> Timestamp {
+        if now > self.last_now {
+            self.last_now = now;
+        }
+        self.last_now
     }
 
     fn queue_for(&mut self, owner: &Owner, spec: &TaskSpec) -> usize {
@@ -194,6 +209,7 @@ impl State {
     // ----- tasks -------------------------------------------------------------
 
     pub(super) fn submit(&mut self, tasks: Vec<NewTask>, now: Timestamp) -> Vec<Submitted> {
+        let now = self.now(now);
         let mut out = Vec::with_capacity(tasks.len());
         let mut last_queue: Option<(Owner, AgentRef, BTreeMap<String, String>, usize)> = None;
         for t in tasks {
@@ -241,7 +257,7 @@ impl State {
                 at: now,
                 kind: EventKind::Queued,
             });
-            let mut rec = Record {
+            let mut rec = Box::new(Record {
                 owner: t.owner,
                 spec: t.spec,
                 created_at: now,
@@ -254,7 +270,7 @@ impl State {
                 },
                 deadline: None,
                 waiters: Vec::new(),
-            };
+            });
             rec.deadline = machine::deadline(&rec.core, rec.facts(t.id)).map(|(at, _)| at);
             if let Some(at) = rec.deadline {
                 self.deadlines.insert((at, t.id));
@@ -363,8 +379,7 @@ impl State {
                 Some(&q) => q,
                 None => {
                     let (owner, spec) = (rec.owner.clone(), rec.spec.clone());
-                    let q = self.queue_for(&owner, &spec);
-                    q
+                    self.queue_for(&owner, &spec)
                 }
             };
             let rec = self.tasks.get_mut(&id).expect("present above");
@@ -495,7 +510,7 @@ impl State {
     }
 
     pub(super) fn claim(&mut self, req: &ClaimRequest<'_>) -> Result<Vec<ClaimedTask>> {
-        let now = req.now;
+        let now = self.now(req.now);
         let nrec = self
             .nodes
             .get_mut(&req.node)
@@ -758,6 +773,7 @@ impl State {
     }
 
     pub(super) fn touch_node(&mut self, id: NodeId, now: Timestamp) -> Result<Node> {
+        let now = self.now(now);
         let n = self
             .nodes
             .get_mut(&id)
@@ -809,6 +825,7 @@ impl State {
     }
 
     pub(super) fn remove_node(&mut self, id: NodeId, now: Timestamp) -> Result<bool> {
+        let now = self.now(now);
         if !self.nodes.contains_key(&id) {
             return Err(not_found("node", id));
         }
@@ -820,6 +837,7 @@ impl State {
     // ----- supervisor --------------------------------------------------------
 
     pub(super) fn sweep(&mut self, now: Timestamp, options: &SweepOptions) -> (SweepReport, bool) {
+        let now = self.now(now);
         let mut report = SweepReport::default();
         let mut new_work = false;
         let lost: Vec<NodeId> = self
