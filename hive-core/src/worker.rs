@@ -6,6 +6,8 @@
 //! in through the same door as Rust ones.
 
 use std::collections::{BTreeMap, HashMap};
+
+use rustc_hash::FxHashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -307,8 +309,8 @@ impl Hive {
             options,
             stop: stop.clone(),
             running: JoinSet::new(),
-            inflight: HashMap::new(),
-            by_join_id: HashMap::new(),
+            inflight: FxHashMap::default(),
+            by_join_id: FxHashMap::default(),
             reports: Vec::new(),
         };
         let join = tokio::spawn(run.run());
@@ -343,8 +345,8 @@ struct WorkerLoop {
     options: WorkerOptions,
     stop: CancellationToken,
     running: JoinSet<HandlerResult>,
-    inflight: HashMap<TaskId, Inflight>,
-    by_join_id: HashMap<tokio::task::Id, TaskId>,
+    inflight: FxHashMap<TaskId, Inflight>,
+    by_join_id: FxHashMap<tokio::task::Id, TaskId>,
     reports: Vec<Report>,
 }
 
@@ -548,24 +550,24 @@ impl WorkerLoop {
     async fn flush_reports(&mut self) {
         let mut delay = Duration::from_millis(10);
         while !self.reports.is_empty() {
-            let batch: Vec<Report> = self.reports.clone();
-            match self.hive.report(&self.principal, batch).await {
+            let batch = std::mem::take(&mut self.reports);
+            let tasks: Vec<TaskId> = batch.iter().map(|r| r.token.task).collect();
+            match self.hive.report(&self.principal, batch.clone()).await {
                 Ok(answers) => {
-                    for (report, answer) in self.reports.iter().zip(answers) {
+                    for (task, answer) in tasks.into_iter().zip(answers) {
                         if let Err(e) = answer {
-                            tracing::debug!(task = %report.token.task, error = %e, "report not accepted");
+                            tracing::debug!(%task, error = %e, "report not accepted");
                         }
                     }
-                    self.reports.clear();
                 }
                 Err(e) if e.is_temporary() => {
                     tracing::warn!(error = %e, "report failed; retrying");
+                    self.reports = batch;
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "reports refused; dropping them (the supervisor will end the tasks)");
-                    self.reports.clear();
                 }
             }
         }

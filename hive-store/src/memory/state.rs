@@ -135,14 +135,13 @@ struct NodeRecord {
 
 #[derive(Debug)]
 pub(super) struct State {
-    /// Boxed: a record is large, and a growing map would move it on every rehash.
-    tasks: FxHashMap<TaskId, Box<Record>>,
+    tasks: TaskMap,
     by_tenant: FxHashMap<TenantId, BTreeSet<TaskId>>,
     idempotency: FxHashMap<(TenantId, String), TaskId>,
     queues: Vec<Queue>,
     queue_ids: FxHashMap<QueueKey, usize>,
     delayed: BTreeSet<(Timestamp, TaskId)>,
-    deadlines: BTreeSet<(Timestamp, TaskId)>,
+    deadlines: Deadlines,
     nodes: FxHashMap<NodeId, NodeRecord>,
     feeds: FxHashMap<TenantId, Feed>,
     next_order: u64,
@@ -162,13 +161,13 @@ struct Applied {
 impl State {
     pub(super) fn new(feed_retention: usize) -> Self {
         State {
-            tasks: FxHashMap::default(),
+            tasks: TaskMap::default(),
             by_tenant: FxHashMap::default(),
             idempotency: FxHashMap::default(),
             queues: Vec::new(),
             queue_ids: FxHashMap::default(),
             delayed: BTreeSet::new(),
-            deadlines: BTreeSet::new(),
+            deadlines: Deadlines::default(),
             nodes: FxHashMap::default(),
             feeds: FxHashMap::default(),
             next_order: 0,
@@ -273,7 +272,7 @@ impl State {
             });
             rec.deadline = machine::deadline(&rec.core, rec.facts(t.id)).map(|(at, _)| at);
             if let Some(at) = rec.deadline {
-                self.deadlines.insert((at, t.id));
+                self.deadlines.insert(at, t.id);
             }
             rec.events.push(event.clone());
             self.by_tenant
@@ -420,12 +419,7 @@ impl State {
         // Deadline index.
         let deadline = machine::deadline(&rec.core, rec.facts(id)).map(|(at, _)| at);
         if deadline != rec.deadline {
-            if let Some(old) = rec.deadline {
-                self.deadlines.remove(&(old, id));
-            }
-            if let Some(new) = deadline {
-                self.deadlines.insert((new, id));
-            }
+            self.deadlines.moved(id, rec.deadline, deadline);
             rec.deadline = deadline;
         }
         // The event, in the task's stream and the tenant's feed.
@@ -859,15 +853,13 @@ impl State {
             report.placements_lost += count;
             new_work |= w;
         }
-        let due: Vec<(Timestamp, TaskId)> = self
-            .deadlines
-            .iter()
-            .take_while(|(at, _)| *at <= now)
-            .take(options.limit + 1)
-            .copied()
-            .collect();
-        report.more = due.len() > options.limit;
-        for &(_, id) in due.iter().take(options.limit) {
+        let due = self.deadlines.due(now);
+        let mut expired = 0;
+        for id in due {
+            if expired == options.limit {
+                report.more = true;
+                break;
+            }
             let Some(rec) = self.tasks.get(&id) else {
                 continue;
             };
@@ -877,6 +869,7 @@ impl State {
             if at > now {
                 continue;
             }
+            expired += 1;
             match self.transition(id, Op::Expire { phase }, now) {
                 Ok(a) => {
                     report.expired += 1;
@@ -887,6 +880,97 @@ impl State {
         }
         new_work |= self.promote_delayed(now);
         (report, new_work)
+    }
+}
+
+/// The task records, in shards that grow independently: a resize rehashes one
+/// shard (1/64 of the tasks) under the lock, not all of them at once, which keeps
+/// latency flat as the store grows. Records are boxed: they are large, and a
+/// rehash would otherwise move them.
+#[derive(Debug)]
+struct TaskMap {
+    shards: Vec<FxHashMap<TaskId, Box<Record>>>,
+}
+
+impl Default for TaskMap {
+    fn default() -> Self {
+        TaskMap {
+            shards: (0..Self::SHARDS).map(|_| FxHashMap::default()).collect(),
+        }
+    }
+}
+
+impl TaskMap {
+    const SHARDS: usize = 64;
+
+    fn shard(id: &TaskId) -> usize {
+        // The low bits of a UUIDv7 are random.
+        (id.as_u128() as usize) % Self::SHARDS
+    }
+
+    fn get(&self, id: &TaskId) -> Option<&Record> {
+        self.shards[Self::shard(id)].get(id).map(|b| &**b)
+    }
+
+    fn get_mut(&mut self, id: &TaskId) -> Option<&mut Record> {
+        self.shards[Self::shard(id)].get_mut(id).map(|b| &mut **b)
+    }
+
+    fn insert(&mut self, id: TaskId, rec: Box<Record>) {
+        self.shards[Self::shard(&id)].insert(id, rec);
+    }
+}
+
+/// The deadline index: task ids filed in buckets of [`Deadlines::BUCKET_MS`]. A
+/// transition moves a task between two hash sets instead of re-sorting a tree;
+/// the sweep reads the due buckets and checks each task's exact deadline.
+#[derive(Debug, Default)]
+struct Deadlines {
+    buckets: BTreeMap<i64, FxHashSet<TaskId>>,
+}
+
+impl Deadlines {
+    const BUCKET_MS: i64 = 64;
+
+    fn bucket(at: Timestamp) -> i64 {
+        at.as_millis().div_euclid(Self::BUCKET_MS)
+    }
+
+    fn insert(&mut self, at: Timestamp, id: TaskId) {
+        self.buckets.entry(Self::bucket(at)).or_default().insert(id);
+    }
+
+    fn remove(&mut self, at: Timestamp, id: TaskId) {
+        let b = Self::bucket(at);
+        if let Some(set) = self.buckets.get_mut(&b) {
+            set.remove(&id);
+            if set.is_empty() {
+                self.buckets.remove(&b);
+            }
+        }
+    }
+
+    fn moved(&mut self, id: TaskId, from: Option<Timestamp>, to: Option<Timestamp>) {
+        match (from, to) {
+            (Some(a), Some(b)) if Self::bucket(a) == Self::bucket(b) => {}
+            _ => {
+                if let Some(a) = from {
+                    self.remove(a, id);
+                }
+                if let Some(b) = to {
+                    self.insert(b, id);
+                }
+            }
+        }
+    }
+
+    /// Tasks filed in buckets that start at or before `now`, oldest bucket first.
+    /// Some may not be due yet (later in the bucket): callers check.
+    fn due(&self, now: Timestamp) -> Vec<TaskId> {
+        self.buckets
+            .range(..=Self::bucket(now))
+            .flat_map(|(_, set)| set.iter().copied())
+            .collect()
     }
 }
 
