@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::future::{AbortHandle, Abortable, BoxFuture, FutureExt};
+use futures::stream::{FuturesUnordered, StreamExt};
 use parking_lot::Mutex;
-use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -308,9 +309,8 @@ impl Hive {
             agents: options.handlers.keys().cloned().collect(),
             options,
             stop: stop.clone(),
-            running: JoinSet::new(),
+            running: FuturesUnordered::new(),
             inflight: FxHashMap::default(),
-            by_join_id: FxHashMap::default(),
             reports: Vec::new(),
         };
         let join = tokio::spawn(run.run());
@@ -323,10 +323,12 @@ impl Hive {
     }
 }
 
-/// What a handler task returns: its task and its result.
-type HandlerResult = (TaskId, std::result::Result<serde_json::Value, TaskError>);
-/// A handler task as the join set hands it back.
-type Joined = std::result::Result<(tokio::task::Id, HandlerResult), tokio::task::JoinError>;
+/// What an attempt's future ends with: its task and its result (`None` when it
+/// was aborted because the lease was lost).
+type Finished = (
+    TaskId,
+    Option<std::result::Result<serde_json::Value, TaskError>>,
+);
 
 struct Inflight {
     token: LeaseToken,
@@ -344,9 +346,11 @@ struct WorkerLoop {
     agents: Vec<AgentRef>,
     options: WorkerOptions,
     stop: CancellationToken,
-    running: JoinSet<HandlerResult>,
+    /// The attempts' futures, polled by the worker loop itself: no task spawn
+    /// and no cross-thread wake-up per attempt. A handler that does blocking work
+    /// must move it to `tokio::task::spawn_blocking`.
+    running: FuturesUnordered<BoxFuture<'static, Finished>>,
     inflight: FxHashMap<TaskId, Inflight>,
-    by_join_id: FxHashMap<tokio::task::Id, TaskId>,
     reports: Vec<Report>,
 }
 
@@ -420,7 +424,7 @@ impl WorkerLoop {
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => break,
-                done = self.running.join_next_with_id(), if !self.running.is_empty() => {
+                done = self.running.next(), if !self.running.is_empty() => {
                     if let Some(done) = done {
                         self.finish(done);
                     }
@@ -481,17 +485,38 @@ impl WorkerLoop {
             cancel: cancel.clone(),
             progress: progress.clone(),
         };
-        let abort = self.running.spawn(async move {
-            // Past start-to-close the supervisor ends the attempt; stop working on it.
-            match tokio::time::timeout(start_to_close, handler.run(ctx)).await {
-                Ok(result) => (task, result),
-                Err(_) => (
-                    task,
-                    Err(TaskError::new("timeout", "start_to_close timeout expired")),
-                ),
+        let (abort, registration) = AbortHandle::new_pair();
+        self.running.push(
+            async move {
+                let attempt = std::panic::AssertUnwindSafe(tokio::time::timeout(
+                    start_to_close,
+                    handler.run(ctx),
+                ))
+                .catch_unwind();
+                let result = match Abortable::new(attempt, registration).await {
+                    Err(_aborted) => None,
+                    Ok(Err(panic)) => {
+                        let msg = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        Some(Err(TaskError::new(
+                            "panic",
+                            format!("handler panicked: {msg}"),
+                        )))
+                    }
+                    // Past start-to-close the supervisor ends the attempt.
+                    Ok(Ok(Err(_elapsed))) => Some(Err(TaskError::new(
+                        "timeout",
+                        "start_to_close timeout expired",
+                    ))),
+                    Ok(Ok(Ok(result))) => Some(result),
+                };
+                (task, result)
             }
-        });
-        self.by_join_id.insert(abort.id(), task);
+            .boxed(),
+        );
         self.inflight.insert(
             task,
             Inflight {
@@ -506,35 +531,17 @@ impl WorkerLoop {
     }
 
     fn collect_ready(&mut self) {
-        while let Some(done) = self.running.try_join_next_with_id() {
+        while let Some(Some(done)) = self.running.next().now_or_never() {
             self.finish(done);
         }
     }
 
-    fn finish(&mut self, done: Joined) {
-        let (task, result) = match done {
-            Ok((id, (task, result))) => {
-                self.by_join_id.remove(&id);
-                (task, result)
-            }
-            Err(e) => {
-                let Some(task) = self.by_join_id.remove(&e.id()) else {
-                    return;
-                };
-                if e.is_cancelled() {
-                    // Aborted because the lease was lost: nothing to report.
-                    self.inflight.remove(&task);
-                    return;
-                }
-                (
-                    task,
-                    Err(TaskError::new("panic", format!("handler panicked: {e}"))),
-                )
-            }
-        };
+    fn finish(&mut self, (task, result): Finished) {
         let Some(inflight) = self.inflight.remove(&task) else {
             return;
         };
+        // Aborted because the lease was lost: nothing to report.
+        let Some(result) = result else { return };
         let outcome = match result {
             Ok(output) => ReportOutcome::Success { output },
             Err(error) => ReportOutcome::Failure { error },
@@ -612,17 +619,27 @@ impl WorkerLoop {
     /// Graceful stop: wait for in-flight tasks (up to the grace period), report
     /// them, remove the node.
     async fn drain(mut self) {
+        // Keep heartbeating while in-flight attempts finish: the node must not be
+        // declared Lost mid-drain, and a lease lost meanwhile stops its attempt.
         let deadline = Instant::now() + self.options.shutdown_grace;
+        let mut tick = tokio::time::interval(self.tick_every());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !self.running.is_empty() {
-            match tokio::time::timeout_at(deadline, self.running.join_next_with_id()).await {
-                Ok(Some(done)) => self.finish(done),
-                Ok(None) => break,
-                Err(_) => {
+            tokio::select! {
+                done = self.running.next() => {
+                    if let Some(done) = done {
+                        self.finish(done);
+                    }
+                    self.collect_ready();
+                    self.flush_reports().await;
+                }
+                _ = tick.tick() => self.heartbeat().await,
+                _ = tokio::time::sleep_until(deadline) => {
                     for f in self.inflight.values() {
                         f.cancel.cancel();
+                        f.abort.abort();
                     }
-                    self.running.abort_all();
-                    while let Some(done) = self.running.join_next_with_id().await {
+                    while let Some(done) = self.running.next().await {
                         self.finish(done);
                     }
                 }
