@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use hive_core::auth::{AllowAll, Authorizer, ScopeAuthorizer};
 use hive_core::engine::HiveConfig;
-use hive_core::store::TaskStore;
+use hive_core::store::Store;
 use hive_core::worker::handler_fn;
 use hive_core::{Hive, Principal, RetryPolicy, TaskId, TaskSpec, WorkerOptions};
 
@@ -72,7 +72,7 @@ struct RunResult {
 
 async fn open_store(
     args: &Args,
-) -> Result<Arc<dyn TaskStore>, Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<Arc<dyn Store>, Box<dyn std::error::Error + Send + Sync>> {
     let url = match (&args.url, args.backend.as_str()) {
         (Some(u), _) => u.clone(),
         (None, "memory") => "memory://".to_string(),

@@ -31,7 +31,7 @@ pub use error::{Error, Result};
 pub use id::{LeaseId, NodeId, TaskId};
 pub use node::{Node, NodeOwner, NodeSpec, NodeStatus, ShareTarget};
 pub use principal::{Principal, PrincipalId, PrincipalKind, Scope, Scopes, TenantId};
-pub use retry::{MaxAttempts, RetryOn, RetryPolicy};
+pub use retry::{MaxAttempts, RetryOn, RetryOverride, RetryPlacement, RetryPolicy};
 pub use task::{
     AgentRef, EventKind, FeedEvent, LeaseToken, Owner, Task, TaskError, TaskEvent, TaskSpec,
     TaskState, TimeoutPhase, Timeouts,

@@ -4,6 +4,8 @@
 //! The next attempt's time is computed when the attempt fails and stored with the
 //! task (`available_at`), so no process sleeps through a backoff.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -70,6 +72,38 @@ impl Default for RetryOn {
     }
 }
 
+/// Where a retry may run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryPlacement {
+    /// On any eligible node, the previous one included.
+    #[default]
+    Any,
+    /// Not on the node that ran the failed attempt. The store's claim enforces
+    /// it: with a single eligible node, the retry waits for another one (or its
+    /// deadline).
+    AvoidPreviousNode,
+}
+
+/// Per-error-code changes to a [`RetryPolicy`]: every field that is set replaces
+/// the policy's own when an attempt fails with that code.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryOverride {
+    /// Total attempts for this code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<MaxAttempts>,
+    /// Initial interval for this code.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub initial_interval: Option<Duration>,
+    /// Backoff coefficient for this code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backoff_coefficient: Option<f64>,
+    /// Largest delay for this code.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub max_interval: Option<Duration>,
+}
+
 /// Why an attempt ended without success.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum FailureCause<'a> {
@@ -106,6 +140,16 @@ pub struct RetryPolicy {
     /// Error codes that are never retried.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub non_retryable: Vec<String>,
+    /// Per-error-code overrides of the fields above.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub overrides: BTreeMap<String, RetryOverride>,
+    /// Where the retry may run. Default: any node.
+    #[serde(skip_serializing_if = "is_any")]
+    pub placement: RetryPlacement,
+}
+
+fn is_any(p: &RetryPlacement) -> bool {
+    *p == RetryPlacement::Any
 }
 
 impl Default for RetryPolicy {
@@ -119,6 +163,8 @@ impl Default for RetryPolicy {
             max_elapsed: None,
             retry_on: RetryOn::default(),
             non_retryable: Vec::new(),
+            overrides: BTreeMap::new(),
+            placement: RetryPlacement::Any,
         }
     }
 }
@@ -144,6 +190,53 @@ impl RetryPolicy {
 
     /// Checks the policy; `prefix` names its place in the spec (`retry`).
     pub fn validate(&self, prefix: &str) -> Result<()> {
+        self.validate_fields(prefix)?;
+        for (code, o) in &self.overrides {
+            if code.is_empty() {
+                return Err(Error::invalid_spec(
+                    format!("{prefix}.overrides"),
+                    "error codes must not be empty",
+                ));
+            }
+            self.with_override(o)
+                .validate_fields(&format!("{prefix}.overrides.{code}"))?;
+        }
+        Ok(())
+    }
+
+    /// The policy an attempt that failed with `code` follows: this one with the
+    /// code's override applied, if there is one.
+    pub fn for_code(&self, code: &str) -> Cow<'_, RetryPolicy> {
+        match self.overrides.get(code) {
+            Some(o) => Cow::Owned(self.with_override(o)),
+            None => Cow::Borrowed(self),
+        }
+    }
+
+    fn with_override(&self, o: &RetryOverride) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: o.max_attempts.unwrap_or(self.max_attempts),
+            initial_interval: o.initial_interval.unwrap_or(self.initial_interval),
+            backoff_coefficient: o.backoff_coefficient.unwrap_or(self.backoff_coefficient),
+            max_interval: o.max_interval.or(self.max_interval),
+            overrides: BTreeMap::new(),
+            ..self.clone()
+        }
+    }
+
+    /// The largest delay between attempts.
+    pub fn effective_max_interval(&self) -> Duration {
+        self.max_interval
+            .unwrap_or_else(|| self.initial_interval.saturating_mul(100))
+    }
+
+    /// A delay a worker suggested (e.g. from a rate limit's `Retry-After`),
+    /// clamped to `[0, max_interval]`.
+    pub fn clamp_suggested(&self, suggested: Duration) -> Duration {
+        suggested.min(self.effective_max_interval())
+    }
+
+    fn validate_fields(&self, prefix: &str) -> Result<()> {
         if self.max_attempts == MaxAttempts::Limited(0) {
             return Err(Error::invalid_spec(
                 format!("{prefix}.max_attempts"),
@@ -193,9 +286,7 @@ impl RetryPolicy {
 
     /// The backoff after attempt number `attempt` (1-based) failed, before jitter.
     pub fn base_delay(&self, attempt: u32) -> Duration {
-        let max = self
-            .max_interval
-            .unwrap_or_else(|| self.initial_interval.saturating_mul(100));
+        let max = self.effective_max_interval();
         let exp = attempt.saturating_sub(1).min(1_000) as i32;
         let secs = self.initial_interval.as_secs_f64() * self.backoff_coefficient.powi(exp);
         if !secs.is_finite() || secs >= max.as_secs_f64() {
@@ -337,6 +428,48 @@ mod tests {
         assert!(!p.retries_cause(FailureCause::Error(&flaky.clone().non_retryable())));
         assert!(p.retries_cause(FailureCause::Timeout));
         assert!(!p.retries_cause(FailureCause::Lost));
+    }
+
+    #[test]
+    fn overrides_replace_fields_for_their_code_only() {
+        let p: RetryPolicy = serde_json::from_str(
+            r#"{"max_attempts":3,"initial_interval":"1s","jitter":0,
+                "overrides":{"rate_limited":{"max_attempts":10,"initial_interval":"30s"}},
+                "placement":"avoid_previous_node"}"#,
+        )
+        .unwrap();
+        assert_eq!(p.placement, RetryPlacement::AvoidPreviousNode);
+        let rl = p.for_code("rate_limited");
+        assert_eq!(rl.max_attempts, MaxAttempts::Limited(10));
+        assert_eq!(rl.delay(1, 0), Duration::from_secs(30));
+        let other = p.for_code("boom");
+        assert_eq!(other.max_attempts, MaxAttempts::Limited(3));
+        assert_eq!(other.delay(1, 0), Duration::from_secs(1));
+        let bad: RetryPolicy =
+            serde_json::from_str(r#"{"overrides":{"x":{"backoff_coefficient":0.5}}}"#).unwrap();
+        match bad.validate("retry") {
+            Err(Error::InvalidSpec { field, .. }) => {
+                assert_eq!(field, "retry.overrides.x.backoff_coefficient")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn suggested_delays_are_clamped_to_the_max_interval() {
+        let p = RetryPolicy {
+            initial_interval: Duration::from_secs(1),
+            max_interval: Some(Duration::from_secs(60)),
+            ..RetryPolicy::default()
+        };
+        assert_eq!(
+            p.clamp_suggested(Duration::from_secs(5)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            p.clamp_suggested(Duration::from_secs(3600)),
+            Duration::from_secs(60)
+        );
     }
 
     #[test]

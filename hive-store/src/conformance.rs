@@ -9,7 +9,7 @@
 //! A backend's test file is one line:
 //!
 //! ```text
-//! hive_store::conformance_tests!(|| async { std::sync::Arc::new(MyStore::new()) as std::sync::Arc<dyn hive_core::store::TaskStore> });
+//! hive_store::conformance_tests!(|| async { std::sync::Arc::new(MyStore::new()) as std::sync::Arc<dyn hive_core::store::Store> });
 //! ```
 
 use std::collections::BTreeSet;
@@ -19,7 +19,7 @@ use std::time::Duration;
 use hive_core::auth::AllowAll;
 use hive_core::engine::{ClaimOptions, HiveConfig, Report, ReportOutcome};
 use hive_core::node::{NodeSpec, NodeStatus, ShareTarget};
-use hive_core::store::{Ack, ClaimedTask, TaskStore};
+use hive_core::store::{Ack, ClaimedTask, RecordQuery, RecordWrite, RecordWritten, Store};
 use hive_core::task::{EventKind, TaskQuery, TaskState, TimeoutPhase, Timeouts};
 use hive_core::{
     Clock, Error, Hive, ManualClock, NodeId, Principal, RetryPolicy, TaskError, TaskEvent, TaskId,
@@ -63,13 +63,20 @@ macro_rules! conformance_tests {
             logs_and_progress_are_events,
             batch_items_fail_independently,
             concurrent_reports_have_exactly_one_winner,
+            get_tasks_reads_many_in_order,
+            records_compare_and_set_with_their_events,
+            records_list_filters_and_paginates,
+            concurrent_record_writers_have_one_winner_per_version,
+            record_event_waiters_wake_on_append,
+            retry_placement_avoids_the_previous_node,
+            suggested_delays_and_per_code_overrides_set_the_stored_retry_time,
         );
     };
     (@each $factory:expr; $($name:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                let store: ::std::sync::Arc<dyn ::hive_core::store::TaskStore> = ($factory)().await;
+                let store: ::std::sync::Arc<dyn ::hive_core::store::Store> = ($factory)().await;
                 $crate::conformance::$name(store).await;
             }
         )*
@@ -88,7 +95,7 @@ pub struct Harness {
 
 impl Harness {
     /// Builds the harness.
-    pub fn new(store: Arc<dyn TaskStore>) -> Self {
+    pub fn new(store: Arc<dyn Store>) -> Self {
         let clock = Arc::new(ManualClock::default());
         let config = HiveConfig {
             run_supervisor: false,
@@ -217,7 +224,7 @@ pub fn assert_event_contract(events: &[TaskEvent]) {
 // ----- submit, get, list ----------------------------------------------------
 
 /// Submit stores `Queued` as seq 1 and the snapshot carries it.
-pub async fn submit_stores_queued_event_and_snapshot(store: Arc<dyn TaskStore>) {
+pub async fn submit_stores_queued_event_and_snapshot(store: Arc<dyn Store>) {
     let h = Harness::new(store);
     let s = h.hive.submit(&alice(), spec("echo")).await.unwrap();
     assert!(s.created);
@@ -233,7 +240,7 @@ pub async fn submit_stores_queued_event_and_snapshot(store: Arc<dyn TaskStore>) 
 }
 
 /// The same idempotency key returns the same task, within a tenant only.
-pub async fn idempotency_key_returns_the_same_task_within_a_tenant(store: Arc<dyn TaskStore>) {
+pub async fn idempotency_key_returns_the_same_task_within_a_tenant(store: Arc<dyn Store>) {
     let h = Harness::new(store);
     let a = h
         .hive
@@ -275,7 +282,7 @@ pub async fn idempotency_key_returns_the_same_task_within_a_tenant(store: Arc<dy
 }
 
 /// Invalid specs get a typed error naming the field, and nothing is stored.
-pub async fn invalid_specs_are_refused_and_nothing_is_stored(store: Arc<dyn TaskStore>) {
+pub async fn invalid_specs_are_refused_and_nothing_is_stored(store: Arc<dyn Store>) {
     let h = Harness::new(store);
     let bad = [
         (TaskSpec::new("", json!(null)), "agent"),
@@ -319,7 +326,7 @@ pub async fn invalid_specs_are_refused_and_nothing_is_stored(store: Arc<dyn Task
 }
 
 /// Another tenant's task is `NotFound` for every read and for cancel.
-pub async fn another_tenants_task_is_not_found(store: Arc<dyn TaskStore>) {
+pub async fn another_tenants_task_is_not_found(store: Arc<dyn Store>) {
     let h = Harness::new(store);
     let s = h.hive.submit(&alice(), spec("echo")).await.unwrap();
     let c = carol();
@@ -358,7 +365,7 @@ pub async fn another_tenants_task_is_not_found(store: Arc<dyn TaskStore>) {
 }
 
 /// Listing filters by state, agent and owner and pages by id.
-pub async fn list_tasks_filters_and_paginates(store: Arc<dyn TaskStore>) {
+pub async fn list_tasks_filters_and_paginates(store: Arc<dyn Store>) {
     let h = Harness::new(store);
     let mut ids = Vec::new();
     for i in 0..25 {
@@ -405,7 +412,7 @@ pub async fn list_tasks_filters_and_paginates(store: Arc<dyn TaskStore>) {
 
 /// Submit → claim → start → succeed appends Queued, Scheduled, Started,
 /// Succeeded; the report's ack is the terminal event's seq.
-pub async fn happy_path_appends_gapless_events_and_acks_terminal_seq(store: Arc<dyn TaskStore>) {
+pub async fn happy_path_appends_gapless_events_and_acks_terminal_seq(store: Arc<dyn Store>) {
     let h = Harness::new(store);
     let (node, w) = h.system_node(4).await;
     let s = h.hive.submit(&alice(), spec("echo")).await.unwrap();
@@ -452,7 +459,7 @@ pub async fn happy_path_appends_gapless_events_and_acks_terminal_seq(store: Arc<
 
 /// A duplicate of an accepted report is answered with the same ack and appends
 /// nothing; a different report on the ended task is refused.
-pub async fn duplicate_report_gets_the_same_ack_and_appends_nothing(store: Arc<dyn TaskStore>) {
+pub async fn duplicate_report_gets_the_same_ack_and_appends_nothing(store: Arc<dyn Store>) {
     let h = Harness::new(store);
     let (node, w) = h.system_node(4).await;
     let s = h.hive.submit(&alice(), spec("echo")).await.unwrap();
@@ -502,7 +509,7 @@ pub async fn duplicate_report_gets_the_same_ack_and_appends_nothing(store: Arc<d
 }
 
 /// A worker whose lease was taken away gets `LeaseLost`; its result is discarded.
-pub async fn stale_lease_gets_lease_lost(store: Arc<dyn TaskStore>) {
+pub async fn stale_lease_gets_lease_lost(store: Arc<dyn Store>) {
     let h = Harness::new(store);
     let (node, w) = h.system_node(4).await;
     let s = h.hive.submit(&alice(), spec("echo")).await.unwrap();
@@ -561,7 +568,7 @@ pub async fn stale_lease_gets_lease_lost(store: Arc<dyn TaskStore>) {
 
 /// A worker may not start, heartbeat, log or report a task leased to another
 /// node, nor claim for another node; users may not work nodes at all.
-pub async fn worker_cannot_touch_another_nodes_lease(store: Arc<dyn TaskStore>) {
+pub async fn worker_cannot_touch_another_nodes_lease(store: Arc<dyn Store>) {
     let h = Harness::new(store);
     let (n1, w1) = h.system_node(4).await;
     let (n2, w2) = h.system_node(4).await;
@@ -632,7 +639,7 @@ pub async fn worker_cannot_touch_another_nodes_lease(store: Arc<dyn TaskStore>) 
 
 /// A failed attempt with retries left goes back to Pending with a stored
 /// `retry_at`; it is not claimable before then.
-pub async fn failed_attempt_is_retried_after_the_stored_backoff(store: Arc<dyn TaskStore>) {
+pub async fn failed_attempt_is_retried_after_the_stored_backoff(store: Arc<dyn Store>) {
     let h = Harness::new(store);
     let (node, w) = h.system_node(4).await;
     let policy = RetryPolicy {
@@ -693,7 +700,7 @@ pub async fn failed_attempt_is_retried_after_the_stored_backoff(store: Arc<dyn T
 }
 
 /// After `max_attempts` the task fails with the last error.
-pub async fn attempts_are_exhausted_then_the_task_fails(store: Arc<dyn TaskStore>) {
+pub async fn attempts_are_exhausted_then_the_task_fails(store: Arc<dyn Store>) {
     let h = Harness::new(store);
     let (node, w) = h.system_node(4).await;
     let s = h
@@ -733,7 +740,7 @@ pub async fn attempts_are_exhausted_then_the_task_fails(store: Arc<dyn TaskStore
 }
 
 /// Non-retryable errors (by flag or by the policy's code list) fail at once.
-pub async fn non_retryable_errors_fail_at_once(store: Arc<dyn TaskStore>) {
+pub async fn non_retryable_errors_fail_at_once(store: Arc<dyn Store>) {
     let h = Harness::new(store);
     let (node, w) = h.system_node(4).await;
     let policy = RetryPolicy {
@@ -767,7 +774,7 @@ pub async fn non_retryable_errors_fail_at_once(store: Arc<dyn TaskStore>) {
 
 /// Cancel ends pending, scheduled and running tasks; cancelling an ended task is
 /// refused with its terminal state.
-pub async fn cancel_ends_pending_and_running_tasks(store: Arc<dyn TaskStore>) {
+pub async fn cancel_ends_pending_and_running_tasks(store: Arc<dyn Store>) {
     let h = Harness::new(store);
     let (node, w) = h.system_node(4).await;
     let pending = h
@@ -816,7 +823,7 @@ pub async fn cancel_ends_pending_and_running_tasks(store: Arc<dyn TaskStore>) {
 
 /// A subscription replays stored events, follows live ones, and ends right
 /// after the terminal event.
-pub async fn subscribe_replays_then_follows_and_ends_after_terminal(store: Arc<dyn TaskStore>) {
+pub async fn subscribe_replays_then_follows_and_ends_after_terminal(store: Arc<dyn Store>) {
     let h = Harness::new(store);
     let (node, w) = h.system_node(4).await;
     let s = h.hive.submit(&alice(), spec("echo")).await.unwrap();
@@ -858,7 +865,7 @@ pub async fn subscribe_replays_then_follows_and_ends_after_terminal(store: Arc<d
 }
 
 /// Reading a task and subscribing after its `last_seq` misses no event.
-pub async fn snapshot_then_subscribe_misses_nothing(store: Arc<dyn TaskStore>) {
+pub async fn snapshot_then_subscribe_misses_nothing(store: Arc<dyn Store>) {
     let h = Harness::new(store);
     let (node, w) = h.system_node(4).await;
     let s = h.hive.submit(&alice(), spec("echo")).await.unwrap();
@@ -881,7 +888,7 @@ pub async fn snapshot_then_subscribe_misses_nothing(store: Arc<dyn TaskStore>) {
 
 /// The tenant feed carries every event of the tenant in order and resumes from
 /// a cursor.
-pub async fn feed_resumes_from_a_cursor(store: Arc<dyn TaskStore>) {
+pub async fn feed_resumes_from_a_cursor(store: Arc<dyn Store>) {
     let h = Harness::new(store);
     let (node, w) = h.system_node(4).await;
     let a = h.hive.submit(&alice(), spec("echo")).await.unwrap();
@@ -914,7 +921,7 @@ pub async fn feed_resumes_from_a_cursor(store: Arc<dyn TaskStore>) {
 
 /// A named consumer lists terminal events it has not acknowledged, and stops
 /// listing them once acknowledged.
-pub async fn consumers_list_unacked_terminal_events(store: Arc<dyn TaskStore>) {
+pub async fn consumers_list_unacked_terminal_events(store: Arc<dyn Store>) {
     let h = Harness::new(store);
     let (node, w) = h.system_node(8).await;
     let mut ids = Vec::new();
@@ -997,7 +1004,7 @@ pub async fn consumers_list_unacked_terminal_events(store: Arc<dyn TaskStore>) {
 
 /// User nodes run only their owner's tasks and those they are shared with;
 /// system nodes run anyone's; required labels must match.
-pub async fn claims_respect_ownership_shares_and_labels(store: Arc<dyn TaskStore>) {
+pub async fn claims_respect_ownership_shares_and_labels(store: Arc<dyn Store>) {
     let h = Harness::new(store);
     let (an, aw) = h
         .node(
@@ -1075,7 +1082,7 @@ fn owner(t: &str, p: &str) -> hive_core::Owner {
 
 /// Claims never exceed free capacity; a draining node gets nothing; a claim
 /// filtered by agents only gets those agents.
-pub async fn claims_respect_capacity_drain_and_agents(store: Arc<dyn TaskStore>) {
+pub async fn claims_respect_capacity_drain_and_agents(store: Arc<dyn Store>) {
     let h = Harness::new(store);
     let (node, w) = h.system_node(3).await;
     for i in 0..10 {
@@ -1115,7 +1122,7 @@ pub async fn claims_respect_capacity_drain_and_agents(store: Arc<dyn TaskStore>)
 }
 
 /// Higher priority first, then submission order.
-pub async fn priority_orders_claims_within_a_tenant(store: Arc<dyn TaskStore>) {
+pub async fn priority_orders_claims_within_a_tenant(store: Arc<dyn Store>) {
     let h = Harness::new(store);
     let (node, w) = h.system_node(100).await;
     let low = h
@@ -1150,7 +1157,7 @@ pub async fn priority_orders_claims_within_a_tenant(store: Arc<dyn TaskStore>) {
 }
 
 /// A burst from one tenant does not starve another: claims alternate tenants.
-pub async fn one_tenants_burst_does_not_starve_another(store: Arc<dyn TaskStore>) {
+pub async fn one_tenants_burst_does_not_starve_another(store: Arc<dyn Store>) {
     let h = Harness::new(store);
     let (node, w) = h.system_node(1000).await;
     let burst: Vec<TaskSpec> = (0..500).map(|_| spec("echo")).collect();
@@ -1172,7 +1179,7 @@ pub async fn one_tenants_burst_does_not_starve_another(store: Arc<dyn TaskStore>
 
 /// A scheduled task not started within schedule-to-start is requeued while
 /// attempts remain, then ends `TimedOut`.
-pub async fn schedule_to_start_timeout_requeues_then_times_out(store: Arc<dyn TaskStore>) {
+pub async fn schedule_to_start_timeout_requeues_then_times_out(store: Arc<dyn Store>) {
     let h = Harness::new(store);
     let (node, w) = h.system_node(4).await;
     let t = Timeouts {
@@ -1216,7 +1223,7 @@ pub async fn schedule_to_start_timeout_requeues_then_times_out(store: Arc<dyn Ta
 
 /// A running task that stops heartbeating is requeued after its heartbeat
 /// timeout; heartbeats push the deadline out.
-pub async fn heartbeat_timeout_requeues_and_heartbeats_extend_it(store: Arc<dyn TaskStore>) {
+pub async fn heartbeat_timeout_requeues_and_heartbeats_extend_it(store: Arc<dyn Store>) {
     let h = Harness::new(store);
     let (node, w) = h.system_node(4).await;
     let t = Timeouts {
@@ -1269,7 +1276,7 @@ pub async fn heartbeat_timeout_requeues_and_heartbeats_extend_it(store: Arc<dyn 
 }
 
 /// An attempt running past start-to-close ends even while heartbeating.
-pub async fn start_to_close_timeout_ends_the_attempt(store: Arc<dyn TaskStore>) {
+pub async fn start_to_close_timeout_ends_the_attempt(store: Arc<dyn Store>) {
     let h = Harness::new(store);
     let (node, w) = h.system_node(4).await;
     let t = Timeouts {
@@ -1307,7 +1314,7 @@ pub async fn start_to_close_timeout_ends_the_attempt(store: Arc<dyn TaskStore>) 
 
 /// A pending task that no node can run ends `TimedOut` at its overall deadline
 /// instead of landing anywhere.
-pub async fn overall_deadline_ends_a_pending_task_with_no_eligible_node(store: Arc<dyn TaskStore>) {
+pub async fn overall_deadline_ends_a_pending_task_with_no_eligible_node(store: Arc<dyn Store>) {
     let h = Harness::new(store);
     let (node, w) = h
         .node(&bob(), NodeSpec::user("bob-box", owner("acme", "bob"), 4))
@@ -1338,7 +1345,7 @@ pub async fn overall_deadline_ends_a_pending_task_with_no_eligible_node(store: A
 
 /// A node that stops heartbeating is Lost after three intervals and its leases
 /// are reclaimed; a heartbeat revives it.
-pub async fn lost_node_leases_are_reclaimed_within_three_intervals(store: Arc<dyn TaskStore>) {
+pub async fn lost_node_leases_are_reclaimed_within_three_intervals(store: Arc<dyn Store>) {
     let h = Harness::new(store);
     let (node, w) = h.system_node(4).await;
     let (other, ow) = h.system_node(4).await;
@@ -1380,7 +1387,7 @@ pub async fn lost_node_leases_are_reclaimed_within_three_intervals(store: Arc<dy
 }
 
 /// Removing a node requeues its leases at once.
-pub async fn removed_node_leases_are_requeued_at_once(store: Arc<dyn TaskStore>) {
+pub async fn removed_node_leases_are_requeued_at_once(store: Arc<dyn Store>) {
     let h = Harness::new(store);
     let (node, w) = h.system_node(4).await;
     let s = h
@@ -1405,7 +1412,7 @@ pub async fn removed_node_leases_are_requeued_at_once(store: Arc<dyn TaskStore>)
 }
 
 /// Logs and heartbeat progress are events in the task's stream.
-pub async fn logs_and_progress_are_events(store: Arc<dyn TaskStore>) {
+pub async fn logs_and_progress_are_events(store: Arc<dyn Store>) {
     let h = Harness::new(store);
     let (node, w) = h.system_node(4).await;
     let s = h.hive.submit(&alice(), spec("echo")).await.unwrap();
@@ -1441,7 +1448,7 @@ pub async fn logs_and_progress_are_events(store: Arc<dyn TaskStore>) {
 }
 
 /// In one batch, a refused item does not refuse the others.
-pub async fn batch_items_fail_independently(store: Arc<dyn TaskStore>) {
+pub async fn batch_items_fail_independently(store: Arc<dyn Store>) {
     let h = Harness::new(store);
     let (node, w) = h.system_node(4).await;
     h.hive
@@ -1486,7 +1493,7 @@ pub async fn batch_items_fail_independently(store: Arc<dyn TaskStore>) {
 }
 
 /// Many concurrent reports for one task: exactly one terminal event.
-pub async fn concurrent_reports_have_exactly_one_winner(store: Arc<dyn TaskStore>) {
+pub async fn concurrent_reports_have_exactly_one_winner(store: Arc<dyn Store>) {
     let h = Arc::new(Harness::new(store));
     let (node, w) = h.system_node(64).await;
     let specs: Vec<TaskSpec> = (0..50).map(|_| spec("echo")).collect();
@@ -1514,4 +1521,412 @@ pub async fn concurrent_reports_have_exactly_one_winner(store: Arc<dyn TaskStore
         assert_eq!(events.iter().filter(|e| e.kind.is_terminal()).count(), 1);
     }
     let _ = AllowAll;
+}
+
+// ----- batch reads ------------------------------------------------------------
+
+/// `get_tasks` answers in the order asked and leaves out unknown ids.
+pub async fn get_tasks_reads_many_in_order(store: Arc<dyn Store>) {
+    let h = Harness::new(store.clone());
+    let specs: Vec<TaskSpec> = (0..5).map(|_| spec("echo")).collect();
+    let ids: Vec<TaskId> = h
+        .hive
+        .submit_batch(&alice(), specs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    let asked = vec![ids[3], TaskId::new(), ids[0], ids[4]];
+    let got = store.get_tasks(&asked).await.unwrap();
+    let got_ids: Vec<TaskId> = got.iter().map(|t| t.id).collect();
+    assert_eq!(got_ids, vec![ids[3], ids[0], ids[4]]);
+    assert!(
+        got.iter()
+            .all(|t| t.state == TaskState::Pending && t.last_seq == 1)
+    );
+    assert!(store.get_tasks(&[]).await.unwrap().is_empty());
+}
+
+// ----- records ------------------------------------------------------------------
+
+fn record_write(id: &str, expected_version: u64, status: &str, n: i64) -> RecordWrite {
+    RecordWrite {
+        kind: "widget".into(),
+        id: id.into(),
+        tenant: "acme".into(),
+        expected_version,
+        status: status.into(),
+        body: json!({"n": n}),
+        events: vec![json!({"set": n})],
+        now: hive_core::Timestamp::from_millis(1_000 + n),
+    }
+}
+
+/// Records are created once, then replaced only by a writer holding the current
+/// version; the body and the events change together or not at all.
+pub async fn records_compare_and_set_with_their_events(store: Arc<dyn Store>) {
+    let w = store
+        .write_record(record_write("r1", 0, "new", 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        w,
+        RecordWritten {
+            version: 1,
+            last_seq: 1
+        }
+    );
+    // Creating again is a conflict and changes nothing.
+    let again = store.write_record(record_write("r1", 0, "new", 9)).await;
+    assert!(matches!(again, Err(Error::Conflict { .. })), "{again:?}");
+    // A stale version is a conflict and appends nothing.
+    let w2 = store
+        .write_record(record_write("r1", 1, "running", 2))
+        .await
+        .unwrap();
+    assert_eq!(
+        w2,
+        RecordWritten {
+            version: 2,
+            last_seq: 2
+        }
+    );
+    let stale = store
+        .write_record(record_write("r1", 1, "running", 3))
+        .await;
+    assert!(matches!(stale, Err(Error::Conflict { .. })), "{stale:?}");
+    // Updating a record that does not exist is NotFound.
+    let missing = store.write_record(record_write("nope", 4, "x", 4)).await;
+    assert!(
+        matches!(missing, Err(Error::NotFound { .. })),
+        "{missing:?}"
+    );
+    // Another tenant cannot take a record over.
+    let mut other = record_write("r1", 2, "running", 5);
+    other.tenant = "globex".into();
+    assert!(store.write_record(other).await.is_err());
+    // A write without events keeps last_seq; several events get consecutive seqs.
+    let mut quiet = record_write("r1", 2, "running", 6);
+    quiet.events.clear();
+    assert_eq!(
+        store.write_record(quiet).await.unwrap(),
+        RecordWritten {
+            version: 3,
+            last_seq: 2
+        }
+    );
+    let mut many = record_write("r1", 3, "done", 7);
+    many.events = vec![json!("a"), json!("b"), json!("c")];
+    assert_eq!(
+        store.write_record(many).await.unwrap(),
+        RecordWritten {
+            version: 4,
+            last_seq: 5
+        }
+    );
+
+    let r = store.get_record("widget", "r1").await.unwrap().unwrap();
+    assert_eq!(r.version, 4);
+    assert_eq!(r.status, "done");
+    assert_eq!(r.body, json!({"n": 7}));
+    assert_eq!(r.tenant.as_str(), "acme");
+    assert_eq!(r.last_seq, 5);
+    assert_eq!(r.created_at, hive_core::Timestamp::from_millis(1_001));
+    assert_eq!(r.updated_at, hive_core::Timestamp::from_millis(1_007));
+    let events = store
+        .read_record_events("widget", "r1", 0, 100)
+        .await
+        .unwrap();
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    let bodies: Vec<serde_json::Value> = events.iter().map(|e| e.body.clone()).collect();
+    assert_eq!(
+        bodies,
+        vec![
+            json!({"set": 1}),
+            json!({"set": 2}),
+            json!("a"),
+            json!("b"),
+            json!("c")
+        ]
+    );
+    let tail = store
+        .read_record_events("widget", "r1", 3, 1)
+        .await
+        .unwrap();
+    assert_eq!(tail.len(), 1);
+    assert_eq!(tail[0].seq, 4);
+    // Kinds do not share ids.
+    assert!(store.get_record("gadget", "r1").await.unwrap().is_none());
+    assert!(matches!(
+        store.read_record_events("gadget", "r1", 0, 10).await,
+        Err(Error::NotFound { .. })
+    ));
+    // Bad keys are refused.
+    let bad = store.write_record(record_write("", 0, "new", 1)).await;
+    assert!(matches!(bad, Err(Error::InvalidArgument { .. })), "{bad:?}");
+}
+
+/// Listings filter by tenant and status and page by id.
+pub async fn records_list_filters_and_paginates(store: Arc<dyn Store>) {
+    for i in 0..7 {
+        let mut w = record_write(
+            &format!("id-{i}"),
+            0,
+            if i % 2 == 0 { "even" } else { "odd" },
+            i,
+        );
+        if i == 6 {
+            w.tenant = "globex".into();
+        }
+        store.write_record(w).await.unwrap();
+    }
+    let mut other_kind = record_write("id-0", 0, "even", 0);
+    other_kind.kind = "gadget".into();
+    store.write_record(other_kind).await.unwrap();
+
+    let acme = |statuses: Vec<&str>, after: Option<&str>, limit| RecordQuery {
+        tenant: Some("acme".into()),
+        statuses: statuses.into_iter().map(String::from).collect(),
+        after: after.map(String::from),
+        limit: Some(limit),
+    };
+    let ids = |rs: Vec<hive_core::store::Record>| rs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let all = store
+        .list_records("widget", &acme(vec![], None, 100))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(all),
+        vec!["id-0", "id-1", "id-2", "id-3", "id-4", "id-5"]
+    );
+    let even = store
+        .list_records("widget", &acme(vec!["even"], None, 100))
+        .await
+        .unwrap();
+    assert_eq!(ids(even), vec!["id-0", "id-2", "id-4"]);
+    let page1 = store
+        .list_records("widget", &acme(vec![], None, 4))
+        .await
+        .unwrap();
+    assert_eq!(ids(page1), vec!["id-0", "id-1", "id-2", "id-3"]);
+    let page2 = store
+        .list_records("widget", &acme(vec![], Some("id-3"), 4))
+        .await
+        .unwrap();
+    assert_eq!(ids(page2), vec!["id-4", "id-5"]);
+    let everyone = store
+        .list_records("widget", &RecordQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(everyone.len(), 7);
+    assert!(
+        store
+            .list_records("nothing", &RecordQuery::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Many writers race on one version: exactly one wins each round, and the stream
+/// holds exactly the winners' events.
+pub async fn concurrent_record_writers_have_one_winner_per_version(store: Arc<dyn Store>) {
+    store
+        .write_record(record_write("race", 0, "v", 0))
+        .await
+        .unwrap();
+    let mut wins = 0u64;
+    for round in 1..=5u64 {
+        let mut joins = Vec::new();
+        for k in 0..8i64 {
+            let store = store.clone();
+            joins.push(tokio::spawn(async move {
+                store
+                    .write_record(record_write("race", round, "v", k))
+                    .await
+            }));
+        }
+        let mut round_wins = 0;
+        for j in joins {
+            match j.await.unwrap() {
+                Ok(w) => {
+                    assert_eq!(w.version, round + 1);
+                    round_wins += 1;
+                }
+                Err(Error::Conflict { .. }) => {}
+                Err(e) => panic!("unexpected error {e:?}"),
+            }
+        }
+        assert_eq!(round_wins, 1, "round {round}");
+        wins += 1;
+    }
+    let events = store.read_record_events("race", "race", 0, 100).await;
+    assert!(matches!(events, Err(Error::NotFound { .. })));
+    let events = store
+        .read_record_events("widget", "race", 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(events.len() as u64, wins + 1);
+}
+
+/// A waiter on a record's stream wakes when an event is appended.
+pub async fn record_event_waiters_wake_on_append(store: Arc<dyn Store>) {
+    store
+        .write_record(record_write("w", 0, "v", 0))
+        .await
+        .unwrap();
+    // Already past: returns at once.
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        store.wait_for_record_events("widget", "w", 0, Duration::from_secs(30)),
+    )
+    .await
+    .expect("an existing event returns at once")
+    .unwrap();
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            store
+                .wait_for_record_events("widget", "w", 1, Duration::from_secs(30))
+                .await
+                .unwrap();
+            started.elapsed()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    store
+        .write_record(record_write("w", 1, "v", 1))
+        .await
+        .unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the waiter wakes well before its timeout")
+        .unwrap();
+    assert!(waited < Duration::from_secs(10));
+    let events = store
+        .read_record_events("widget", "w", 1, 10)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+}
+
+// ----- retry policy fields the store must honour ---------------------------------
+
+/// `placement: avoid_previous_node`: the retry is not claimable by the node that
+/// ran the failed attempt, and is by another node.
+pub async fn retry_placement_avoids_the_previous_node(store: Arc<dyn Store>) {
+    let h = Harness::new(store);
+    let (a, wa) = h.system_node(4).await;
+    let (b, wb) = h.system_node(4).await;
+    let policy = RetryPolicy {
+        placement: hive_core::RetryPlacement::AvoidPreviousNode,
+        ..RetryPolicy::attempts(3, Duration::from_secs(1))
+    };
+    let s = h
+        .hive
+        .submit(&alice(), spec("echo").retry(policy))
+        .await
+        .unwrap();
+    let c = h.claim(&wa, a, 1, true).await.remove(0);
+    h.hive
+        .report_failure(&wa, c.token, TaskError::new("flaky", "again"))
+        .await
+        .unwrap();
+    h.clock.advance(Duration::from_secs(2));
+    assert!(
+        h.claim(&wa, a, 1, true).await.is_empty(),
+        "the node that ran the failed attempt must not get the retry"
+    );
+    assert_eq!(h.state(s.id).await, TaskState::Pending);
+    let c2 = h.claim(&wb, b, 1, true).await.remove(0);
+    assert_eq!(c2.token.task, s.id);
+    assert_eq!(c2.token.attempt, 2);
+    // A plain policy retries anywhere, the same node included.
+    let s2 = h
+        .hive
+        .submit(
+            &alice(),
+            spec("echo").retry(RetryPolicy::attempts(3, Duration::from_secs(1))),
+        )
+        .await
+        .unwrap();
+    let c = h.claim(&wa, a, 1, true).await.remove(0);
+    assert_eq!(c.token.task, s2.id);
+    h.hive
+        .report_failure(&wa, c.token, TaskError::new("flaky", "again"))
+        .await
+        .unwrap();
+    h.clock.advance(Duration::from_secs(2));
+    assert_eq!(h.claim(&wa, a, 1, true).await.remove(0).token.task, s2.id);
+}
+
+/// A worker's suggested delay is used, clamped to the policy's `max_interval`;
+/// per-code overrides change the attempts and backoff of their code only.
+pub async fn suggested_delays_and_per_code_overrides_set_the_stored_retry_time(
+    store: Arc<dyn Store>,
+) {
+    let h = Harness::new(store);
+    let (node, w) = h.system_node(8).await;
+    let mut policy = RetryPolicy {
+        max_interval: Some(Duration::from_secs(20)),
+        ..RetryPolicy::attempts(2, Duration::from_secs(1))
+    };
+    policy.overrides.insert(
+        "rate_limited".into(),
+        hive_core::RetryOverride {
+            max_attempts: Some(hive_core::MaxAttempts::Limited(4)),
+            initial_interval: Some(Duration::from_secs(5)),
+            ..Default::default()
+        },
+    );
+    let s = h
+        .hive
+        .submit(&alice(), spec("echo").retry(policy))
+        .await
+        .unwrap();
+    let retry_at = |ev: &TaskEvent| match &ev.kind {
+        EventKind::AttemptFailed { retry_at, .. } => *retry_at,
+        other => panic!("expected AttemptFailed, got {other:?}"),
+    };
+    // Attempt 1: the worker suggests 10 minutes; clamped to 20 s.
+    let c = h.claim(&w, node, 1, true).await.remove(0);
+    let t0 = h.clock.now();
+    h.hive
+        .report_failure(
+            &w,
+            c.token,
+            TaskError::new("flaky", "slow down").retry_after(Duration::from_secs(600)),
+        )
+        .await
+        .unwrap();
+    let ev = h.events(s.id).await.pop().unwrap();
+    assert_eq!(retry_at(&ev), t0.saturating_add(Duration::from_secs(20)));
+    // Attempts 2 and 3 fail with the overridden code: 4 attempts, 5 s then 10 s.
+    h.clock.advance(Duration::from_secs(20));
+    for (attempt, delay) in [(2u32, 10u64), (3, 20)] {
+        let c = h.claim(&w, node, 1, true).await.remove(0);
+        assert_eq!(c.token.attempt, attempt);
+        let t = h.clock.now();
+        let ack = h
+            .hive
+            .report_failure(&w, c.token, TaskError::new("rate_limited", "429"))
+            .await
+            .unwrap();
+        assert_eq!(ack.state, TaskState::Pending, "attempt {attempt}");
+        let ev = h.events(s.id).await.pop().unwrap();
+        assert_eq!(retry_at(&ev), t.saturating_add(Duration::from_secs(delay)));
+        h.clock.advance(Duration::from_secs(delay));
+    }
+    // Attempt 4 is the override's last.
+    let c = h.claim(&w, node, 1, true).await.remove(0);
+    assert_eq!(c.token.attempt, 4);
+    let ack = h
+        .hive
+        .report_failure(&w, c.token, TaskError::new("rate_limited", "429"))
+        .await
+        .unwrap();
+    assert_eq!(ack.state, TaskState::Failed);
 }

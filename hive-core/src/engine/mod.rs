@@ -25,8 +25,7 @@ use crate::node::{Node, NodeOwner, NodeSpec, NodeStatus};
 use crate::principal::{Principal, PrincipalKind, TenantId};
 use crate::scheduler::{FairScheduler, Scheduler};
 use crate::store::{
-    Ack, ClaimRequest, ClaimResult, Command, NewTask, Submitted, SweepOptions, SweepReport,
-    TaskStore,
+    Ack, ClaimRequest, ClaimResult, Command, NewTask, Store, Submitted, SweepOptions, SweepReport,
 };
 use crate::task::machine::Op;
 use crate::task::{
@@ -81,7 +80,7 @@ impl HiveConfig {
 /// Builds a [`Hive`].
 #[derive(Debug)]
 pub struct HiveBuilder {
-    store: Option<Arc<dyn TaskStore>>,
+    store: Option<Arc<dyn Store>>,
     clock: Arc<dyn Clock>,
     scheduler: Arc<dyn Scheduler>,
     authorizer: Arc<dyn Authorizer>,
@@ -90,7 +89,7 @@ pub struct HiveBuilder {
 
 impl HiveBuilder {
     /// The store (required). See the `hive-store` crate for backends.
-    pub fn store(mut self, store: Arc<dyn TaskStore>) -> Self {
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
         self.store = Some(store);
         self
     }
@@ -159,7 +158,7 @@ impl HiveBuilder {
 
 #[derive(Debug)]
 struct Inner {
-    store: Arc<dyn TaskStore>,
+    store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     scheduler: Arc<dyn Scheduler>,
     authorizer: Arc<dyn Authorizer>,
@@ -235,7 +234,7 @@ impl Hive {
     }
 
     /// The store.
-    pub fn store(&self) -> &Arc<dyn TaskStore> {
+    pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
     }
 

@@ -20,6 +20,14 @@ pub struct TaskError {
     /// Structured details.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<serde_json::Value>,
+    /// The handler's suggestion for the delay before the next attempt (e.g. a
+    /// rate limit's `Retry-After`); clamped to the policy's `max_interval`.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl TaskError {
@@ -30,7 +38,14 @@ impl TaskError {
             message: message.into(),
             non_retryable: false,
             details: None,
+            retry_after: None,
         }
+    }
+
+    /// The same error, suggesting when to try again.
+    pub fn retry_after(mut self, delay: std::time::Duration) -> Self {
+        self.retry_after = Some(delay);
+        self
     }
 
     /// The same error, marked as not worth retrying.

@@ -113,6 +113,10 @@ pub struct TaskCore {
     pub error: Option<TaskError>,
     /// When the core last changed.
     pub updated_at: Timestamp,
+    /// A pending retry must not be claimed by this node (the policy's
+    /// `placement: avoid_previous_node`). Stores enforce it in their claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avoid_node: Option<NodeId>,
 }
 
 impl TaskCore {
@@ -130,6 +134,7 @@ impl TaskCore {
             output: None,
             error: None,
             updated_at: now,
+            avoid_node: None,
         }
     }
 }
@@ -305,6 +310,15 @@ pub fn apply(core: &mut TaskCore, facts: TaskFacts<'_>, op: Op, now: Timestamp) 
             if core.state != TaskState::Pending || core.available_at > now {
                 return Err(invalid(core.state));
             }
+            if core.avoid_node == Some(node) {
+                return Err(Error::Conflict {
+                    message: format!(
+                        "task {}: its retry policy avoids node {node}, which ran the last attempt",
+                        facts.id
+                    ),
+                });
+            }
+            core.avoid_node = None;
             core.attempt += 1;
             core.lease = Some(Lease {
                 id: lease,
@@ -552,9 +566,20 @@ fn end_attempt(
     timeout: Option<TimeoutPhase>,
     now: Timestamp,
 ) -> EventKind {
-    let policy = &facts.spec.retry;
+    let policy = match cause {
+        FailureCause::Error(e) => facts.spec.retry.for_code(&e.code),
+        _ => std::borrow::Cow::Borrowed(&facts.spec.retry),
+    };
     let attempt = core.attempt;
-    let retry_at = now.saturating_add(policy.delay(attempt, facts.id.as_u128()));
+    let delay = match cause {
+        FailureCause::Error(TaskError {
+            retry_after: Some(d),
+            ..
+        }) => policy.clamp_suggested(*d),
+        _ => policy.delay(attempt, facts.id.as_u128()),
+    };
+    let retry_at = now.saturating_add(delay);
+    let previous_node = core.lease.as_ref().map(|l| l.node);
     let within_elapsed = policy
         .max_elapsed
         .is_none_or(|m| retry_at <= facts.created_at.saturating_add(m));
@@ -571,6 +596,9 @@ fn end_attempt(
     {
         core.state = TaskState::Pending;
         core.available_at = retry_at;
+        if policy.placement == crate::retry::RetryPlacement::AvoidPreviousNode {
+            core.avoid_node = previous_node;
+        }
         core.error = Some(error.clone());
         EventKind::AttemptFailed {
             attempt,

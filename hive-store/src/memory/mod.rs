@@ -2,6 +2,7 @@
 //! without durability. One lock serializes all state; every operation is a batch,
 //! so the lock is taken once per batch, not once per task.
 
+mod records;
 mod state;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,14 +14,15 @@ use hive_core::id::{NodeId, TaskId};
 use hive_core::node::{Node, NodeStatus};
 use hive_core::principal::TenantId;
 use hive_core::store::{
-    Ack, ClaimRequest, ClaimResult, Command, NewTask, Submitted, SweepOptions, SweepReport,
-    TaskStore,
+    Ack, ClaimRequest, ClaimResult, Command, NewTask, Record, RecordEvent, RecordQuery,
+    RecordStore, RecordWrite, RecordWritten, Submitted, SweepOptions, SweepReport, TaskStore,
 };
 use hive_core::task::{FeedEvent, Page, Task, TaskEvent, TaskQuery};
 use hive_core::{Error, Result};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, oneshot};
 
+use records::Records;
 use state::State;
 
 /// Settings of the memory backend.
@@ -43,6 +45,7 @@ impl Default for MemoryConfig {
 #[derive(Debug)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    records: Mutex<Records>,
     work_epoch: AtomicU64,
     work: Notify,
 }
@@ -52,6 +55,7 @@ impl MemoryStore {
     pub fn new(config: MemoryConfig) -> Self {
         MemoryStore {
             state: Mutex::new(State::new(config.feed_retention.max(1))),
+            records: Mutex::new(Records::default()),
             work_epoch: AtomicU64::new(0),
             work: Notify::new(),
         }
@@ -91,6 +95,11 @@ impl TaskStore for MemoryStore {
 
     async fn get_task(&self, id: TaskId) -> Result<Option<Task>> {
         Ok(self.state.lock().snapshot(id))
+    }
+
+    async fn get_tasks(&self, ids: &[TaskId]) -> Result<Vec<Task>> {
+        let state = self.state.lock();
+        Ok(ids.iter().filter_map(|&id| state.snapshot(id)).collect())
     }
 
     async fn list_tasks(&self, tenant: &TenantId, query: &TaskQuery) -> Result<Page<Task>> {
@@ -210,6 +219,43 @@ impl TaskStore for MemoryStore {
         let (report, new_work) = self.state.lock().sweep(now, options);
         self.finish(new_work);
         Ok(report)
+    }
+}
+
+#[async_trait]
+impl RecordStore for MemoryStore {
+    async fn write_record(&self, write: RecordWrite) -> Result<RecordWritten> {
+        self.records.lock().write(write)
+    }
+
+    async fn get_record(&self, kind: &str, id: &str) -> Result<Option<Record>> {
+        Ok(self.records.lock().get(kind, id))
+    }
+
+    async fn list_records(&self, kind: &str, query: &RecordQuery) -> Result<Vec<Record>> {
+        Ok(self.records.lock().list(kind, query))
+    }
+
+    async fn read_record_events(
+        &self,
+        kind: &str,
+        id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordEvent>> {
+        self.records.lock().read_events(kind, id, after_seq, limit)
+    }
+
+    async fn wait_for_record_events(
+        &self,
+        kind: &str,
+        id: &str,
+        after_seq: u64,
+        timeout: Duration,
+    ) -> Result<()> {
+        let rx = self.records.lock().waiter(kind, id, after_seq)?;
+        wait(rx, timeout).await;
+        Ok(())
     }
 }
 

@@ -532,7 +532,13 @@ impl State {
             {
                 continue;
             }
-            for (&k, &task) in q.ready.iter().take(max) {
+            let tasks = &self.tasks;
+            let allowed = |task: &TaskId| {
+                tasks
+                    .get(task)
+                    .is_none_or(|r| r.core.avoid_node != Some(node.id))
+            };
+            for (&k, &task) in q.ready.iter().filter(|(_, t)| allowed(t)).take(max) {
                 candidates.push(Candidate {
                     task,
                     tenant: q.key.tenant.clone(),

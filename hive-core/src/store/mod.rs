@@ -22,6 +22,12 @@
 //! - **Errors.** Driver errors are mapped to [`Error::BackendUnavailable`] (may be
 //!   retried) or [`Error::Backend`] (will not succeed by retrying).
 
+mod record;
+
+pub use record::{
+    MAX_RECORD_KEY_LEN, Record, RecordEvent, RecordQuery, RecordStore, RecordWrite, RecordWritten,
+};
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -161,6 +167,11 @@ pub trait TaskStore: Send + Sync + fmt::Debug + 'static {
     /// path: a point lookup.
     async fn get_task(&self, id: TaskId) -> Result<Option<Task>>;
 
+    /// Several tasks by id, whatever their tenant, in the order asked; ids that do
+    /// not exist are left out. One round trip (the workflow driver reads a whole
+    /// fan-out at once).
+    async fn get_tasks(&self, ids: &[TaskId]) -> Result<Vec<Task>>;
+
     /// A page of `tenant`'s tasks matching `query`, ordered by id.
     async fn list_tasks(&self, tenant: &TenantId, query: &TaskQuery) -> Result<Page<Task>>;
 
@@ -245,3 +256,10 @@ pub trait TaskStore: Send + Sync + fmt::Debug + 'static {
     /// in many processes at once: every move is a compare-and-set.
     async fn sweep(&self, now: Timestamp, options: &SweepOptions) -> Result<SweepReport>;
 }
+
+/// Everything a backend provides: tasks ([`TaskStore`]) and records
+/// ([`RecordStore`]). Implemented for every type that implements both; the
+/// engine holds an `Arc<dyn Store>`.
+pub trait Store: TaskStore + RecordStore {}
+
+impl<T: TaskStore + RecordStore> Store for T {}
