@@ -172,24 +172,24 @@ async fn run(
     };
     let e2e_secs = (end - start).as_secs_f64();
 
-    if rate.is_some() {
-        if let Ok(path) = std::env::var("HIVE_BENCH_DUMP") {
-            // Debugging aid: "submit_offset_ms latency_ms" per task of the paced run.
-            let at: HashMap<TaskId, Instant> = submitted.iter().copied().collect();
-            let lines: Vec<String> = seen
-                .iter()
-                .filter_map(|(id, t)| {
-                    at.get(id).map(|s| {
-                        format!(
-                            "{:.3} {:.3}",
-                            (*s - start).as_secs_f64() * 1e3,
-                            (*t - *s).as_secs_f64() * 1e3
-                        )
-                    })
+    if rate.is_some()
+        && let Ok(path) = std::env::var("HIVE_BENCH_DUMP")
+    {
+        // Debugging aid: "submit_offset_ms latency_ms" per task of the paced run.
+        let at: HashMap<TaskId, Instant> = submitted.iter().copied().collect();
+        let lines: Vec<String> = seen
+            .iter()
+            .filter_map(|(id, t)| {
+                at.get(id).map(|s| {
+                    format!(
+                        "{:.3} {:.3}",
+                        (*s - start).as_secs_f64() * 1e3,
+                        (*t - *s).as_secs_f64() * 1e3
+                    )
                 })
-                .collect();
-            std::fs::write(path, lines.join("\n"))?;
-        }
+            })
+            .collect();
+        std::fs::write(path, lines.join("\n"))?;
     }
     let at: HashMap<TaskId, Instant> = submitted.into_iter().collect();
     let mut latencies_ms: Vec<f64> = seen

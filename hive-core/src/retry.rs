@@ -258,16 +258,16 @@ impl RetryPolicy {
                 format!("must be between 0 and 1, got {}", self.jitter),
             ));
         }
-        if let Some(max) = self.max_interval {
-            if max < self.initial_interval {
-                return Err(Error::invalid_spec(
-                    format!("{prefix}.max_interval"),
-                    format!(
-                        "must not be shorter than initial_interval ({:?} < {:?})",
-                        max, self.initial_interval
-                    ),
-                ));
-            }
+        if let Some(max) = self.max_interval
+            && max < self.initial_interval
+        {
+            return Err(Error::invalid_spec(
+                format!("{prefix}.max_interval"),
+                format!(
+                    "must not be shorter than initial_interval ({:?} < {:?})",
+                    max, self.initial_interval
+                ),
+            ));
         }
         Ok(())
     }

@@ -601,13 +601,13 @@ impl WorkerLoop {
         match self.hive.heartbeat(&self.principal, beats).await {
             Ok(answers) => {
                 for (task, answer) in tokens.into_iter().zip(answers) {
-                    if let Err(e) = answer {
-                        if !e.is_temporary() {
-                            tracing::debug!(%task, error = %e, "lease gone; stopping the attempt");
-                            if let Some(f) = self.inflight.get(&task) {
-                                f.cancel.cancel();
-                                f.abort.abort();
-                            }
+                    if let Err(e) = answer
+                        && !e.is_temporary()
+                    {
+                        tracing::debug!(%task, error = %e, "lease gone; stopping the attempt");
+                        if let Some(f) = self.inflight.get(&task) {
+                            f.cancel.cancel();
+                            f.abort.abort();
                         }
                     }
                 }

@@ -188,13 +188,13 @@ impl TaskSpec {
                 format!("label keys must be 1 to 128 characters, got {k:?}"),
             ));
         }
-        if let Some(key) = &self.idempotency_key {
-            if key.is_empty() || key.len() > Self::MAX_KEY_LEN {
-                return Err(Error::invalid_spec(
-                    "idempotency_key",
-                    format!("must be 1 to {} bytes", Self::MAX_KEY_LEN),
-                ));
-            }
+        if let Some(key) = &self.idempotency_key
+            && (key.is_empty() || key.len() > Self::MAX_KEY_LEN)
+        {
+            return Err(Error::invalid_spec(
+                "idempotency_key",
+                format!("must be 1 to {} bytes", Self::MAX_KEY_LEN),
+            ));
         }
         let t = &self.timeouts;
         for (name, d) in [

@@ -405,15 +405,15 @@ impl State {
         // Lease bookkeeping on nodes.
         let lease_after = rec.core.lease.as_ref().map(|l| l.node);
         if lease_before != lease_after {
-            if let Some(n) = lease_before.and_then(|n| self.nodes.get_mut(&n)) {
-                if n.leases.remove(&id) {
-                    n.node.in_flight = n.node.in_flight.saturating_sub(1);
-                }
+            if let Some(n) = lease_before.and_then(|n| self.nodes.get_mut(&n))
+                && n.leases.remove(&id)
+            {
+                n.node.in_flight = n.node.in_flight.saturating_sub(1);
             }
-            if let Some(n) = lease_after.and_then(|n| self.nodes.get_mut(&n)) {
-                if n.leases.insert(id) {
-                    n.node.in_flight += 1;
-                }
+            if let Some(n) = lease_after.and_then(|n| self.nodes.get_mut(&n))
+                && n.leases.insert(id)
+            {
+                n.node.in_flight += 1;
             }
         }
         // Deadline index.
