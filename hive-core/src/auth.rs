@@ -37,6 +37,26 @@ pub enum Action {
     WorkNode,
     /// Run a supervisor sweep.
     Supervise,
+    /// Submit a workflow.
+    SubmitWorkflow,
+    /// Read workflows and their events.
+    ReadWorkflow,
+    /// Cancel a workflow.
+    CancelWorkflow,
+    /// Issue an API token.
+    IssueToken,
+    /// Revoke an API token.
+    RevokeToken,
+    /// Read the audit trail (and verify it).
+    ReadAudit,
+    /// Promote an experiment from sandbox to production.
+    PromoteExperiment,
+    /// Publish an agent to the registry.
+    PublishAgent,
+    /// Read the agent registry.
+    ReadRegistry,
+    /// Create or change tenants.
+    ManageTenant,
 }
 
 impl Action {
@@ -48,9 +68,58 @@ impl Action {
             Action::CancelTask => Scope::TaskCancel,
             Action::RegisterNode | Action::DrainNode => Scope::NodeRegister,
             Action::WorkNode => Scope::NodeWork,
-            Action::Supervise => Scope::SystemAdmin,
+            Action::Supervise | Action::ManageTenant => Scope::SystemAdmin,
+            Action::SubmitWorkflow => Scope::WorkflowSubmit,
+            Action::ReadWorkflow | Action::ReadRegistry => Scope::TaskRead,
+            Action::CancelWorkflow => Scope::TaskCancel,
+            Action::IssueToken | Action::RevokeToken => Scope::TenantAdmin,
+            Action::ReadAudit => Scope::AuditRead,
+            Action::PromoteExperiment => Scope::ExperimentPromote,
+            Action::PublishAgent => Scope::RegistryPublish,
         }
     }
+
+    /// Whether the action is privileged: every attempt is audited, allowed or not
+    /// (other actions are audited only when denied).
+    pub fn is_privileged(self) -> bool {
+        matches!(
+            self,
+            Action::SubmitTask
+                | Action::CancelTask
+                | Action::RegisterNode
+                | Action::DrainNode
+                | Action::SubmitWorkflow
+                | Action::CancelWorkflow
+                | Action::IssueToken
+                | Action::RevokeToken
+                | Action::PromoteExperiment
+                | Action::PublishAgent
+                | Action::ManageTenant
+        )
+    }
+
+    /// Every action, in declaration order.
+    pub const ALL: [Action; 19] = [
+        Action::SubmitTask,
+        Action::ReadTask,
+        Action::CancelTask,
+        Action::ConsumeFeed,
+        Action::RegisterNode,
+        Action::DrainNode,
+        Action::ReadNode,
+        Action::WorkNode,
+        Action::Supervise,
+        Action::SubmitWorkflow,
+        Action::ReadWorkflow,
+        Action::CancelWorkflow,
+        Action::IssueToken,
+        Action::RevokeToken,
+        Action::ReadAudit,
+        Action::PromoteExperiment,
+        Action::PublishAgent,
+        Action::ReadRegistry,
+        Action::ManageTenant,
+    ];
 
     /// The action's wire name.
     pub fn as_str(self) -> &'static str {
@@ -64,6 +133,16 @@ impl Action {
             Action::ReadNode => "node.read",
             Action::WorkNode => "node.work",
             Action::Supervise => "system.supervise",
+            Action::SubmitWorkflow => "workflow.submit",
+            Action::ReadWorkflow => "workflow.read",
+            Action::CancelWorkflow => "workflow.cancel",
+            Action::IssueToken => "token.issue",
+            Action::RevokeToken => "token.revoke",
+            Action::ReadAudit => "audit.read",
+            Action::PromoteExperiment => "experiment.promote",
+            Action::PublishAgent => "registry.publish",
+            Action::ReadRegistry => "registry.read",
+            Action::ManageTenant => "tenant.manage",
         }
     }
 }
@@ -98,8 +177,39 @@ pub enum Resource {
         /// The owning principal (`None` for system nodes).
         owner: Option<PrincipalId>,
     },
+    /// One workflow, with its owner.
+    Workflow {
+        /// The workflow's id.
+        id: String,
+        /// Its tenant.
+        tenant: TenantId,
+        /// The principal that submitted it.
+        owner: PrincipalId,
+    },
+    /// Another named object of a tenant (`token/<id>`, `agent/<name>`…).
+    Named {
+        /// Its kind.
+        kind: &'static str,
+        /// Its id.
+        id: String,
+        /// Its tenant.
+        tenant: TenantId,
+    },
     /// Hive as a whole.
     System,
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Resource::Tenant(t) => write!(f, "tenant/{t}"),
+            Resource::Task { id, .. } => write!(f, "task/{id}"),
+            Resource::Node { id, .. } => write!(f, "node/{id}"),
+            Resource::Workflow { id, .. } => write!(f, "workflow/{id}"),
+            Resource::Named { kind, id, .. } => write!(f, "{kind}/{id}"),
+            Resource::System => f.write_str("system"),
+        }
+    }
 }
 
 /// Decides whether a principal may perform an action on a resource.
@@ -147,6 +257,11 @@ impl Authorizer for ScopeAuthorizer {
                 if owner.as_ref() != Some(&principal.id) && !elevated =>
             {
                 deny("only the node's owner, an operator or an admin may drain it".into())
+            }
+            (Action::CancelWorkflow, Resource::Workflow { owner, .. })
+                if *owner != principal.id && !elevated =>
+            {
+                deny("only the owner, an operator or an admin may cancel this workflow".into())
             }
             _ => Ok(()),
         }

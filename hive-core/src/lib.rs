@@ -12,6 +12,7 @@
 //! supervisor, node eligibility) are described in `ARCHITECTURE.md`; each trait
 //! documents the guarantees its implementations must give.
 
+pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod engine;

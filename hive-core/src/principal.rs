@@ -85,6 +85,19 @@ pub enum PrincipalKind {
     System,
 }
 
+impl PrincipalKind {
+    /// The kind's wire name (`user`, `operator`, `admin`, `worker`, `system`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            PrincipalKind::User => "user",
+            PrincipalKind::Operator => "operator",
+            PrincipalKind::Admin => "admin",
+            PrincipalKind::Worker { .. } => "worker",
+            PrincipalKind::System => "system",
+        }
+    }
+}
+
 /// A permission. The wire form is `area:verb`, e.g. `task:submit`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -119,11 +132,14 @@ pub enum Scope {
     /// Everything, across tenants.
     #[serde(rename = "system:admin")]
     SystemAdmin,
+    /// Administer one's own tenant: issue and revoke its API tokens.
+    #[serde(rename = "tenant:admin")]
+    TenantAdmin,
 }
 
 impl Scope {
     /// Every scope, in declaration order.
-    pub const ALL: [Scope; 10] = [
+    pub const ALL: [Scope; 11] = [
         Scope::TaskSubmit,
         Scope::TaskRead,
         Scope::TaskCancel,
@@ -134,6 +150,7 @@ impl Scope {
         Scope::RegistryPublish,
         Scope::AuditRead,
         Scope::SystemAdmin,
+        Scope::TenantAdmin,
     ];
 
     /// The wire name (`task:submit`).
@@ -149,6 +166,7 @@ impl Scope {
             Scope::RegistryPublish => "registry:publish",
             Scope::AuditRead => "audit:read",
             Scope::SystemAdmin => "system:admin",
+            Scope::TenantAdmin => "tenant:admin",
         }
     }
 
@@ -214,6 +232,7 @@ impl Scopes {
         Scopes::operator()
             .with(Scope::ExperimentPromote)
             .with(Scope::RegistryPublish)
+            .with(Scope::TenantAdmin)
     }
 
     /// Default scopes of a worker.

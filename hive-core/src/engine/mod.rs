@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::instrument;
 
+use crate::audit::{AuditEntry, AuditOutcome, Auditor, NoAudit};
 use crate::auth::{Action, Authorizer, Resource, ScopeAuthorizer};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
@@ -84,10 +85,18 @@ pub struct HiveBuilder {
     clock: Arc<dyn Clock>,
     scheduler: Arc<dyn Scheduler>,
     authorizer: Arc<dyn Authorizer>,
+    auditor: Arc<dyn Auditor>,
     config: HiveConfig,
 }
 
 impl HiveBuilder {
+    /// Where privileged actions and denials are recorded (default: nowhere,
+    /// [`NoAudit`]; `hive::open` wires `hive-iam`'s hash-chained trail).
+    pub fn auditor(mut self, auditor: Arc<dyn Auditor>) -> Self {
+        self.auditor = auditor;
+        self
+    }
+
     /// The store (required). See the `hive-store` crate for backends.
     pub fn store(mut self, store: Arc<dyn Store>) -> Self {
         self.store = Some(store);
@@ -136,6 +145,7 @@ impl HiveBuilder {
             clock: self.clock,
             scheduler: self.scheduler,
             authorizer: self.authorizer,
+            auditor: self.auditor,
             config: self.config,
             shutdown: shutdown.clone(),
         });
@@ -162,6 +172,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     scheduler: Arc<dyn Scheduler>,
     authorizer: Arc<dyn Authorizer>,
+    auditor: Arc<dyn Auditor>,
     config: HiveConfig,
     shutdown: CancellationToken,
 }
@@ -221,6 +232,7 @@ impl Hive {
             clock: Arc::new(SystemClock),
             scheduler: Arc::new(FairScheduler::default()),
             authorizer: Arc::new(ScopeAuthorizer),
+            auditor: Arc::new(NoAudit),
             config: HiveConfig::default(),
         }
     }
@@ -262,12 +274,90 @@ impl Hive {
         &self.inner.shutdown
     }
 
-    fn authorize(&self, p: &Principal, action: Action, resource: &Resource) -> Result<()> {
-        let r = self.inner.authorizer.authorize(p, action, resource);
-        if let Err(e) = &r {
-            tracing::info!(tenant = %p.tenant, actor = %p.id, %action, error = %e, "denied");
+    /// Asks the authorizer whether `p` may do `action` on `resource`; audits a
+    /// denial, and (fail closed) an allowed privileged action. The engine calls it
+    /// before every operation; crates built on the engine (`hive-iam`,
+    /// `hive-registry`, hosts) call it for their own actions.
+    pub async fn authorize(
+        &self,
+        p: &Principal,
+        action: Action,
+        resource: &Resource,
+    ) -> Result<()> {
+        self.authorize_with(p, action, resource, || serde_json::Value::Null)
+            .await
+    }
+
+    /// [`Hive::authorize`] with details for the audit entry of a privileged
+    /// action (computed only when it is recorded).
+    pub async fn authorize_with(
+        &self,
+        p: &Principal,
+        action: Action,
+        resource: &Resource,
+        details: impl FnOnce() -> serde_json::Value,
+    ) -> Result<()> {
+        match self.inner.authorizer.authorize(p, action, resource) {
+            Ok(()) if action.is_privileged() => {
+                self.audit(p, action, resource, AuditOutcome::Allowed, details())
+                    .await
+            }
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.denied(p, action, resource, e).await),
         }
-        r
+    }
+
+    /// Refuses `action` with `reason`: audits the denial and returns the
+    /// `Forbidden` error to hand back to the caller.
+    pub async fn deny(
+        &self,
+        p: &Principal,
+        action: Action,
+        resource: &Resource,
+        reason: &str,
+    ) -> Error {
+        let e = Error::Forbidden {
+            action: action.as_str().into(),
+            reason: reason.into(),
+        };
+        self.denied(p, action, resource, e).await
+    }
+
+    async fn denied(&self, p: &Principal, action: Action, resource: &Resource, e: Error) -> Error {
+        tracing::info!(tenant = %p.tenant, actor = %p.id, %action, %resource, error = %e, "denied");
+        let reason = match &e {
+            Error::Forbidden { reason, .. } => reason.clone(),
+            other => other.to_string(),
+        };
+        let details = serde_json::json!({ "reason": reason });
+        if let Err(audit) = self
+            .audit(p, action, resource, AuditOutcome::Denied, details)
+            .await
+        {
+            tracing::warn!(error = %audit, "could not audit a denial");
+        }
+        e
+    }
+
+    async fn audit(
+        &self,
+        p: &Principal,
+        action: Action,
+        resource: &Resource,
+        outcome: AuditOutcome,
+        details: serde_json::Value,
+    ) -> Result<()> {
+        let entry = AuditEntry {
+            at: self.inner.clock.now(),
+            tenant: p.tenant.clone(),
+            actor: p.id.clone(),
+            actor_kind: p.kind.name().into(),
+            action: action.as_str().into(),
+            resource: resource.to_string(),
+            outcome,
+            details,
+        };
+        self.inner.auditor.record(vec![entry]).await
     }
 
     fn check_live(&self) -> Result<()> {
@@ -299,7 +389,14 @@ impl Hive {
         specs: Vec<TaskSpec>,
     ) -> Result<Vec<Submitted>> {
         self.check_live()?;
-        self.authorize(p, Action::SubmitTask, &Resource::Tenant(p.tenant.clone()))?;
+        let n = specs.len();
+        self.authorize_with(
+            p,
+            Action::SubmitTask,
+            &Resource::Tenant(p.tenant.clone()),
+            || serde_json::json!({ "tasks": n }),
+        )
+        .await?;
         if specs.len() > self.inner.config.max_submit_batch {
             return Err(Error::InvalidArgument {
                 message: format!(
@@ -337,7 +434,8 @@ impl Hive {
     #[instrument(level = "debug", skip_all, fields(task = %id))]
     pub async fn get_task(&self, p: &Principal, id: TaskId) -> Result<Task> {
         let task = self.visible_task(p, id).await?;
-        self.authorize(p, Action::ReadTask, &task_resource(&task))?;
+        self.authorize(p, Action::ReadTask, &task_resource(&task))
+            .await?;
         Ok(task)
     }
 
@@ -351,7 +449,8 @@ impl Hive {
     /// A page of the caller's tenant's tasks.
     #[instrument(level = "debug", skip_all, fields(tenant = %p.tenant))]
     pub async fn list_tasks(&self, p: &Principal, query: &TaskQuery) -> Result<Page<Task>> {
-        self.authorize(p, Action::ReadTask, &Resource::Tenant(p.tenant.clone()))?;
+        self.authorize(p, Action::ReadTask, &Resource::Tenant(p.tenant.clone()))
+            .await?;
         self.inner.store.list_tasks(&p.tenant, query).await
     }
 
@@ -365,7 +464,8 @@ impl Hive {
         reason: impl Into<String>,
     ) -> Result<Ack> {
         let task = self.visible_task(p, id).await?;
-        self.authorize(p, Action::CancelTask, &task_resource(&task))?;
+        self.authorize(p, Action::CancelTask, &task_resource(&task))
+            .await?;
         let op = Op::Cancel {
             by: p.id.clone(),
             reason: reason.into(),
@@ -397,13 +497,15 @@ impl Hive {
         after_seq: u64,
     ) -> Result<TaskSubscription> {
         let task = self.visible_task(p, id).await?;
-        self.authorize(p, Action::ReadTask, &task_resource(&task))?;
+        self.authorize(p, Action::ReadTask, &task_resource(&task))
+            .await?;
         Ok(TaskSubscription::new(self.detached(), id, after_seq))
     }
 
     /// The caller's tenant's feed after `cursor`, then live; never ends by itself.
     pub async fn feed(&self, p: &Principal, cursor: u64) -> Result<FeedSubscription> {
-        self.authorize(p, Action::ReadTask, &Resource::Tenant(p.tenant.clone()))?;
+        self.authorize(p, Action::ReadTask, &Resource::Tenant(p.tenant.clone()))
+            .await?;
         Ok(FeedSubscription::new(
             self.detached(),
             p.tenant.clone(),
@@ -418,7 +520,8 @@ impl Hive {
         cursor: u64,
         limit: usize,
     ) -> Result<Vec<FeedEvent>> {
-        self.authorize(p, Action::ReadTask, &Resource::Tenant(p.tenant.clone()))?;
+        self.authorize(p, Action::ReadTask, &Resource::Tenant(p.tenant.clone()))
+            .await?;
         self.inner
             .store
             .read_feed(&p.tenant, cursor, limit.clamp(1, 10_000))
@@ -432,7 +535,8 @@ impl Hive {
         consumer: &str,
         tasks: &[TaskId],
     ) -> Result<()> {
-        self.authorize(p, Action::ConsumeFeed, &Resource::Tenant(p.tenant.clone()))?;
+        self.authorize(p, Action::ConsumeFeed, &Resource::Tenant(p.tenant.clone()))
+            .await?;
         validate_consumer(consumer)?;
         self.inner
             .store
@@ -447,7 +551,8 @@ impl Hive {
         consumer: &str,
         limit: usize,
     ) -> Result<Vec<FeedEvent>> {
-        self.authorize(p, Action::ConsumeFeed, &Resource::Tenant(p.tenant.clone()))?;
+        self.authorize(p, Action::ConsumeFeed, &Resource::Tenant(p.tenant.clone()))
+            .await?;
         validate_consumer(consumer)?;
         self.inner
             .store
@@ -469,25 +574,32 @@ impl Hive {
             tenant: node_tenant(&spec.owner),
             owner: node_principal(&spec.owner),
         };
-        self.authorize(p, Action::RegisterNode, &resource)?;
-        spec.validate()?;
-        match &spec.owner {
+        let refusal = match &spec.owner {
             NodeOwner::System if !p.is_cross_tenant() && p.kind != PrincipalKind::System => {
-                return Err(Error::Forbidden {
-                    action: Action::RegisterNode.as_str().into(),
-                    reason: "a system node needs system:admin".into(),
-                });
+                Some("a system node needs system:admin")
             }
             NodeOwner::User { tenant, principal }
                 if !p.is_cross_tenant() && (tenant != &p.tenant || principal != &p.id) =>
             {
-                return Err(Error::Forbidden {
-                    action: Action::RegisterNode.as_str().into(),
-                    reason: "a user may only register nodes it owns".into(),
-                });
+                Some("a user may only register nodes it owns")
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some(reason) = refusal {
+            if matches!(p.kind, PrincipalKind::Worker { .. }) {
+                // A worker gets the policy's own answer (and its audit entry).
+                self.authorize(p, Action::RegisterNode, &resource).await?;
+            }
+            return Err(self.deny(p, Action::RegisterNode, &resource, reason).await);
         }
+        self.authorize_with(
+            p,
+            Action::RegisterNode,
+            &resource,
+            || serde_json::json!({ "name": spec.name, "capacity": spec.capacity }),
+        )
+        .await?;
+        spec.validate()?;
         let now = self.inner.clock.now();
         let node = Node {
             id,
@@ -512,13 +624,15 @@ impl Hive {
     /// One node: system nodes and the caller's tenant's nodes are visible.
     pub async fn get_node(&self, p: &Principal, id: NodeId) -> Result<Node> {
         let node = self.visible_node(p, id).await?;
-        self.authorize(p, Action::ReadNode, &node_resource(&node))?;
+        self.authorize(p, Action::ReadNode, &node_resource(&node))
+            .await?;
         Ok(node)
     }
 
     /// The nodes visible to the caller.
     pub async fn list_nodes(&self, p: &Principal) -> Result<Vec<Node>> {
-        self.authorize(p, Action::ReadNode, &Resource::Tenant(p.tenant.clone()))?;
+        self.authorize(p, Action::ReadNode, &Resource::Tenant(p.tenant.clone()))
+            .await?;
         let mut nodes = self.inner.store.list_nodes().await?;
         nodes.retain(|n| node_visible(p, n));
         Ok(nodes)
@@ -527,7 +641,8 @@ impl Hive {
     /// Drains a node: it keeps its leases but claims nothing new.
     pub async fn drain_node(&self, p: &Principal, id: NodeId) -> Result<Node> {
         let node = self.visible_node(p, id).await?;
-        self.authorize(p, Action::DrainNode, &node_resource(&node))?;
+        self.authorize(p, Action::DrainNode, &node_resource(&node))
+            .await?;
         self.inner
             .store
             .set_node_status(id, NodeStatus::Draining, self.inner.clock.now())
@@ -545,7 +660,8 @@ impl Hive {
                 .ok_or_else(|| Error::not_found("node", id))?,
             _ => {
                 let node = self.visible_node(p, id).await?;
-                self.authorize(p, Action::DrainNode, &node_resource(&node))?;
+                self.authorize(p, Action::DrainNode, &node_resource(&node))
+                    .await?;
                 node
             }
         };
@@ -557,7 +673,7 @@ impl Hive {
 
     /// A node's heartbeat, by its own worker.
     pub async fn node_heartbeat(&self, p: &Principal, id: NodeId) -> Result<Node> {
-        self.check_worker(p, id)?;
+        self.check_worker(p, id).await?;
         self.inner
             .store
             .touch_node(id, self.inner.clock.now())
@@ -570,38 +686,36 @@ impl Hive {
         p.worker_node()
     }
 
-    fn check_worker(&self, p: &Principal, node: NodeId) -> Result<()> {
-        match p.kind {
-            PrincipalKind::Worker { node: own } if own == node => {}
-            PrincipalKind::System => {}
-            _ => {
-                let reason = match p.kind {
-                    PrincipalKind::Worker { .. } => "a worker may only work its own node",
-                    _ => "only the node's worker may work it",
-                };
-                tracing::info!(tenant = %p.tenant, actor = %p.id, "denied: {reason}");
-                return Err(Error::Forbidden {
-                    action: Action::WorkNode.as_str().into(),
-                    reason: reason.into(),
-                });
-            }
+    async fn check_worker(&self, p: &Principal, node: NodeId) -> Result<()> {
+        let resource = Resource::Node {
+            id: node,
+            tenant: None,
+            owner: None,
+        };
+        let reason = match p.kind {
+            PrincipalKind::Worker { node: own } if own == node => None,
+            PrincipalKind::System => None,
+            PrincipalKind::Worker { .. } => Some("a worker may only work its own node"),
+            _ => Some("only the node's worker may work it"),
+        };
+        if let Some(reason) = reason {
+            return Err(self.deny(p, Action::WorkNode, &resource, reason).await);
         }
-        self.authorize(
-            p,
-            Action::WorkNode,
-            &Resource::Node {
-                id: node,
-                tenant: None,
-                owner: None,
-            },
-        )
+        self.authorize(p, Action::WorkNode, &resource).await
     }
 
-    fn acting_node(&self, p: &Principal) -> Result<NodeId> {
-        p.worker_node().ok_or_else(|| Error::Forbidden {
-            action: Action::WorkNode.as_str().into(),
-            reason: "only a worker principal bound to a node may work tasks".into(),
-        })
+    async fn acting_node(&self, p: &Principal) -> Result<NodeId> {
+        match p.worker_node() {
+            Some(node) => Ok(node),
+            None => Err(self
+                .deny(
+                    p,
+                    Action::WorkNode,
+                    &Resource::System,
+                    "only a worker principal bound to a node may work tasks",
+                )
+                .await),
+        }
     }
 
     /// Leases eligible pending tasks to the caller's node.
@@ -613,7 +727,7 @@ impl Hive {
         options: &ClaimOptions,
     ) -> Result<ClaimResult> {
         self.check_live()?;
-        self.check_worker(p, node)?;
+        self.check_worker(p, node).await?;
         self.inner
             .store
             .claim(ClaimRequest {
@@ -629,8 +743,8 @@ impl Hive {
 
     /// Starts claimed tasks (Scheduled → Running).
     pub async fn start(&self, p: &Principal, tokens: &[LeaseToken]) -> Result<Vec<Result<Ack>>> {
-        let node = self.acting_node(p)?;
-        self.check_worker(p, node)?;
+        let node = self.acting_node(p).await?;
+        self.check_worker(p, node).await?;
         let cmds = tokens
             .iter()
             .map(|&token| Command {
@@ -648,8 +762,8 @@ impl Hive {
         p: &Principal,
         beats: Vec<(LeaseToken, Option<serde_json::Value>)>,
     ) -> Result<Vec<Result<Ack>>> {
-        let node = self.acting_node(p)?;
-        self.check_worker(p, node)?;
+        let node = self.acting_node(p).await?;
+        self.check_worker(p, node).await?;
         let cmds = beats
             .into_iter()
             .map(|(token, progress)| Command {
@@ -672,8 +786,8 @@ impl Hive {
         stream: &str,
         line: &str,
     ) -> Result<Ack> {
-        let node = self.acting_node(p)?;
-        self.check_worker(p, node)?;
+        let node = self.acting_node(p).await?;
+        self.check_worker(p, node).await?;
         if stream.is_empty() || stream.len() > 64 {
             return Err(Error::InvalidArgument {
                 message: "log stream names are 1 to 64 bytes".into(),
@@ -697,8 +811,8 @@ impl Hive {
     /// `LeaseLost`. Retry on an `Err` of the whole call until an answer arrives.
     #[instrument(level = "debug", skip_all, fields(n = reports.len()))]
     pub async fn report(&self, p: &Principal, reports: Vec<Report>) -> Result<Vec<Result<Ack>>> {
-        let node = self.acting_node(p)?;
-        self.check_worker(p, node)?;
+        let node = self.acting_node(p).await?;
+        self.check_worker(p, node).await?;
         let cmds = reports
             .into_iter()
             .map(|r| Command {
@@ -753,7 +867,8 @@ impl Hive {
     /// Runs one supervisor sweep now (the background supervisor does this every
     /// `sweep_interval`). Tests on a manual clock call it after moving time.
     pub async fn sweep(&self, p: &Principal) -> Result<SweepReport> {
-        self.authorize(p, Action::Supervise, &Resource::System)?;
+        self.authorize(p, Action::Supervise, &Resource::System)
+            .await?;
         self.sweep_inner().await
     }
 
