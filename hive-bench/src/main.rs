@@ -20,6 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+mod workflows;
+
 use clap::Parser;
 use hive_core::auth::{AllowAll, Authorizer, ScopeAuthorizer};
 use hive_core::engine::HiveConfig;
@@ -62,6 +64,13 @@ struct Args {
     /// Runs of the throughput measurement (the best is printed).
     #[arg(long, default_value_t = 1)]
     runs: usize,
+    /// Measure workflows instead: validation of a random 10,000-step DAG, and a
+    /// 1,000-wide fan-out/fan-in end to end.
+    #[arg(long)]
+    workflows: bool,
+    /// Width of the workflow fan-out.
+    #[arg(long, default_value_t = 1_000)]
+    width: usize,
 }
 
 struct RunResult {
@@ -283,6 +292,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    if args.workflows {
+        return workflows::bench(&args).await;
+    }
     {
         let mut best: Option<RunResult> = None;
         for _ in 0..args.runs.max(1) {

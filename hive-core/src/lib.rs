@@ -25,6 +25,7 @@ pub mod scheduler;
 pub mod store;
 pub mod task;
 pub mod worker;
+pub mod workflow;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use engine::{Hive, HiveBuilder, HiveConfig};
@@ -38,3 +39,6 @@ pub use task::{
     TaskState, TimeoutPhase, Timeouts,
 };
 pub use worker::{TaskContext, TaskHandler, WorkerHandle, WorkerOptions};
+pub use workflow::{
+    JoinMode, StepSpec, StepState, Trigger, WorkflowId, WorkflowSpec, WorkflowState, WorkflowView,
+};

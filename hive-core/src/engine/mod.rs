@@ -7,8 +7,10 @@
 
 mod subscribe;
 mod supervisor;
+mod workflow;
 
 pub use subscribe::{FeedSubscription, TaskSubscription};
+pub use workflow::WorkflowSubscription;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +58,19 @@ pub struct HiveConfig {
     /// store (a safety net; notifications normally wake it at once).
     #[serde(with = "humantime_serde")]
     pub subscription_poll: Duration,
+    /// Run the workflow driver in this instance (safe in many processes at
+    /// once: every decision is a compare-and-set).
+    pub run_workflows: bool,
+    /// The driver passes over its running workflows whenever a task ends in this
+    /// process, and at least this often (tasks ended by other processes).
+    #[serde(with = "humantime_serde")]
+    pub workflow_poll: Duration,
+    /// How often the driver looks in the store for running workflows it does not
+    /// drive yet (after a restart, or submitted by another process).
+    #[serde(with = "humantime_serde")]
+    pub workflow_scan: Duration,
+    /// Size limits of workflow specs.
+    pub workflow_limits: crate::workflow::ValidationLimits,
 }
 
 impl Default for HiveConfig {
@@ -67,6 +82,10 @@ impl Default for HiveConfig {
             node_heartbeat_interval: Duration::from_secs(2),
             max_submit_batch: 100_000,
             subscription_poll: Duration::from_secs(5),
+            run_workflows: true,
+            workflow_poll: Duration::from_millis(250),
+            workflow_scan: Duration::from_secs(2),
+            workflow_limits: crate::workflow::ValidationLimits::default(),
         }
     }
 }
@@ -133,9 +152,14 @@ impl HiveBuilder {
         let store = self.store.ok_or_else(|| Error::InvalidArgument {
             message: "HiveBuilder needs a store: Hive::builder().store(...)".into(),
         })?;
-        if self.config.sweep_interval.is_zero() || self.config.node_heartbeat_interval.is_zero() {
+        if self.config.sweep_interval.is_zero()
+            || self.config.node_heartbeat_interval.is_zero()
+            || self.config.workflow_poll.is_zero()
+            || self.config.workflow_scan.is_zero()
+        {
             return Err(Error::InvalidArgument {
-                message: "sweep_interval and node_heartbeat_interval must be greater than zero"
+                message: "sweep_interval, node_heartbeat_interval, workflow_poll and \
+                          workflow_scan must be greater than zero"
                     .into(),
             });
         }
@@ -148,6 +172,7 @@ impl HiveBuilder {
             auditor: self.auditor,
             config: self.config,
             shutdown: shutdown.clone(),
+            workflows: workflow::Workflows::default(),
         });
         let hive = Hive {
             inner,
@@ -162,6 +187,15 @@ impl HiveBuilder {
                 })?;
             handle.spawn(supervisor::run(hive.detached()));
         }
+        if hive.inner.config.run_workflows {
+            let handle =
+                tokio::runtime::Handle::try_current().map_err(|_| Error::InvalidArgument {
+                    message: "the workflow driver needs a tokio runtime: build the Hive inside \
+                              one, or set run_workflows = false"
+                        .into(),
+                })?;
+            handle.spawn(workflow::run(hive.detached()));
+        }
         Ok(hive)
     }
 }
@@ -175,6 +209,7 @@ struct Inner {
     auditor: Arc<dyn Auditor>,
     config: HiveConfig,
     shutdown: CancellationToken,
+    workflows: workflow::Workflows,
 }
 
 /// The engine. Cheap to clone; every clone is the same engine. When the last
@@ -470,7 +505,9 @@ impl Hive {
             by: p.id.clone(),
             reason: reason.into(),
         };
-        self.apply_one(id, op).await
+        let ack = self.apply_one(id, op).await?;
+        self.wake_workflows();
+        Ok(ack)
     }
 
     async fn apply_one(&self, task: TaskId, op: Op) -> Result<Ack> {
@@ -831,7 +868,14 @@ impl Hive {
                 },
             })
             .collect();
-        self.inner.store.apply(cmds, self.inner.clock.now()).await
+        let out = self.inner.store.apply(cmds, self.inner.clock.now()).await?;
+        if out
+            .iter()
+            .any(|a| a.as_ref().is_ok_and(|a| a.state.is_terminal()))
+        {
+            self.wake_workflows();
+        }
+        Ok(out)
     }
 
     /// Reports one success.
@@ -888,6 +932,9 @@ impl Hive {
             total.nodes_lost += r.nodes_lost;
             total.placements_lost += r.placements_lost;
             if !r.more {
+                if total.expired + total.placements_lost > 0 {
+                    self.wake_workflows();
+                }
                 return Ok(total);
             }
         }

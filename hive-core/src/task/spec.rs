@@ -189,6 +189,14 @@ impl TaskSpec {
             ));
         }
         if let Some(key) = &self.idempotency_key
+            && key.starts_with("hive:")
+        {
+            return Err(Error::invalid_spec(
+                "idempotency_key",
+                "keys starting with \"hive:\" are reserved for Hive's own tasks (workflow steps)",
+            ));
+        }
+        if let Some(key) = &self.idempotency_key
             && (key.is_empty() || key.len() > Self::MAX_KEY_LEN)
         {
             return Err(Error::invalid_spec(

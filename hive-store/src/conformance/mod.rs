@@ -27,6 +27,9 @@ use hive_core::{
 };
 use serde_json::json;
 
+mod workflow;
+pub use workflow::*;
+
 /// Every test of the suite, by name. [`conformance_tests!`](crate::conformance_tests)
 /// instantiates each one.
 #[macro_export]
@@ -70,6 +73,16 @@ macro_rules! conformance_tests {
             record_event_waiters_wake_on_append,
             retry_placement_avoids_the_previous_node,
             suggested_delays_and_per_code_overrides_set_the_stored_retry_time,
+            retry_bounds_max_interval_jitter_max_elapsed_and_retry_on,
+            workflow_fork_join_aggregates_parents_in_each_mode,
+            workflow_trigger_rules_fire_or_skip,
+            workflow_quorum_fires_eagerly_with_unfinished_parents_in_its_input,
+            workflow_map_fans_out_over_0_1_and_1000_elements,
+            workflow_step_retries_follow_the_steps_policy,
+            workflow_cancel_mid_flight_cancels_running_and_waiting_steps,
+            workflow_restart_mid_flight_resumes_without_rerunning_steps,
+            workflow_concurrent_drivers_decide_each_step_once,
+            workflow_query_list_events_and_idempotency,
         );
     };
     (@each $factory:expr; $($name:ident),* $(,)?) => {
@@ -99,6 +112,7 @@ impl Harness {
         let clock = Arc::new(ManualClock::default());
         let config = HiveConfig {
             run_supervisor: false,
+            run_workflows: false,
             node_heartbeat_interval: Duration::from_secs(2),
             subscription_poll: Duration::from_millis(200),
             ..HiveConfig::default()
@@ -1929,4 +1943,118 @@ pub async fn suggested_delays_and_per_code_overrides_set_the_stored_retry_time(
         .await
         .unwrap();
     assert_eq!(ack.state, TaskState::Failed);
+}
+
+/// `max_interval` caps the backoff, `jitter` spreads it within its fraction,
+/// `max_elapsed` stops retries that would start too late, and `retry_on` turns
+/// off retries per cause.
+pub async fn retry_bounds_max_interval_jitter_max_elapsed_and_retry_on(store: Arc<dyn Store>) {
+    let h = Harness::new(store);
+    let (node, w) = h.system_node(16).await;
+    let retry_at_of = |ev: &TaskEvent| match &ev.kind {
+        EventKind::AttemptFailed { retry_at, .. } => *retry_at,
+        other => panic!("expected AttemptFailed, got {other:?}"),
+    };
+    let fail = |token| {
+        h.hive
+            .report_failure(&w, token, TaskError::new("flaky", "x"))
+    };
+
+    // max_interval: 10 s, then 100 s capped to 30 s.
+    let capped = RetryPolicy {
+        backoff_coefficient: 10.0,
+        max_interval: Some(Duration::from_secs(30)),
+        ..RetryPolicy::attempts(5, Duration::from_secs(10))
+    };
+    let s = h
+        .hive
+        .submit(&alice(), spec("echo").retry(capped))
+        .await
+        .unwrap();
+    let t = h.clock.now();
+    fail(h.claim(&w, node, 1, true).await.remove(0).token)
+        .await
+        .unwrap();
+    assert_eq!(
+        retry_at_of(&h.events(s.id).await.pop().unwrap()),
+        t.saturating_add(Duration::from_secs(10))
+    );
+    h.clock.advance(Duration::from_secs(10));
+    let t = h.clock.now();
+    fail(h.claim(&w, node, 1, true).await.remove(0).token)
+        .await
+        .unwrap();
+    assert_eq!(
+        retry_at_of(&h.events(s.id).await.pop().unwrap()),
+        t.saturating_add(Duration::from_secs(30))
+    );
+    h.hive.cancel(&alice(), s.id, "done").await.unwrap();
+
+    // jitter: within ±50 % of 10 s.
+    let jittery = RetryPolicy {
+        jitter: 0.5,
+        ..RetryPolicy::attempts(2, Duration::from_secs(10))
+    };
+    let s = h
+        .hive
+        .submit(&alice(), spec("echo").retry(jittery))
+        .await
+        .unwrap();
+    let t = h.clock.now();
+    fail(h.claim(&w, node, 1, true).await.remove(0).token)
+        .await
+        .unwrap();
+    let at = retry_at_of(&h.events(s.id).await.pop().unwrap());
+    assert!(
+        at >= t.saturating_add(Duration::from_secs(5))
+            && at <= t.saturating_add(Duration::from_secs(15)),
+        "jittered retry at {at} outside [t+5s, t+15s]"
+    );
+    h.hive.cancel(&alice(), s.id, "done").await.unwrap();
+
+    // max_elapsed: the second retry would start 30 s after submission > 15 s.
+    let bounded = RetryPolicy {
+        max_elapsed: Some(Duration::from_secs(15)),
+        ..RetryPolicy::attempts(10, Duration::from_secs(10))
+    };
+    let s = h
+        .hive
+        .submit(&alice(), spec("echo").retry(bounded))
+        .await
+        .unwrap();
+    let ack = fail(h.claim(&w, node, 1, true).await.remove(0).token)
+        .await
+        .unwrap();
+    assert_eq!(ack.state, TaskState::Pending);
+    h.clock.advance(Duration::from_secs(10));
+    let ack = fail(h.claim(&w, node, 1, true).await.remove(0).token)
+        .await
+        .unwrap();
+    assert_eq!(ack.state, TaskState::Failed, "no retry past max_elapsed");
+    assert_eq!(h.state(s.id).await, TaskState::Failed);
+
+    // retry_on.timeout = false: a schedule-to-start timeout ends the task.
+    let no_timeouts = RetryPolicy {
+        retry_on: hive_core::RetryOn {
+            timeout: false,
+            ..Default::default()
+        },
+        ..RetryPolicy::attempts(5, Duration::from_secs(1))
+    };
+    let s = h
+        .hive
+        .submit(
+            &alice(),
+            spec("echo").retry(no_timeouts).timeouts(Timeouts {
+                schedule_to_start: Duration::from_secs(5),
+                ..Timeouts::default()
+            }),
+        )
+        .await
+        .unwrap();
+    let c = h.claim(&w, node, 1, false).await.remove(0);
+    assert_eq!(c.token.task, s.id);
+    h.advance_and_sweep(Duration::from_secs(6)).await;
+    assert_eq!(h.state(s.id).await, TaskState::TimedOut);
+    assert_eq!(h.kinds(s.id).await.last(), Some(&"timed_out"));
 }
