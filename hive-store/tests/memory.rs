@@ -5,7 +5,7 @@ use std::sync::Arc;
 use hive_store::MemoryStore;
 
 hive_store::conformance_tests!(|| async {
-    Arc::new(MemoryStore::default()) as Arc<dyn hive_core::store::Store>
+    Some(Arc::new(MemoryStore::default()) as Arc<dyn hive_core::store::Store>)
 });
 
 mod memory_specific {

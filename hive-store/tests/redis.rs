@@ -1,1 +1,585 @@
-//! The redis backend runs the conformance suite unchanged (being written).
+//! The redis backend runs the conformance suite unchanged, plus what only a
+//! shared server can show: an unreachable server, two stores (two processes) on
+//! one prefix, key isolation, contention across stores.
+//!
+//! The server comes from `HIVE_TEST_REDIS_URL`. Without it every test says
+//! SKIPPED (under `CI=true` it fails instead); the conformance tests then run on
+//! the memory backend so that the factory still returns a store.
+
+use std::sync::Arc;
+
+use hive_store::OpenOptions;
+use hive_store::redis::RedisStore;
+use hive_store::testing::{server_url, unique_name};
+
+async fn store() -> Option<RedisStore> {
+    let url = server_url("HIVE_TEST_REDIS_URL")?;
+    let mut options = OpenOptions::default();
+    options.prefix = unique_name("hive_t");
+    Some(RedisStore::connect(&url, &options).await.expect("connect"))
+}
+
+hive_store::conformance_tests!(|| async {
+    store()
+        .await
+        .map(|s| Arc::new(s) as Arc<dyn hive_core::store::Store>)
+});
+
+mod redis_specific {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use hive_core::node::Node;
+    use hive_core::scheduler::FairScheduler;
+    use hive_core::store::{
+        ClaimRequest, ClaimedTask, Command, NewTask, RecordStore, RecordWrite, Store, SweepOptions,
+        TaskStore,
+    };
+    use hive_core::task::machine::Op;
+    use hive_core::{
+        Error, EventKind, NodeId, NodeSpec, NodeStatus, Owner, TaskError, TaskId, TaskSpec,
+        TaskState, Timestamp,
+    };
+    use hive_store::OpenOptions;
+    use hive_store::redis::RedisStore;
+    use hive_store::testing::{server_url, unique_name};
+    use serde_json::json;
+
+    const T0: Timestamp = Timestamp::from_millis(1_700_000_000_000);
+
+    fn owner() -> Owner {
+        Owner {
+            tenant: "acme:corp".into(),
+            principal: "alice".into(),
+        }
+    }
+
+    fn tasks(n: usize) -> Vec<NewTask> {
+        (0..n)
+            .map(|i| NewTask {
+                id: TaskId::new(),
+                owner: owner(),
+                spec: Arc::new(TaskSpec::new("echo", json!({ "i": i }))),
+            })
+            .collect()
+    }
+
+    /// Two stores on one prefix, as two processes would have.
+    async fn pair(url: &str, prefix: &str) -> (Arc<RedisStore>, Arc<RedisStore>) {
+        let mut options = OpenOptions::default();
+        options.prefix = prefix.to_owned();
+        let a = RedisStore::connect(url, &options).await.expect("connect a");
+        let b = RedisStore::connect(url, &options).await.expect("connect b");
+        (Arc::new(a), Arc::new(b))
+    }
+
+    async fn node(store: &dyn Store, capacity: u32) -> NodeId {
+        let id = NodeId::new();
+        store
+            .register_node(Node {
+                id,
+                spec: NodeSpec::system(format!("n-{id}"), capacity),
+                status: NodeStatus::Ready,
+                in_flight: 0,
+                registered_at: T0,
+                last_seen: T0,
+            })
+            .await
+            .expect("register node");
+        id
+    }
+
+    async fn claim(store: &dyn Store, node: NodeId, max: u32, now: Timestamp) -> Vec<ClaimedTask> {
+        let scheduler = FairScheduler::default();
+        store
+            .claim(ClaimRequest {
+                node,
+                max,
+                agents: &[],
+                start: true,
+                scheduler: &scheduler,
+                now,
+            })
+            .await
+            .expect("claim")
+            .tasks
+    }
+
+    fn succeed(c: &ClaimedTask, node: NodeId) -> Command {
+        Command {
+            task: c.token.task,
+            op: Op::Succeed {
+                token: c.token,
+                node,
+                output: json!("done"),
+            },
+        }
+    }
+
+    /// Every key of the server's current database, by SCAN.
+    async fn all_keys(conn: &mut redis::aio::MultiplexedConnection) -> BTreeSet<String> {
+        let mut keys = BTreeSet::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(conn)
+                .await
+                .expect("scan");
+            keys.extend(batch);
+            if next == 0 {
+                return keys;
+            }
+            cursor = next;
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_backend_unavailable_within_the_connect_timeout() {
+        let mut options = OpenOptions::default();
+        options.connect_timeout = Duration::from_millis(800);
+        let started = Instant::now();
+        let r = RedisStore::connect("redis://127.0.0.1:1/", &options).await;
+        let took = started.elapsed();
+        match r {
+            Err(e @ Error::BackendUnavailable { .. }) => assert!(e.is_temporary()),
+            other => panic!("expected BackendUnavailable, got {other:?}"),
+        }
+        assert!(
+            took < options.connect_timeout + Duration::from_millis(500),
+            "gave up after {took:?}, the timeout is {:?}",
+            options.connect_timeout
+        );
+        // A malformed URL is a clear error, not a panic or a wait.
+        assert!(matches!(
+            RedisStore::connect("redis://[::1/", &options).await,
+            Err(Error::InvalidArgument { .. })
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_stores_on_one_prefix_see_and_wake_each_other() {
+        let Some(url) = server_url("HIVE_TEST_REDIS_URL") else {
+            return;
+        };
+        let (a, b) = pair(&url, &unique_name("hive_two")).await;
+        let tenant = owner().tenant;
+
+        // A worker idle on store A wakes when store B submits.
+        let n = node(&*a, 10).await;
+        let idle = a
+            .claim(ClaimRequest {
+                node: n,
+                max: 10,
+                agents: &[],
+                start: true,
+                scheduler: &FairScheduler::default(),
+                now: T0,
+            })
+            .await
+            .unwrap();
+        assert!(idle.tasks.is_empty());
+        let work_waiter = {
+            let a = a.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                a.wait_for_work(idle.epoch, Duration::from_secs(30))
+                    .await
+                    .unwrap();
+                started.elapsed()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!work_waiter.is_finished(), "nothing woke it yet");
+        let submitted = b.submit(tasks(3), T0).await.unwrap();
+        let waited = tokio::time::timeout(Duration::from_secs(10), work_waiter)
+            .await
+            .expect("the work waiter on A wakes when B submits")
+            .unwrap();
+        assert!(waited < Duration::from_secs(10));
+
+        // Tasks submitted on B are claimable on A, and the other way round.
+        let claimed = claim(&*a, n, 10, T0).await;
+        let ids: BTreeSet<TaskId> = claimed.iter().map(|c| c.token.task).collect();
+        let expected: BTreeSet<TaskId> = submitted.iter().map(|s| s.id).collect();
+        assert_eq!(ids, expected);
+        let more = a.submit(tasks(2), T0).await.unwrap();
+        let m = node(&*b, 10).await;
+        let on_b: BTreeSet<TaskId> = claim(&*b, m, 10, T0)
+            .await
+            .iter()
+            .map(|c| c.token.task)
+            .collect();
+        assert_eq!(on_b, more.iter().map(|s| s.id).collect());
+
+        // Waiters on A (task events, the tenant feed) wake when B appends.
+        let c = claimed[0].clone();
+        let head = a.read_feed(&tenant, 0, 1000).await.unwrap().len() as u64;
+        let event_waiter = {
+            let a = a.clone();
+            tokio::spawn(async move {
+                a.wait_for_events(c.token.task, c.last_seq, Duration::from_secs(30))
+                    .await
+                    .unwrap();
+            })
+        };
+        let feed_waiter = {
+            let (a, tenant) = (a.clone(), tenant.clone());
+            tokio::spawn(async move {
+                a.wait_for_feed(&tenant, head, Duration::from_secs(30))
+                    .await
+                    .unwrap();
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!event_waiter.is_finished() && !feed_waiter.is_finished());
+        let acks = b.apply(vec![succeed(&c, n)], T0).await.unwrap();
+        assert_eq!(acks[0].as_ref().unwrap().state, TaskState::Succeeded);
+        tokio::time::timeout(Duration::from_secs(10), event_waiter)
+            .await
+            .expect("the event waiter on A wakes when B appends")
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), feed_waiter)
+            .await
+            .expect("the feed waiter on A wakes when B appends")
+            .unwrap();
+        let seen_on_a = a.read_events(c.token.task, 0, 100).await.unwrap();
+        assert_eq!(
+            seen_on_a.last().unwrap().kind,
+            EventKind::Succeeded {
+                output: json!("done")
+            }
+        );
+
+        // Record waiters too.
+        let write = |expected_version, n: i64| RecordWrite {
+            kind: "wf:run".into(),
+            id: "r:1".into(),
+            tenant: tenant.clone(),
+            expected_version,
+            status: "running".into(),
+            body: json!({ "n": n }),
+            events: vec![json!({ "n": n })],
+            now: T0,
+        };
+        b.write_record(write(0, 0)).await.unwrap();
+        let record_waiter = {
+            let a = a.clone();
+            tokio::spawn(async move {
+                a.wait_for_record_events("wf:run", "r:1", 1, Duration::from_secs(30))
+                    .await
+                    .unwrap();
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!record_waiter.is_finished());
+        b.write_record(write(1, 1)).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), record_waiter)
+            .await
+            .expect("the record waiter on A wakes when B writes")
+            .unwrap();
+        let r = a.get_record("wf:run", "r:1").await.unwrap().unwrap();
+        assert_eq!((r.version, r.last_seq), (2, 2));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_key_or_channel_is_written_outside_the_prefix() {
+        let Some(url) = server_url("HIVE_TEST_REDIS_URL") else {
+            return;
+        };
+        // A database of its own, so that other tests' keys do not mix in.
+        let url = format!("{}/13", url.trim_end_matches('/'));
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let mut spy = client.get_async_pubsub().await.unwrap();
+        spy.psubscribe("*").await.unwrap();
+        let before = all_keys(&mut conn).await;
+
+        let prefix = unique_name("hive_iso");
+        let (a, b) = pair(&url, &prefix).await;
+        let tenant = owner().tenant;
+        let n = node(&*a, 100).await;
+        let gone = node(&*b, 100).await;
+        let mut many = tasks(20);
+        let keyed = Arc::make_mut(&mut many[0].spec);
+        keyed.idempotency_key = Some("k:1".into());
+        a.submit(many, T0).await.unwrap();
+        let claimed = claim(&*b, gone, 5, T0).await;
+        b.remove_node(gone, T0).await.unwrap();
+        let claimed_again = claim(&*a, n, 100, T0.saturating_add(Duration::from_secs(5))).await;
+        assert!(claimed_again.len() >= claimed.len());
+        let done: Vec<Command> = claimed_again.iter().map(|c| succeed(c, n)).collect();
+        a.apply(done, T0).await.unwrap();
+        let ended: Vec<TaskId> = claimed_again.iter().map(|c| c.token.task).collect();
+        b.ack_terminal(&tenant, "mail:er", &ended[..2])
+            .await
+            .unwrap();
+        assert!(
+            !b.unacked_terminal(&tenant, "mail:er", 100)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        a.wait_for_events(ended[0], 0, Duration::from_secs(1))
+            .await
+            .unwrap();
+        a.wait_for_feed(&tenant, 0, Duration::from_secs(1))
+            .await
+            .unwrap();
+        b.write_record(RecordWrite {
+            kind: "audit".into(),
+            id: "e:1".into(),
+            tenant: tenant.clone(),
+            expected_version: 0,
+            status: "new".into(),
+            body: json!({}),
+            events: vec![json!(1)],
+            now: T0,
+        })
+        .await
+        .unwrap();
+        let listed = a
+            .list_records("audit", &hive_core::store::RecordQuery::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            listed.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["e:1"]
+        );
+        a.sweep(
+            T0.saturating_add(Duration::from_secs(3600 * 24)),
+            &SweepOptions {
+                limit: 100,
+                node_lost_after: Duration::from_secs(6),
+            },
+        )
+        .await
+        .unwrap();
+
+        let after = all_keys(&mut conn).await;
+        let ours = format!("{prefix}:");
+        let new: Vec<&String> = after.difference(&before).collect();
+        assert!(
+            new.iter().any(|k| k.starts_with(&ours)),
+            "the store wrote keys"
+        );
+        let outside: Vec<&&String> = new
+            .iter()
+            .filter(|k| !k.starts_with(&ours) && !k.starts_with("hive_iso_"))
+            .collect();
+        assert!(outside.is_empty(), "keys outside the prefix: {outside:?}");
+
+        // Every message published while the stores worked went to a channel
+        // under some store's prefix (other tests publish under theirs).
+        let mut channels = BTreeSet::new();
+        {
+            let mut messages = spy.on_message();
+            while let Ok(Some(msg)) = tokio::time::timeout(
+                Duration::from_millis(300),
+                futures::StreamExt::next(&mut messages),
+            )
+            .await
+            {
+                channels.insert(msg.get_channel_name().to_owned());
+            }
+        }
+        assert!(
+            channels.iter().any(|c| c.starts_with(&ours)),
+            "{channels:?}"
+        );
+        let stray: Vec<&String> = channels
+            .iter()
+            .filter(|c| !c.starts_with("hive_"))
+            .collect();
+        assert!(stray.is_empty(), "channels outside any prefix: {stray:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn contention_across_two_stores_never_doubles_a_lease_or_a_terminal_event() {
+        let Some(url) = server_url("HIVE_TEST_REDIS_URL") else {
+            return;
+        };
+        let (a, b) = pair(&url, &unique_name("hive_race")).await;
+        let tenant = owner().tenant;
+        let total = 300;
+        a.submit(tasks(total), T0).await.unwrap();
+
+        // Two nodes, one per store, claim concurrently in small batches.
+        let na = node(&*a, 1000).await;
+        let nb = node(&*b, 1000).await;
+        let claimer = |s: Arc<RedisStore>, n: NodeId| {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                loop {
+                    let batch = claim(&*s, n, 7, T0).await;
+                    if batch.is_empty() {
+                        return got;
+                    }
+                    got.extend(batch);
+                }
+            })
+        };
+        let (ca, cb) = (claimer(a.clone(), na), claimer(b.clone(), nb));
+        let (ca, cb) = (ca.await.unwrap(), cb.await.unwrap());
+        let ids_a: BTreeSet<TaskId> = ca.iter().map(|c| c.token.task).collect();
+        let ids_b: BTreeSet<TaskId> = cb.iter().map(|c| c.token.task).collect();
+        assert_eq!(ids_a.len(), ca.len(), "no task leased twice to A");
+        assert_eq!(ids_b.len(), cb.len(), "no task leased twice to B");
+        assert!(ids_a.is_disjoint(&ids_b), "no task leased to both nodes");
+        assert_eq!(ids_a.len() + ids_b.len(), total, "every task was leased");
+        assert_eq!(
+            a.get_node(na).await.unwrap().unwrap().in_flight as usize,
+            ca.len()
+        );
+        assert_eq!(
+            b.get_node(nb).await.unwrap().unwrap().in_flight as usize,
+            cb.len()
+        );
+
+        // Then every competing end at once, from both stores: success from the
+        // node, a non-retryable failure, a cancel, and two sweepers past every
+        // deadline.
+        let mut joins = Vec::new();
+        for (claims, node) in [(ca, na), (cb, nb)] {
+            for c in claims {
+                let fail = Command {
+                    task: c.token.task,
+                    op: Op::Fail {
+                        token: c.token,
+                        node,
+                        error: TaskError::new("boom", "no").non_retryable(),
+                    },
+                };
+                let cancel = Command {
+                    task: c.token.task,
+                    op: Op::Cancel {
+                        by: "oscar".into(),
+                        reason: "race".into(),
+                    },
+                };
+                for (store, cmd) in [
+                    (a.clone(), succeed(&c, node)),
+                    (b.clone(), fail),
+                    (b.clone(), cancel),
+                ] {
+                    joins.push(tokio::spawn(
+                        async move { store.apply(vec![cmd], T0).await },
+                    ));
+                }
+            }
+        }
+        let late = T0.saturating_add(Duration::from_secs(7200));
+        let opts = SweepOptions {
+            limit: 50,
+            node_lost_after: Duration::from_secs(3600 * 24),
+        };
+        for s in [a.clone(), b.clone()] {
+            joins.push(tokio::spawn(async move {
+                loop {
+                    let r = s.sweep(late, &opts).await.unwrap();
+                    if !r.more {
+                        return Ok(Vec::new());
+                    }
+                }
+            }));
+        }
+        for j in joins {
+            j.await.unwrap().expect("no call fails as a whole");
+        }
+        let mut ended = BTreeMap::new();
+        for id in ids_a.iter().chain(&ids_b) {
+            let events = a.read_events(*id, 0, 100).await.unwrap();
+            hive_store::conformance::assert_event_contract(&events);
+            let terminals = events.iter().filter(|e| e.kind.is_terminal()).count();
+            assert_eq!(terminals, 1, "{events:?}");
+            *ended.entry(events.last().unwrap().kind.name()).or_insert(0) += 1;
+            let t = b.get_task(*id).await.unwrap().unwrap();
+            assert!(t.state.is_terminal());
+        }
+        assert_eq!(ended.values().sum::<usize>(), total, "{ended:?}");
+        assert_eq!(a.get_node(na).await.unwrap().unwrap().in_flight, 0);
+        assert_eq!(b.get_node(nb).await.unwrap().unwrap().in_flight, 0);
+        // The feed holds each terminal event once, with gapless cursors.
+        let feed = a.read_feed(&tenant, 0, 100_000).await.unwrap();
+        for (i, e) in feed.iter().enumerate() {
+            assert_eq!(e.cursor, i as u64 + 1);
+        }
+        assert_eq!(
+            feed.iter().filter(|e| e.event.kind.is_terminal()).count(),
+            total
+        );
+    }
+
+    /// Rough end-to-end throughput, like `hive-bench`: two in-process workers
+    /// (capacity 1,024) claim-and-start in batches and report in batches, a
+    /// feed subscriber waits for every terminal event. Run with
+    /// `cargo test --release -p hive-store --features redis --test redis -- --ignored --nocapture throughput`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement, not a test"]
+    async fn throughput() {
+        use hive_core::worker::handler_fn;
+        use hive_core::{Hive, Principal, RetryPolicy, WorkerOptions};
+        let Some(url) = server_url("HIVE_TEST_REDIS_URL") else {
+            return;
+        };
+        let n: usize = std::env::var("HIVE_BENCH_TASKS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(50_000);
+        let mut options = OpenOptions::default();
+        options.prefix = unique_name("hive_bench");
+        let store = Arc::new(RedisStore::connect(&url, &options).await.unwrap());
+        let hive = Hive::builder().store(store).build().unwrap();
+        let system = Principal::system();
+        let user = Principal::user("bench", "bench");
+        let mut workers = Vec::new();
+        for i in 0..2 {
+            let mut opts = WorkerOptions::new(format!("bench-{i}"))
+                .system()
+                .capacity(1024)
+                .handler(
+                    "noop",
+                    handler_fn(|_ctx| async { Ok(serde_json::Value::Null) }),
+                );
+            opts.claim_batch = 1024;
+            workers.push(hive.start_worker(&system, opts).await.unwrap());
+        }
+        let mut feed = hive.feed(&user, 0).await.unwrap();
+        let subscriber = tokio::spawn(async move {
+            let mut ended = 0;
+            while ended < n {
+                for ev in feed.next_batch(4096).await.unwrap() {
+                    ended += usize::from(ev.event.kind.is_terminal());
+                }
+            }
+            Instant::now()
+        });
+        let template = TaskSpec::new("noop", serde_json::Value::Null).retry(RetryPolicy::none());
+        let start = Instant::now();
+        let mut sent = 0;
+        while sent < n {
+            let k = 1000.min(n - sent);
+            hive.submit_batch(&user, vec![template.clone(); k])
+                .await
+                .unwrap();
+            sent += k;
+        }
+        let submit = start.elapsed().as_secs_f64();
+        let end = tokio::time::timeout(Duration::from_secs(600), subscriber)
+            .await
+            .expect("every task ends")
+            .unwrap();
+        let e2e = (end - start).as_secs_f64();
+        println!(
+            "redis throughput: tasks={n} submit_per_s={:.0} e2e_per_s={:.0}",
+            n as f64 / submit,
+            n as f64 / e2e
+        );
+        for w in workers {
+            w.shutdown().await;
+        }
+    }
+}

@@ -113,6 +113,9 @@ pub struct FeedSubscription {
 }
 
 impl FeedSubscription {
+    /// The most events one [`FeedSubscription::drain_ready`] reads from the store.
+    pub const DRAIN_LIMIT: usize = 10_000;
+
     pub(crate) fn new(hive: Hive, tenant: TenantId, after: u64) -> Self {
         FeedSubscription {
             hive,
@@ -176,13 +179,14 @@ impl FeedSubscription {
         }
     }
 
-    /// Every event available now, without waiting (possibly none).
+    /// The events available now, without waiting (possibly none): what is
+    /// buffered plus at most [`FeedSubscription::DRAIN_LIMIT`] more from the store.
     pub async fn drain_ready(&mut self) -> Result<Vec<FeedEvent>> {
         let mut out: Vec<FeedEvent> = self.buffer.drain(..).collect();
         let events = self
             .hive
             .store()
-            .read_feed(&self.tenant, self.after, usize::MAX >> 1)
+            .read_feed(&self.tenant, self.after, Self::DRAIN_LIMIT)
             .await?;
         out.extend(events);
         if let Some(last) = out.last() {

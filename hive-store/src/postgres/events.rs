@@ -1,0 +1,224 @@
+//! Reading task streams and tenant feeds, waiting on them, and named consumers
+//! of terminal events.
+
+use std::time::Duration;
+
+use hive_core::Result;
+use hive_core::clock::Timestamp;
+use hive_core::id::TaskId;
+use hive_core::principal::TenantId;
+use hive_core::task::{FeedEvent, TaskEvent};
+
+use super::PostgresStore;
+use super::codec;
+use super::error::db;
+use super::transition::task_not_found;
+
+/// A row of a stream read: the task's tenant, then seq, at and kind of one
+/// event (all null when there is none).
+type StreamRow = (String, Option<i64>, Option<i64>, Option<String>);
+
+/// A row of a feed read: cursor, task, seq, at, kind.
+type FeedRow = (i64, String, i64, i64, String);
+
+fn feed_event(tenant: &TenantId, row: FeedRow) -> Result<FeedEvent> {
+    let (cursor, task, seq, at, kind) = row;
+    Ok(FeedEvent {
+        cursor: codec::count("feed cursor", cursor)?,
+        event: TaskEvent {
+            task: codec::task_id(&task)?,
+            tenant: tenant.clone(),
+            seq: codec::count("seq", seq)?,
+            at: Timestamp::from_millis(at),
+            kind: codec::decode_event(&kind)?,
+        },
+    })
+}
+
+impl PostgresStore {
+    pub(super) async fn events(
+        &self,
+        task: TaskId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<TaskEvent>> {
+        // The task row answers NotFound and the tenant; a task with no events
+        // after `after` reads one row.
+        let rows: Vec<StreamRow> = sqlx::query_as(
+            "SELECT t.tenant, e.seq, e.at, e.kind::text FROM tasks t \
+             LEFT JOIN LATERAL (SELECT seq, at, kind FROM task_events \
+                 WHERE task = t.id AND seq > $2 ORDER BY seq LIMIT $3) e ON true \
+             WHERE t.id = $1::uuid ORDER BY e.seq",
+        )
+        .bind(task.to_string())
+        .bind(codec::big(after))
+        .bind(codec::limit(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db("read events", e))?;
+        if rows.is_empty() {
+            return Err(task_not_found(task));
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        for (tenant, seq, at, kind) in rows {
+            let (Some(seq), Some(at), Some(kind)) = (seq, at, kind) else {
+                continue;
+            };
+            out.push(TaskEvent {
+                task,
+                tenant: tenant.into(),
+                seq: codec::count("seq", seq)?,
+                at: Timestamp::from_millis(at),
+                kind: codec::decode_event(&kind)?,
+            });
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn wait_events(
+        &self,
+        task: TaskId,
+        after: u64,
+        timeout: Duration,
+    ) -> Result<()> {
+        // Registered before the check, so that an event committed after the
+        // check is a notification this waiter receives.
+        let woken = self.hub.task_waiter(task);
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT last_seq FROM tasks WHERE id = $1::uuid")
+                .bind(task.to_string())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| db("read task seq", e))?;
+        let last = last.ok_or_else(|| task_not_found(task))?;
+        if codec::count("seq", last)? > after {
+            return Ok(());
+        }
+        let _ = tokio::time::timeout(timeout, woken).await;
+        Ok(())
+    }
+
+    pub(super) async fn feed(
+        &self,
+        tenant: &TenantId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<FeedEvent>> {
+        let rows: Vec<FeedRow> = sqlx::query_as(
+            "SELECT feed_cursor, task::text, seq, at, kind::text FROM task_events \
+             WHERE tenant = $1 AND feed_cursor > $2 ORDER BY feed_cursor LIMIT $3",
+        )
+        .bind(tenant.as_str())
+        .bind(codec::big(after))
+        .bind(codec::limit(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db("read feed", e))?;
+        rows.into_iter().map(|r| feed_event(tenant, r)).collect()
+    }
+
+    pub(super) async fn wait_feed(
+        &self,
+        tenant: &TenantId,
+        after: u64,
+        timeout: Duration,
+    ) -> Result<()> {
+        let woken = self.hub.feed_waiter(tenant);
+        let head: Option<i64> = sqlx::query_scalar("SELECT head FROM feeds WHERE tenant = $1")
+            .bind(tenant.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| db("read feed head", e))?;
+        if codec::count("feed cursor", head.unwrap_or(0))? > after {
+            return Ok(());
+        }
+        let _ = tokio::time::timeout(timeout, woken).await;
+        Ok(())
+    }
+
+    pub(super) async fn ack(
+        &self,
+        tenant: &TenantId,
+        consumer: &str,
+        tasks: &[TaskId],
+    ) -> Result<()> {
+        let ids: Vec<String> = tasks.iter().map(|t| t.to_string()).collect();
+        let mut tx = self.begin().await?;
+        // The consumer's row serializes its acknowledgements.
+        let floor: i64 = sqlx::query_scalar(
+            "INSERT INTO feed_consumers AS c (tenant, consumer) VALUES ($1, $2) \
+             ON CONFLICT (tenant, consumer) DO UPDATE SET floor = c.floor \
+             RETURNING floor",
+        )
+        .bind(tenant.as_str())
+        .bind(consumer)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| db("lock consumer", e))?;
+        sqlx::query(
+            "INSERT INTO feed_acks (tenant, consumer, task, feed_cursor) \
+             SELECT $1, $2, e.task, e.feed_cursor FROM task_events e \
+             WHERE e.task = ANY($3::text[]::uuid[]) AND e.tenant = $1 AND e.terminal \
+               AND e.feed_cursor > $4 \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(tenant.as_str())
+        .bind(consumer)
+        .bind(&ids)
+        .bind(floor)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db("acknowledge terminal events", e))?;
+        // Move the floor over the acknowledged prefix and forget those acks.
+        sqlx::query(
+            "WITH first_open AS ( \
+                 SELECT min(e.feed_cursor) AS c FROM task_events e \
+                 WHERE e.tenant = $1 AND e.terminal AND e.feed_cursor > $3 \
+                   AND NOT EXISTS (SELECT 1 FROM feed_acks a \
+                       WHERE a.tenant = $1 AND a.consumer = $2 AND a.task = e.task)), \
+             new_floor AS ( \
+                 SELECT CASE WHEN f.c IS NULL \
+                     THEN coalesce((SELECT max(feed_cursor) FROM feed_acks \
+                                    WHERE tenant = $1 AND consumer = $2), $3) \
+                     ELSE greatest(f.c - 1, $3) END AS v \
+                 FROM first_open f), \
+             moved AS ( \
+                 UPDATE feed_consumers SET floor = (SELECT v FROM new_floor) \
+                 WHERE tenant = $1 AND consumer = $2) \
+             DELETE FROM feed_acks WHERE tenant = $1 AND consumer = $2 \
+               AND feed_cursor <= (SELECT v FROM new_floor)",
+        )
+        .bind(tenant.as_str())
+        .bind(consumer)
+        .bind(floor)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db("advance consumer", e))?;
+        tx.commit().await.map_err(|e| db("commit", e))?;
+        Ok(())
+    }
+
+    pub(super) async fn unacked(
+        &self,
+        tenant: &TenantId,
+        consumer: &str,
+        limit: usize,
+    ) -> Result<Vec<FeedEvent>> {
+        let rows: Vec<FeedRow> = sqlx::query_as(
+            "SELECT e.feed_cursor, e.task::text, e.seq, e.at, e.kind::text FROM task_events e \
+             WHERE e.tenant = $1 AND e.terminal \
+               AND e.feed_cursor > coalesce((SELECT floor FROM feed_consumers \
+                                             WHERE tenant = $1 AND consumer = $2), 0) \
+               AND NOT EXISTS (SELECT 1 FROM feed_acks a \
+                   WHERE a.tenant = $1 AND a.consumer = $2 AND a.task = e.task) \
+             ORDER BY e.feed_cursor LIMIT $3",
+        )
+        .bind(tenant.as_str())
+        .bind(consumer)
+        .bind(codec::limit(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db("read unacknowledged terminal events", e))?;
+        rows.into_iter().map(|r| feed_event(tenant, r)).collect()
+    }
+}

@@ -1,0 +1,288 @@
+//! Transitions inside a transaction: tasks are loaded with their rows locked,
+//! every op is decided by the state machine on the stored core, and the new
+//! cores and their events are written back in one statement, together with the
+//! feed cursors and the notification.
+
+use std::sync::Arc;
+
+use hive_core::clock::Timestamp;
+use hive_core::id::TaskId;
+use hive_core::principal::TenantId;
+use hive_core::store::Ack;
+use hive_core::task::machine::{self, Op, Outcome, TaskCore, TaskFacts};
+use hive_core::task::{EventKind, TaskSpec, TaskState};
+use hive_core::{Error, Result};
+use rustc_hash::FxHashMap;
+use sqlx::PgConnection;
+
+use super::codec;
+use super::error::db;
+use super::notify::Signal;
+
+/// The columns [`locked`] reads, for transitions that do not need the input.
+macro_rules! locked_columns {
+    () => {
+        "id::text, tenant, created_at, spec::text, core::text"
+    };
+}
+pub(super) use locked_columns;
+
+/// A row of [`locked_columns!`].
+pub(super) type LockedRow = (String, String, i64, String, String);
+
+/// A task loaded for transitions (its row is locked by the transaction).
+#[derive(Debug)]
+pub(super) struct Loaded {
+    pub(super) id: TaskId,
+    pub(super) tenant: TenantId,
+    pub(super) created_at: Timestamp,
+    pub(super) spec: Arc<TaskSpec>,
+    pub(super) core: TaskCore,
+    changed: bool,
+    requeued: bool,
+}
+
+impl Loaded {
+    pub(super) fn new(
+        id: TaskId,
+        tenant: TenantId,
+        created_at: Timestamp,
+        spec: Arc<TaskSpec>,
+        core: TaskCore,
+    ) -> Self {
+        Loaded {
+            id,
+            tenant,
+            created_at,
+            spec,
+            core,
+            changed: false,
+            requeued: false,
+        }
+    }
+}
+
+/// Decodes a row of [`locked_columns!`].
+pub(super) fn locked(row: LockedRow) -> Result<Loaded> {
+    let (id, tenant, created_at, spec, core) = row;
+    Ok(Loaded::new(
+        codec::task_id(&id)?,
+        tenant.into(),
+        Timestamp::from_millis(created_at),
+        Arc::new(codec::decode_spec(&spec, None)?),
+        codec::decode_core(&core)?,
+    ))
+}
+
+#[derive(Debug)]
+struct NewEvent {
+    task: TaskId,
+    seq: u64,
+    tenant: usize,
+    kind: EventKind,
+}
+
+/// The tasks of one transaction and what happened to them.
+#[derive(Debug, Default)]
+pub(super) struct Transitions {
+    tasks: Vec<Loaded>,
+    index: FxHashMap<TaskId, usize>,
+    events: Vec<NewEvent>,
+    /// What the commit tells the waiters.
+    pub(super) signal: Signal,
+}
+
+impl Transitions {
+    /// Adds a loaded task; returns its index.
+    pub(super) fn add(&mut self, task: Loaded) -> usize {
+        let i = self.tasks.len();
+        self.index.insert(task.id, i);
+        self.tasks.push(task);
+        i
+    }
+
+    /// The index of a loaded task.
+    pub(super) fn find(&self, id: TaskId) -> Option<usize> {
+        self.index.get(&id).copied()
+    }
+
+    pub(super) fn task(&self, i: usize) -> &Loaded {
+        &self.tasks[i]
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Decides `op` on task `i` with the machine and records its event.
+    pub(super) fn apply(&mut self, i: usize, op: Op, now: Timestamp) -> Result<Ack> {
+        let t = &mut self.tasks[i];
+        let facts = TaskFacts {
+            id: t.id,
+            created_at: t.created_at,
+            spec: &t.spec,
+        };
+        let was_pending = t.core.state == TaskState::Pending;
+        let kind = match machine::apply(&mut t.core, facts, op, now)? {
+            Outcome::Duplicate { seq, state } => return Ok(Ack { seq, state }),
+            Outcome::Appended(kind) => kind,
+        };
+        t.changed = true;
+        if t.core.state == TaskState::Pending && !was_pending {
+            t.requeued = true;
+            if t.core.available_at <= now {
+                self.signal.work();
+            }
+        }
+        self.signal.task(t.id);
+        self.signal.feed(&t.tenant);
+        self.events.push(NewEvent {
+            task: t.id,
+            seq: t.core.last_seq,
+            tenant: i,
+            kind,
+        });
+        Ok(Ack {
+            seq: t.core.last_seq,
+            state: t.core.state,
+        })
+    }
+
+    /// Writes the changed cores and their events (with feed cursors), records
+    /// the sign of life of the nodes `seen`, and sends the notification, in one
+    /// statement of the caller's transaction. Answers `false` (and does nothing)
+    /// when there is nothing to write.
+    pub(super) async fn persist(
+        &self,
+        conn: &mut PgConnection,
+        channel: &str,
+        now: Timestamp,
+        seen: &[String],
+    ) -> Result<bool> {
+        if self.events.is_empty() {
+            return Ok(false);
+        }
+        let changed: Vec<&Loaded> = self.tasks.iter().filter(|t| t.changed).collect();
+        let n = changed.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut states = Vec::with_capacity(n);
+        let mut cores = Vec::with_capacity(n);
+        let mut last_seqs = Vec::with_capacity(n);
+        let mut available = Vec::with_capacity(n);
+        let mut lease_nodes = Vec::with_capacity(n);
+        let mut avoid_nodes = Vec::with_capacity(n);
+        let mut deadlines = Vec::with_capacity(n);
+        let mut requeued = Vec::with_capacity(n);
+        for t in changed {
+            let facts = TaskFacts {
+                id: t.id,
+                created_at: t.created_at,
+                spec: &t.spec,
+            };
+            ids.push(t.id.to_string());
+            states.push(t.core.state.as_str());
+            cores.push(codec::encode_core(&t.core)?);
+            last_seqs.push(codec::big(t.core.last_seq));
+            available.push(t.core.available_at.as_millis());
+            lease_nodes.push(t.core.lease.as_ref().map(|l| l.node.to_string()));
+            avoid_nodes.push(t.core.avoid_node.map(|n| n.to_string()));
+            deadlines.push(machine::deadline(&t.core, facts).map(|(at, _)| at.as_millis()));
+            requeued.push(t.requeued);
+        }
+        let m = self.events.len();
+        let mut ev_tasks = Vec::with_capacity(m);
+        let mut ev_seqs = Vec::with_capacity(m);
+        let mut ev_tenants = Vec::with_capacity(m);
+        let mut ev_kinds = Vec::with_capacity(m);
+        let mut ev_terminal = Vec::with_capacity(m);
+        for e in &self.events {
+            ev_tasks.push(e.task.to_string());
+            ev_seqs.push(codec::big(e.seq));
+            ev_tenants.push(self.tasks[e.tenant].tenant.as_str());
+            ev_kinds.push(codec::encode_event(&e.kind)?);
+            ev_terminal.push(e.kind.is_terminal());
+        }
+        sqlx::query(PERSIST)
+            .bind(ids)
+            .bind(states)
+            .bind(cores)
+            .bind(last_seqs)
+            .bind(available)
+            .bind(lease_nodes)
+            .bind(avoid_nodes)
+            .bind(deadlines)
+            .bind(requeued)
+            .bind(ev_tasks)
+            .bind(ev_seqs)
+            .bind(ev_tenants)
+            .bind(ev_kinds)
+            .bind(ev_terminal)
+            .bind(now.as_millis())
+            .bind(channel)
+            .bind(self.signal.payload())
+            .bind(seen)
+            .execute(conn)
+            .await
+            .map_err(|e| db("store transitions", e))?;
+        Ok(true)
+    }
+}
+
+/// The new cores (`u`, written by `upd`), the nodes' sign of life (`seen`),
+/// the events (`ev`), the feed heads
+/// moved by the number of events per tenant (`heads`: the row lock orders
+/// appends by commit), the notification (`note`, sent at commit), then the
+/// events with their cursors.
+const PERSIST: &str = r#"
+WITH u AS (
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[],
+                         $6::text[], $7::text[], $8::int8[], $9::bool[])
+        AS u(id, state, core, last_seq, available_at, lease_node, avoid_node, deadline_at, requeue)
+), upd AS (
+    UPDATE tasks t
+    SET state = u.state, core = u.core::json, last_seq = u.last_seq,
+        available_at = u.available_at, lease_node = u.lease_node::uuid,
+        avoid_node = u.avoid_node::uuid, deadline_at = u.deadline_at,
+        queue_order = CASE WHEN u.requeue THEN nextval('task_order') ELSE t.queue_order END
+    FROM u
+    WHERE t.id = u.id::uuid
+    RETURNING 1
+), ev AS (
+    SELECT * FROM UNNEST($10::text[], $11::int8[], $12::text[], $13::text[], $14::bool[])
+        WITH ORDINALITY AS e(task, seq, tenant, kind, terminal, ord)
+), seen AS (
+    UPDATE nodes SET last_seen = greatest(last_seen, $15)
+    WHERE id IN (SELECT id FROM nodes WHERE id = ANY($18::text[]::uuid[]) ORDER BY id FOR UPDATE)
+    RETURNING 1
+), counts AS (
+    -- Reading `upd` and `seen` makes them finish before the feed heads are
+    -- locked: the lock order stays tasks, nodes, feeds, and the feed lock is
+    -- held only for the event inserts and the commit.
+    SELECT tenant, count(*) AS n
+    FROM ev, (SELECT count(*) FROM upd) AS updated, (SELECT count(*) FROM seen) AS touched
+    GROUP BY tenant
+), heads AS (
+    INSERT INTO feeds AS f (tenant, head)
+    SELECT tenant, n FROM counts ORDER BY tenant
+    ON CONFLICT (tenant) DO UPDATE SET head = f.head + EXCLUDED.head
+    RETURNING f.tenant, f.head
+), note AS (
+    SELECT pg_notify($16, $17) WHERE $17::text IS NOT NULL
+)
+INSERT INTO task_events (task, seq, tenant, feed_cursor, at, terminal, kind)
+SELECT ev.task::uuid, ev.seq, ev.tenant,
+       h.head - c.n + row_number() OVER (PARTITION BY ev.tenant ORDER BY ev.ord),
+       $15, ev.terminal, ev.kind::json
+FROM ev
+JOIN counts c ON c.tenant = ev.tenant
+JOIN heads h ON h.tenant = ev.tenant
+LEFT JOIN note ON true
+"#;
+
+/// `NotFound` for a task id.
+pub(super) fn task_not_found(id: TaskId) -> Error {
+    Error::NotFound {
+        kind: "task",
+        id: id.to_string(),
+    }
+}

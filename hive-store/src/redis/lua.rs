@@ -1,0 +1,738 @@
+//! The Lua scripts. Each runs atomically on the server: a script is the "one
+//! atomic step" of the store contract. Scripts never decide a task transition:
+//! Rust runs `hive_core::task::machine::apply` on the core it read, and the
+//! commit script stores the result only if the task's `seq` (its version: every
+//! appended event bumps it) is still the one Rust read — a compare-and-set. A
+//! miss is retried by the caller from a fresh read.
+//!
+//! Every script takes the key prefix as `ARGV[1]` and the caller's time as
+//! `ARGV[2]`, and touches only keys under the prefix (see `keys.rs` for the
+//! layout). Scripts access keys they build themselves, which standalone Redis
+//! allows; they are not meant for Redis Cluster.
+
+/// Helpers shared by the scripts: feed cursors, ready queues, the commit of one
+/// task record, the final notifications.
+const PRELUDE: &str = r#"
+local P = ARGV[1] .. ':'
+local NOW = ARGV[2]
+local function fmt(n) return string.format('%d', n) end
+
+-- Per-call caches and batches, written by finish().
+local fc = {}        -- escaped tenant -> last feed cursor (entries batched)
+local order = nil    -- enqueue order counter
+local touched = {}   -- task ids with new events
+local work = false   -- new claimable work appeared
+local batches = {}   -- 'CMD key' -> {cmd, key, args}
+local border = {}    -- batch keys in first-use order
+local reserved = {}  -- task ids reserved by the claim being committed
+
+-- Queues `cmd key args...` to run as one multi-member command at the end.
+local function add(cmd, key, a, b)
+  local id = cmd .. ' ' .. key
+  local bt = batches[id]
+  if bt == nil then
+    bt = {cmd, key, {}}
+    batches[id] = bt
+    border[#border + 1] = id
+  end
+  local args = bt[3]
+  args[#args + 1] = a
+  if b ~= nil then args[#args + 1] = b end
+end
+
+local function flush()
+  for _, id in ipairs(border) do
+    local bt = batches[id]
+    local args = bt[3]
+    local step = 2000
+    for i = 1, #args, step do
+      redis.call(bt[1], bt[2], unpack(args, i, math.min(i + step - 1, #args)))
+    end
+  end
+  batches = {}
+  border = {}
+end
+
+-- Appends one event to the tenant feed (a list: cursor = index + 1, so
+-- gapless, in the order scripts ran); returns its cursor. The entries of a
+-- call are pushed together by finish().
+local function feed_append(et, id, s, kind)
+  local c = fc[et]
+  if c == nil then c = redis.call('LLEN', P .. 'f:' .. et) end
+  c = c + 1
+  fc[et] = c
+  add('RPUSH', P .. 'f:' .. et, id .. ' ' .. s .. ' ' .. NOW .. ' ' .. kind)
+  return c
+end
+
+local function next_order()
+  if order == nil then order = tonumber(redis.call('GET', P .. 'order') or '0') end
+  order = order + 1
+  return order
+end
+
+-- A fresh ready-queue member for a task (queue it with add_ready).
+local function new_member(id)
+  return string.format('%016d', next_order()) .. id
+end
+
+local function add_ready(q, prio, m)
+  add('ZADD', P .. 'q:' .. q, -tonumber(prio), m)
+  add('SADD', P .. 'qready', q)
+  work = true
+end
+
+-- Puts a reserved task back where it was in its queue, if it is still pending.
+local function unreserve(id)
+  local t = redis.call('HMGET', P .. 't:' .. id, 'state', 'q', 'prio', 'qm')
+  if t[1] == 'pending' and t[4] and t[4] ~= '' then
+    add('ZADD', P .. 'q:' .. t[2], -tonumber(t[3]), t[4])
+    add('SADD', P .. 'qready', t[2])
+    return true
+  end
+  return false
+end
+
+-- Moves due delayed (backoff) tasks to their ready queues.
+local function promote(now)
+  local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', now, 'LIMIT', 0, 10000)
+  for _, id in ipairs(due) do
+    add('ZREM', P .. 'delayed', id)
+    local t = redis.call('HMGET', P .. 't:' .. id, 'state', 'q', 'prio')
+    if t[1] == 'pending' then
+      local m = new_member(id)
+      redis.call('HSET', P .. 't:' .. id, 'qm', m)
+      add_ready(t[2], t[3], m)
+    end
+  end
+end
+
+-- A sign of life of a node presenting an op.
+local function touch(node)
+  local nk = P .. 'n:' .. node
+  local r = redis.call('HMGET', nk, 'status', 'seen')
+  if not r[1] then return end
+  if tonumber(r[2]) < tonumber(NOW) then
+    redis.call('HSET', nk, 'seen', NOW)
+    if r[1] ~= 'lost' then redis.call('ZADD', P .. 'seen', NOW, node) end
+  end
+end
+
+-- Hands every lease of a node to the reclaim list (task -> node|lease).
+local function hand_over_leases(node)
+  local leases = redis.call('HGETALL', P .. 'nl:' .. node)
+  local entries = {}
+  for k = 1, #leases, 2 do
+    local entry = node .. '|' .. leases[k + 1]
+    redis.call('HSET', P .. 'reclaim', leases[k], entry)
+    entries[#entries + 1] = leases[k]
+    entries[#entries + 1] = entry
+  end
+  return entries
+end
+
+-- One commit record starting at ARGV[i]:
+--   id, expected seq, escaped tenant, new seq, new state, new core (JSON),
+--   avoid node ('-' unchanged), queue action (n none | x leave | r ready |
+--   d delayed), delayed-until, deadline ('-' unchanged | '' none | score),
+--   old lease node, new lease node, new lease id,
+--   event count, then per event: seq, kind (JSON), terminal (1/0).
+local function rec_end(i)
+  return i + 14 + 3 * tonumber(ARGV[i + 13])
+end
+
+-- Returns 1 (stored), 0 (seq changed: compare-and-set miss), -1 (no such task).
+-- The events are fields `e{seq}` of the task's hash, written by the same HSET
+-- as the core they lead to.
+local function commit_one(i)
+  local id, exp, et = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local tk = P .. 't:' .. id
+  local qa = ARGV[i + 7]
+  local cur
+  if qa == 'x' or qa == 'r' then
+    cur = redis.call('HMGET', tk, 'seq', 'q', 'prio', 'qm')
+  else
+    cur = {redis.call('HGET', tk, 'seq')}
+  end
+  if not cur[1] then return -1 end
+  if cur[1] ~= exp then return 0 end
+  local fields = {'seq', ARGV[i + 3], 'state', ARGV[i + 4], 'core', ARGV[i + 5]}
+  if ARGV[i + 6] ~= '-' then
+    fields[#fields + 1] = 'avoid'
+    fields[#fields + 1] = ARGV[i + 6]
+  end
+  if qa == 'x' then
+    if cur[4] and cur[4] ~= '' then
+      if not reserved[id] then add('ZREM', P .. 'q:' .. cur[2], cur[4]) end
+      fields[#fields + 1] = 'qm'
+      fields[#fields + 1] = ''
+    end
+    if not reserved[id] then add('ZREM', P .. 'delayed', id) end
+  elseif qa == 'r' then
+    local m = new_member(id)
+    fields[#fields + 1] = 'qm'
+    fields[#fields + 1] = m
+    add_ready(cur[2], cur[3], m)
+  elseif qa == 'd' then
+    add('ZADD', P .. 'delayed', ARGV[i + 8], id)
+  end
+  local dl = ARGV[i + 9]
+  if dl == '' then
+    add('ZREM', P .. 'dl', id)
+  elseif dl ~= '-' then
+    add('ZADD', P .. 'dl', dl, id)
+  end
+  if ARGV[i + 10] ~= '' then
+    add('HDEL', P .. 'nl:' .. ARGV[i + 10], id)
+    add('HDEL', P .. 'reclaim', id)
+  end
+  if ARGV[i + 11] ~= '' then
+    add('HSET', P .. 'nl:' .. ARGV[i + 11], id, ARGV[i + 12])
+  end
+  local nev = tonumber(ARGV[i + 13])
+  for k = 0, nev - 1 do
+    local s, kind = ARGV[i + 14 + 3 * k], ARGV[i + 15 + 3 * k]
+    fields[#fields + 1] = 'e' .. s
+    fields[#fields + 1] = NOW .. ' ' .. kind
+    local c = feed_append(et, id, s, kind)
+    if ARGV[i + 16 + 3 * k] == '1' then add('ZADD', P .. 'term:' .. et, c, id) end
+  end
+  redis.call('HSET', tk, unpack(fields))
+  if nev > 0 then touched[#touched + 1] = id end
+  return 1
+end
+
+-- Runs the batches, writes back the caches and publishes the wake-ups.
+local function finish()
+  flush()
+  if order ~= nil then redis.call('SET', P .. 'order', fmt(order)) end
+  for et, c in pairs(fc) do
+    redis.call('PUBLISH', P .. 'ch:f:' .. et, fmt(c))
+  end
+  if #touched > 0 then
+    redis.call('PUBLISH', P .. 'ch:tasks', table.concat(touched, ' '))
+  end
+  if work then
+    local w = redis.call('INCR', P .. 'work')
+    redis.call('PUBLISH', P .. 'ch:work', w)
+  end
+end
+"#;
+
+/// Stores new tasks with their `Queued` event.
+///
+/// ARGV: prefix, now, queued-kind JSON, count, then per task: id, escaped
+/// tenant, tenant, principal, idempotency key ('' none), queue id, queue meta
+/// (JSON), priority, spec (JSON, input left out), input (JSON), core (JSON),
+/// deadline ('' none). Returns per task: id, created (1/0), last seq.
+const SUBMIT: &str = r#"
+local queued = ARGV[3]
+local n = tonumber(ARGV[4])
+local out = {}
+local metas = {}
+local i = 5
+for _ = 1, n do
+  local id, et, ten, pri, key = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local existing = false
+  if key ~= '' then
+    existing = redis.call('HGET', P .. 'idem:' .. et, key)
+    if not existing then redis.call('HSET', P .. 'idem:' .. et, key, id) end
+  end
+  if existing then
+    out[#out + 1] = existing
+    out[#out + 1] = 0
+    out[#out + 1] = tonumber(redis.call('HGET', P .. 't:' .. existing, 'seq') or '0')
+  else
+    local q, prio = ARGV[i + 5], ARGV[i + 7]
+    local m = new_member(id)
+    redis.call('HSET', P .. 't:' .. id, 'ten', ten, 'pri', pri, 'created', NOW,
+      'spec', ARGV[i + 8], 'input', ARGV[i + 9], 'core', ARGV[i + 10], 'seq', '1',
+      'state', 'pending', 'q', q, 'prio', prio, 'qm', m, 'e1', NOW .. ' ' .. queued)
+    add('ZADD', P .. 'tl:' .. et, 0, id)
+    if not metas[q] then
+      metas[q] = true
+      redis.call('HSETNX', P .. 'qmeta', q, ARGV[i + 6])
+    end
+    add_ready(q, prio, m)
+    if ARGV[i + 11] ~= '' then add('ZADD', P .. 'dl', ARGV[i + 11], id) end
+    feed_append(et, id, '1', queued)
+    out[#out + 1] = id
+    out[#out + 1] = 1
+    out[#out + 1] = 1
+  end
+  i = i + 12
+end
+finish()
+return out
+"#;
+
+/// Commits transitions decided in Rust.
+///
+/// ARGV: prefix, now, node count, nodes to touch…, record count, records (see
+/// `commit_one`), stale reclaim entries count, then (task, entry) pairs to drop
+/// if unchanged. Returns one status per record.
+const COMMIT: &str = r#"
+local i = 3
+local nn = tonumber(ARGV[i])
+for k = 1, nn do touch(ARGV[i + k]) end
+i = i + nn + 1
+local n = tonumber(ARGV[i])
+i = i + 1
+local out = {}
+for _ = 1, n do
+  out[#out + 1] = commit_one(i)
+  i = rec_end(i)
+end
+local ns = tonumber(ARGV[i])
+for k = 0, ns - 1 do
+  local task, entry = ARGV[i + 1 + 2 * k], ARGV[i + 2 + 2 * k]
+  if redis.call('HGET', P .. 'reclaim', task) == entry then
+    redis.call('HDEL', P .. 'reclaim', task)
+  end
+end
+finish()
+return out
+"#;
+
+/// The first half of a claim: checks the node (exists, Ready, free capacity),
+/// promotes due backoffs, and reserves eligible candidates — up to `max` from
+/// every ready queue whose owner, labels and agent the node may run, skipping
+/// tasks that avoid this node. Eligibility is decided here, on the server, from
+/// the node's stored spec and the queue's owner/agent/labels (the rule of
+/// `hive_core::node::eligible`). Reserved tasks leave their queue; the second
+/// half (CLAIM_COMMIT) schedules the chosen ones and puts the rest back, and a
+/// sweep puts back the reservations of a claimer that died in between.
+///
+/// ARGV: prefix, now, node, max, claim id, agent count, agents…
+/// Returns: status ('ok' | 'nonode'), work epoch, node spec, status,
+/// registered, last seen, in flight, then per candidate: id, enqueue order,
+/// priority, seq, core, spec, input, created, tenant, principal.
+const CLAIM_PREPARE: &str = r#"
+local node, claim = ARGV[3], ARGV[5]
+local nk = P .. 'n:' .. node
+local n = redis.call('HMGET', nk, 'spec', 'status', 'cap', 'reg')
+if not n[1] then return {'nonode'} end
+local epoch = redis.call('GET', P .. 'work') or '0'
+touch(node)
+local seen = redis.call('HGET', nk, 'seen')
+local inflight = redis.call('HLEN', P .. 'nl:' .. node)
+local out = {'ok', epoch, n[1], n[2], n[4], seen, inflight}
+if n[2] ~= 'ready' then return out end
+local max = math.min(tonumber(ARGV[4]), tonumber(n[3]) - inflight)
+if max <= 0 then return out end
+promote(NOW)
+flush()
+local agents = {}
+local any_agent = true
+for k = 7, 6 + tonumber(ARGV[6]) do
+  agents[ARGV[k]] = true
+  any_agent = false
+end
+local spec = cjson.decode(n[1])
+local owner = spec.owner
+local shares = spec.shared_with or {}
+local labels = spec.labels or {}
+local function owner_ok(m)
+  if owner.type == 'system' then return true end
+  if owner.tenant == m.tenant and owner.principal == m.principal then return true end
+  for _, s in ipairs(shares) do
+    if s.tenant == m.tenant and (s.type == 'tenant' or s.principal == m.principal) then
+      return true
+    end
+  end
+  return false
+end
+local function labels_ok(m)
+  for k, v in pairs(m.labels or {}) do
+    if labels[k] ~= v then return false end
+  end
+  return true
+end
+local rk = P .. 'rsv:' .. claim
+local reserved = 0
+for _, qid in ipairs(redis.call('SMEMBERS', P .. 'qready')) do
+  local qk = P .. 'q:' .. qid
+  if redis.call('ZCARD', qk) == 0 then
+    redis.call('SREM', P .. 'qready', qid)
+  else
+    local meta = redis.call('HGET', P .. 'qmeta', qid)
+    local m = meta and cjson.decode(meta)
+    if m and (any_agent or agents[m.agent]) and owner_ok(m) and labels_ok(m) then
+      -- Taken members stay in the queue until the end of this loop, avoided
+      -- ones stay for good, stale ones are dropped at once: the next page
+      -- starts after the taken and the avoided.
+      local taken = {}
+      local skipped = 0
+      while #taken < max do
+        local want = max - #taken
+        local start = #taken + skipped
+        local page = redis.call('ZRANGE', qk, start, start + want - 1, 'WITHSCORES')
+        for k = 1, #page, 2 do
+          local member = page[k]
+          local id = string.sub(member, 17)
+          local t = redis.call('HMGET', P .. 't:' .. id, 'state', 'avoid', 'seq', 'core', 'spec',
+            'input', 'created', 'ten', 'pri')
+          if t[1] ~= 'pending' then
+            -- Not pending: a stale queue entry; drop it.
+            redis.call('ZREM', qk, member)
+          elseif t[2] == node then
+            skipped = skipped + 1
+          else
+            taken[#taken + 1] = member
+            out[#out + 1] = id
+            out[#out + 1] = tonumber(string.sub(member, 1, 16))
+            out[#out + 1] = -tonumber(page[k + 1])
+            for f = 3, 9 do out[#out + 1] = t[f] end
+          end
+        end
+        if #page < 2 * want then break end
+      end
+      for _, member in ipairs(taken) do
+        add('ZREM', qk, member)
+        add('SADD', rk, string.sub(member, 17))
+      end
+      reserved = reserved + #taken
+    end
+  end
+end
+if reserved > 0 then redis.call('ZADD', P .. 'rsvs', NOW, claim) end
+finish()
+return out
+"#;
+
+/// The second half of a claim: for each chosen candidate still reserved by this
+/// claim, re-checks the node (exists, Ready, free capacity) and commits the
+/// Schedule (and Start) that Rust decided with the state machine; everything
+/// else reserved goes back to its queue, in its old place.
+///
+/// ARGV: prefix, now, node, claim id, record count, records (see
+/// `commit_one`). Returns one status per record: 1 stored, 0 missed, -2 refused
+/// (node not Ready or full), -3 no longer reserved.
+const CLAIM_COMMIT: &str = r#"
+local node, claim = ARGV[3], ARGV[4]
+local rk = P .. 'rsv:' .. claim
+for _, id in ipairs(redis.call('SMEMBERS', rk)) do reserved[id] = true end
+local nk = P .. 'n:' .. node
+local n = redis.call('HMGET', nk, 'status', 'cap')
+local free = 0
+if n[1] == 'ready' then
+  free = tonumber(n[2]) - redis.call('HLEN', P .. 'nl:' .. node)
+end
+local count = tonumber(ARGV[5])
+local i = 6
+local out = {}
+local done = {}
+for _ = 1, count do
+  local id = ARGV[i]
+  local status
+  if not reserved[id] or done[id] then
+    status = -3
+  elseif free <= 0 then
+    status = -2
+  else
+    status = commit_one(i)
+    if status == 1 then free = free - 1 end
+  end
+  if status ~= 1 and reserved[id] and not done[id] then unreserve(id) end
+  done[id] = true
+  out[#out + 1] = status
+  i = rec_end(i)
+end
+local back = false
+for id in pairs(reserved) do
+  if not done[id] and unreserve(id) then back = true end
+end
+redis.call('DEL', rk)
+redis.call('ZREM', P .. 'rsvs', claim)
+if back then work = true end
+finish()
+return out
+"#;
+
+/// The first half of a sweep: marks nodes not seen since the cutoff Lost and
+/// hands their leases to the reclaim list, puts stale claim reservations back,
+/// promotes due backoffs. Returns: nodes lost, then the reclaim list (task,
+/// entry) pairs.
+///
+/// ARGV: prefix, now, lost cutoff, reservation cutoff.
+const SWEEP_PREPARE: &str = r#"
+local lost = 0
+for _, node in ipairs(redis.call('ZRANGEBYSCORE', P .. 'seen', '-inf', '(' .. ARGV[3])) do
+  redis.call('ZREM', P .. 'seen', node)
+  local nk = P .. 'n:' .. node
+  local st = redis.call('HGET', nk, 'status')
+  if st and st ~= 'lost' then
+    redis.call('HSET', nk, 'status', 'lost')
+    hand_over_leases(node)
+    lost = lost + 1
+  end
+end
+for _, claim in ipairs(redis.call('ZRANGEBYSCORE', P .. 'rsvs', '-inf', '(' .. ARGV[4])) do
+  local rk = P .. 'rsv:' .. claim
+  for _, id in ipairs(redis.call('SMEMBERS', rk)) do
+    if unreserve(id) then work = true end
+  end
+  redis.call('DEL', rk)
+  redis.call('ZREM', P .. 'rsvs', claim)
+end
+promote(NOW)
+local out = {lost}
+local rc = redis.call('HGETALL', P .. 'reclaim')
+for k = 1, #rc do out[#out + 1] = rc[k] end
+finish()
+return out
+"#;
+
+/// Registers a node. ARGV: prefix, now, node, spec, status, capacity,
+/// registered, last seen. Returns 1, or 0 if the id exists.
+const REGISTER_NODE: &str = r#"
+local node = ARGV[3]
+local nk = P .. 'n:' .. node
+if redis.call('EXISTS', nk) == 1 then return 0 end
+redis.call('HSET', nk, 'spec', ARGV[4], 'status', ARGV[5], 'cap', ARGV[6], 'reg', ARGV[7],
+  'seen', ARGV[8])
+redis.call('SADD', P .. 'nodes', node)
+if ARGV[5] ~= 'lost' then redis.call('ZADD', P .. 'seen', ARGV[8], node) end
+if ARGV[5] == 'ready' then work = true end
+finish()
+return 1
+"#;
+
+/// Node changes. ARGV: prefix, now, node, action ('touch' | 'ready' | 'draining'
+/// | 'lost' | 'remove'). Returns {} when the node does not exist, else: spec,
+/// status, registered, last seen, in flight (after the change), then the
+/// reclaim entries of the leases it handed over (task, entry pairs).
+const NODE_CHANGE: &str = r#"
+local node, action = ARGV[3], ARGV[4]
+local nk = P .. 'n:' .. node
+local n = redis.call('HMGET', nk, 'spec', 'status', 'reg', 'seen')
+if not n[1] then return {} end
+local status, seen = n[2], n[4]
+local handed = false
+if action == 'touch' then
+  if tonumber(seen) < tonumber(NOW) then seen = NOW end
+  if status == 'lost' then
+    status = 'ready'
+    work = true
+  end
+elseif action == 'remove' then
+  handed = true
+else
+  status = action
+  seen = NOW
+  if status == 'lost' then handed = true end
+  if status == 'ready' then work = true end
+end
+local entries = {}
+if handed then entries = hand_over_leases(node) end
+if action == 'remove' then
+  redis.call('DEL', nk)
+  redis.call('SREM', P .. 'nodes', node)
+  redis.call('ZREM', P .. 'seen', node)
+else
+  redis.call('HSET', nk, 'status', status, 'seen', seen)
+  if status == 'lost' then
+    redis.call('ZREM', P .. 'seen', node)
+  else
+    redis.call('ZADD', P .. 'seen', seen, node)
+  end
+end
+local out = {n[1], status, n[3], seen, redis.call('HLEN', P .. 'nl:' .. node)}
+for _, e in ipairs(entries) do out[#out + 1] = e end
+finish()
+return out
+"#;
+
+/// Acknowledges terminal events for a consumer and advances its floor.
+/// ARGV: prefix, now, escaped tenant, tenant, escaped consumer, consumer, task ids…
+const ACK_TERMINAL: &str = r#"
+local et, ten, ec, consumer = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local ak = P .. 'ca:' .. et .. ':' .. ec
+local terminal = {succeeded = true, failed = true, cancelled = true, timed_out = true}
+for k = 7, #ARGV do
+  local t = redis.call('HMGET', P .. 't:' .. ARGV[k], 'ten', 'state')
+  if t[1] == ten and terminal[t[2]] then redis.call('SADD', ak, ARGV[k]) end
+end
+local floor = tonumber(redis.call('HGET', P .. 'cf:' .. et, consumer) or '0')
+local tk = P .. 'term:' .. et
+local advancing = true
+while advancing do
+  local page = redis.call('ZRANGEBYSCORE', tk, '(' .. fmt(floor), '+inf', 'WITHSCORES', 'LIMIT', 0, 256)
+  if #page == 0 then break end
+  for k = 1, #page, 2 do
+    if redis.call('SREM', ak, page[k]) == 1 then
+      floor = tonumber(page[k + 1])
+    else
+      advancing = false
+      break
+    end
+  end
+end
+redis.call('HSET', P .. 'cf:' .. et, consumer, fmt(floor))
+return 1
+"#;
+
+/// Terminal events a consumer has not acknowledged, oldest first.
+/// ARGV: prefix, now, escaped tenant, escaped consumer, consumer, limit.
+/// Returns per event: cursor, packed feed entry.
+const UNACKED_TERMINAL: &str = r#"
+local et, ec, consumer, limit = ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+redis.call('HSETNX', P .. 'cf:' .. et, consumer, '0')
+local floor = redis.call('HGET', P .. 'cf:' .. et, consumer)
+local ak = P .. 'ca:' .. et .. ':' .. ec
+local tk = P .. 'term:' .. et
+local out = {}
+local found = 0
+local offset = 0
+while found < limit do
+  local page = redis.call('ZRANGEBYSCORE', tk, '(' .. floor, '+inf', 'WITHSCORES', 'LIMIT', offset, 256)
+  if #page == 0 then break end
+  offset = offset + #page / 2
+  for k = 1, #page, 2 do
+    if found >= limit then break end
+    if redis.call('SISMEMBER', ak, page[k]) == 0 then
+      local c = page[k + 1]
+      local e = redis.call('LINDEX', P .. 'f:' .. et, tonumber(c) - 1)
+      if e then
+        out[#out + 1] = c
+        out[#out + 1] = e
+        found = found + 1
+      end
+    end
+  end
+end
+return out
+"#;
+
+/// Up to `limit` events of a task after a seq. ARGV: prefix, now, task, after,
+/// limit. Returns {} for a missing task, else: tenant, then the events
+/// (`{at} {kind}`) from seq after+1 on.
+const READ_EVENTS: &str = r#"
+local tk = P .. 't:' .. ARGV[3]
+local t = redis.call('HMGET', tk, 'ten', 'seq')
+if not t[1] then return {} end
+local from, last = tonumber(ARGV[4]) + 1, tonumber(t[2])
+local to = math.min(last, tonumber(ARGV[4]) + tonumber(ARGV[5]))
+local out = {t[1]}
+if from > to then return out end
+local fields = {}
+for s = from, to do fields[#fields + 1] = 'e' .. fmt(s) end
+local step = 2000
+for k = 1, #fields, step do
+  local got = redis.call('HMGET', tk, unpack(fields, k, math.min(k + step - 1, #fields)))
+  for _, e in ipairs(got) do out[#out + 1] = e end
+end
+return out
+"#;
+
+/// Creates or compare-and-set replaces a record and appends its events.
+/// ARGV: prefix, now, escaped kind, escaped id, id, tenant, expected version,
+/// status, body, events…
+/// Returns {code, version, last seq}: code 1 ok, 0 conflict (version), -1 not
+/// found, -2 another tenant, -3 exists (on create).
+const WRITE_RECORD: &str = r#"
+local ek, eid, id, ten, exp = ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
+local rk = P .. 'r:' .. ek .. ':' .. eid
+local cur = redis.call('HMGET', rk, 'ten', 'ver', 'seq')
+local version, seq
+if not cur[1] then
+  if exp ~= 0 then return {-1, 0, 0} end
+  version, seq = 1, 0
+  redis.call('HSET', rk, 'ten', ten, 'created', NOW)
+  redis.call('ZADD', P .. 'ri:' .. ek, 0, id)
+else
+  if exp == 0 then return {-3, tonumber(cur[2]), tonumber(cur[3])} end
+  if tonumber(cur[2]) ~= exp then return {0, tonumber(cur[2]), tonumber(cur[3])} end
+  if cur[1] ~= ten then return {-2, tonumber(cur[2]), tonumber(cur[3])} end
+  version, seq = exp + 1, tonumber(cur[3])
+end
+for k = 10, #ARGV do
+  seq = seq + 1
+  redis.call('XADD', P .. 're:' .. ek .. ':' .. eid, fmt(seq) .. '-0', 'at', NOW, 'b', ARGV[k])
+end
+redis.call('HSET', rk, 'ver', fmt(version), 'status', ARGV[8], 'body', ARGV[9], 'updated', NOW,
+  'seq', fmt(seq))
+if #ARGV >= 10 then
+  redis.call('PUBLISH', P .. 'ch:r:' .. ek .. ':' .. eid, fmt(seq))
+end
+return {1, version, seq}
+"#;
+
+/// One page of a record listing: scans ids after a cursor and keeps those that
+/// pass the filters. ARGV: prefix, now, escaped kind, after ('' from the start),
+/// tenant ('' any), limit, scan budget, statuses…
+/// Returns: last scanned id ('' when the index is exhausted), then per record:
+/// id, tenant, version, status, body, created, updated, last seq.
+const LIST_RECORDS: &str = r#"
+local ek, after, ten = ARGV[3], ARGV[4], ARGV[5]
+local limit, budget = tonumber(ARGV[6]), tonumber(ARGV[7])
+local statuses = {}
+local any_status = true
+for k = 8, #ARGV do
+  statuses[ARGV[k]] = true
+  any_status = false
+end
+local start = '-'
+if after ~= '' then start = '(' .. after end
+local ids = redis.call('ZRANGEBYLEX', P .. 'ri:' .. ek, start, '+', 'LIMIT', 0, budget)
+local out = {''}
+local found = 0
+for _, id in ipairs(ids) do
+  out[1] = id
+  local r = redis.call('HMGET', P .. 'r:' .. ek .. ':' .. id:gsub('%%', '%%25'):gsub(':', '%%3A'),
+    'ten', 'ver', 'status', 'body', 'created', 'updated', 'seq')
+  if r[1] and (ten == '' or r[1] == ten) and (any_status or statuses[r[3]]) then
+    out[#out + 1] = id
+    for f = 1, 7 do out[#out + 1] = r[f] end
+    found = found + 1
+    if found >= limit then return out end
+  end
+end
+if #ids < budget then out[1] = '' end
+return out
+"#;
+
+fn script(body: &str) -> redis::Script {
+    redis::Script::new(&format!("{PRELUDE}\n{body}"))
+}
+
+/// The loaded scripts (hashed once; sent by EVALSHA, loaded on first use).
+pub(super) struct Scripts {
+    pub(super) submit: redis::Script,
+    pub(super) commit: redis::Script,
+    pub(super) claim_prepare: redis::Script,
+    pub(super) claim_commit: redis::Script,
+    pub(super) sweep_prepare: redis::Script,
+    pub(super) register_node: redis::Script,
+    pub(super) node_change: redis::Script,
+    pub(super) ack_terminal: redis::Script,
+    pub(super) unacked_terminal: redis::Script,
+    pub(super) write_record: redis::Script,
+    pub(super) list_records: redis::Script,
+    pub(super) read_events: redis::Script,
+}
+
+impl Scripts {
+    pub(super) fn new() -> Self {
+        Scripts {
+            submit: script(SUBMIT),
+            commit: script(COMMIT),
+            claim_prepare: script(CLAIM_PREPARE),
+            claim_commit: script(CLAIM_COMMIT),
+            sweep_prepare: script(SWEEP_PREPARE),
+            register_node: script(REGISTER_NODE),
+            node_change: script(NODE_CHANGE),
+            ack_terminal: script(ACK_TERMINAL),
+            unacked_terminal: script(UNACKED_TERMINAL),
+            write_record: script(WRITE_RECORD),
+            list_records: script(LIST_RECORDS),
+            read_events: script(READ_EVENTS),
+        }
+    }
+}
+
+impl std::fmt::Debug for Scripts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Scripts")
+    }
+}
