@@ -47,6 +47,8 @@ pub enum Action {
     IssueToken,
     /// Revoke an API token.
     RevokeToken,
+    /// List a tenant's API tokens (never their secrets).
+    ReadToken,
     /// Read the audit trail (and verify it).
     ReadAudit,
     /// Promote an experiment from sandbox to production.
@@ -72,7 +74,7 @@ impl Action {
             Action::SubmitWorkflow => Scope::WorkflowSubmit,
             Action::ReadWorkflow | Action::ReadRegistry => Scope::TaskRead,
             Action::CancelWorkflow => Scope::TaskCancel,
-            Action::IssueToken | Action::RevokeToken => Scope::TenantAdmin,
+            Action::IssueToken | Action::RevokeToken | Action::ReadToken => Scope::TenantAdmin,
             Action::ReadAudit => Scope::AuditRead,
             Action::PromoteExperiment => Scope::ExperimentPromote,
             Action::PublishAgent => Scope::RegistryPublish,
@@ -99,7 +101,7 @@ impl Action {
     }
 
     /// Every action, in declaration order.
-    pub const ALL: [Action; 19] = [
+    pub const ALL: [Action; 20] = [
         Action::SubmitTask,
         Action::ReadTask,
         Action::CancelTask,
@@ -114,6 +116,7 @@ impl Action {
         Action::CancelWorkflow,
         Action::IssueToken,
         Action::RevokeToken,
+        Action::ReadToken,
         Action::ReadAudit,
         Action::PromoteExperiment,
         Action::PublishAgent,
@@ -138,6 +141,7 @@ impl Action {
             Action::CancelWorkflow => "workflow.cancel",
             Action::IssueToken => "token.issue",
             Action::RevokeToken => "token.revoke",
+            Action::ReadToken => "token.read",
             Action::ReadAudit => "audit.read",
             Action::PromoteExperiment => "experiment.promote",
             Action::PublishAgent => "registry.publish",

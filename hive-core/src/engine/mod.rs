@@ -374,6 +374,39 @@ impl Hive {
         e
     }
 
+    /// Audits the per-item `Forbidden` answers of a worker batch (a lease held
+    /// by another node) and hands the answers back.
+    async fn audit_refusals(
+        &self,
+        p: &Principal,
+        tasks: &[TaskId],
+        out: Vec<Result<Ack>>,
+    ) -> Vec<Result<Ack>> {
+        if !out
+            .iter()
+            .any(|r| matches!(r, Err(Error::Forbidden { .. })))
+        {
+            return out;
+        }
+        let mut answers = Vec::with_capacity(out.len());
+        for (r, task) in out.into_iter().zip(tasks) {
+            answers.push(match r {
+                Err(e @ Error::Forbidden { .. }) => Err(self.refused_on_task(p, *task, e).await),
+                other => other,
+            });
+        }
+        answers
+    }
+
+    async fn refused_on_task(&self, p: &Principal, task: TaskId, e: Error) -> Error {
+        let resource = Resource::Named {
+            kind: "task",
+            id: task.to_string(),
+            tenant: p.tenant.clone(),
+        };
+        self.denied(p, Action::WorkNode, &resource, e).await
+    }
+
     async fn audit(
         &self,
         p: &Principal,
@@ -782,14 +815,16 @@ impl Hive {
     pub async fn start(&self, p: &Principal, tokens: &[LeaseToken]) -> Result<Vec<Result<Ack>>> {
         let node = self.acting_node(p).await?;
         self.check_worker(p, node).await?;
-        let cmds = tokens
+        let cmds: Vec<Command> = tokens
             .iter()
             .map(|&token| Command {
                 task: token.task,
                 op: Op::Start { token, node },
             })
             .collect();
-        self.inner.store.apply(cmds, self.inner.clock.now()).await
+        let tasks: Vec<TaskId> = cmds.iter().map(|c| c.task).collect();
+        let out = self.inner.store.apply(cmds, self.inner.clock.now()).await?;
+        Ok(self.audit_refusals(p, &tasks, out).await)
     }
 
     /// Heartbeats running tasks, with optional progress. A `LeaseLost` answer
@@ -801,7 +836,7 @@ impl Hive {
     ) -> Result<Vec<Result<Ack>>> {
         let node = self.acting_node(p).await?;
         self.check_worker(p, node).await?;
-        let cmds = beats
+        let cmds: Vec<Command> = beats
             .into_iter()
             .map(|(token, progress)| Command {
                 task: token.task,
@@ -812,7 +847,9 @@ impl Hive {
                 },
             })
             .collect();
-        self.inner.store.apply(cmds, self.inner.clock.now()).await
+        let tasks: Vec<TaskId> = cmds.iter().map(|c| c.task).collect();
+        let out = self.inner.store.apply(cmds, self.inner.clock.now()).await?;
+        Ok(self.audit_refusals(p, &tasks, out).await)
     }
 
     /// Appends a log line to a task the caller's node holds.
@@ -830,16 +867,21 @@ impl Hive {
                 message: "log stream names are 1 to 64 bytes".into(),
             });
         }
-        self.apply_one(
-            token.task,
-            Op::Log {
-                token,
-                node,
-                stream: stream.to_owned(),
-                line: line.to_owned(),
-            },
-        )
-        .await
+        let ack = self
+            .apply_one(
+                token.task,
+                Op::Log {
+                    token,
+                    node,
+                    stream: stream.to_owned(),
+                    line: line.to_owned(),
+                },
+            )
+            .await;
+        match ack {
+            Err(e @ Error::Forbidden { .. }) => Err(self.refused_on_task(p, token.task, e).await),
+            other => other,
+        }
     }
 
     /// Reports the outcome of leases. Each answer is the [`Ack`] with the seq of the
@@ -850,7 +892,7 @@ impl Hive {
     pub async fn report(&self, p: &Principal, reports: Vec<Report>) -> Result<Vec<Result<Ack>>> {
         let node = self.acting_node(p).await?;
         self.check_worker(p, node).await?;
-        let cmds = reports
+        let cmds: Vec<Command> = reports
             .into_iter()
             .map(|r| Command {
                 task: r.token.task,
@@ -868,7 +910,9 @@ impl Hive {
                 },
             })
             .collect();
+        let tasks: Vec<TaskId> = cmds.iter().map(|c| c.task).collect();
         let out = self.inner.store.apply(cmds, self.inner.clock.now()).await?;
+        let out = self.audit_refusals(p, &tasks, out).await;
         if out
             .iter()
             .any(|a| a.as_ref().is_ok_and(|a| a.state.is_terminal()))

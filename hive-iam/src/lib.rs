@@ -1,0 +1,48 @@
+//! # hive-iam
+//!
+//! Identity and access for Hive, on any backend (everything is built on
+//! [`hive_core::store::RecordStore`]):
+//!
+//! - [`Role`]s and their scope presets, and [`ScopePolicy`], the default
+//!   [`hive_core::auth::Authorizer`]: the rules of
+//!   [`hive_core::auth::ScopeAuthorizer`] with per-tenant role scopes.
+//! - [`TokenService`]: API tokens (`hive_<id>.<secret>`, 256-bit secrets shown
+//!   once and stored as SHA-256), resolved to a [`hive_core::Principal`].
+//! - [`AuditTrail`]: the [`hive_core::audit::Auditor`] that keeps one SHA-256
+//!   hash chain per tenant, with filtered listing and [`AuditTrail::verify`].
+//!
+//! Wiring an engine:
+//!
+//! ```no_run
+//! # async fn demo(store: std::sync::Arc<dyn hive_core::store::Store>) -> hive_core::Result<()> {
+//! use std::sync::Arc;
+//! use hive_iam::{AuditTrail, ScopePolicy, TokenService};
+//!
+//! let policy = Arc::new(ScopePolicy::new());
+//! let trail = Arc::new(AuditTrail::new(store.clone()));
+//! let hive = hive_core::Hive::builder()
+//!     .store(store)
+//!     .authorizer(policy.clone())
+//!     .auditor(trail.clone())
+//!     .build()?;
+//! let tokens = TokenService::for_hive(&hive);
+//! # Ok(()) }
+//! ```
+
+pub mod audit;
+pub mod policy;
+#[cfg(feature = "registry-token")]
+pub mod registry_token;
+pub mod role;
+pub mod token;
+
+pub use audit::{
+    AUDIT_KIND, AuditEvent, AuditPage, AuditQuery, AuditTrail, BrokenLink, ChainHead,
+    ChainVerifier, GENESIS_HASH, VerifyReport, canonical_json, verify_chain,
+};
+pub use policy::ScopePolicy;
+pub use role::Role;
+pub use token::{
+    IssuedToken, TOKEN_KIND, TOKEN_PREFIX, TokenInfo, TokenKind, TokenRequest, TokenService,
+    TokenStatus, is_invalid_token,
+};
