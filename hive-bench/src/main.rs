@@ -20,10 +20,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+mod baseline;
 mod workflows;
 
 use clap::Parser;
-use hive_core::auth::{AllowAll, Authorizer, ScopeAuthorizer};
+use hive_core::audit::{Auditor, NoAudit};
+use hive_core::auth::{AllowAll, Authorizer};
 use hive_core::engine::HiveConfig;
 use hive_core::store::Store;
 use hive_core::worker::handler_fn;
@@ -37,15 +39,17 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Hive end-to-end benchmark; prints `hive-bench key=value …` lines")]
 struct Args {
-    /// The backend: memory.
+    /// The backend: memory, sqlite, postgres or redis.
     #[arg(long, default_value = "memory")]
     backend: String,
-    /// The backend URL (default: per backend).
+    /// The backend URL (default: memory://; for sqlite a file in a temporary
+    /// folder; for postgres and redis `HIVE_TEST_POSTGRES_URL` /
+    /// `HIVE_TEST_REDIS_URL`, in a fresh schema / key prefix per run).
     #[arg(long)]
     url: Option<String>,
-    /// Tasks per run.
-    #[arg(long, default_value_t = 200_000)]
-    tasks: usize,
+    /// Tasks per run (default: 200,000 on memory, 20,000 on durable backends).
+    #[arg(long)]
+    tasks: Option<usize>,
     /// In-process worker nodes.
     #[arg(long, default_value_t = 2)]
     workers: usize,
@@ -82,14 +86,38 @@ struct RunResult {
 async fn open_store(
     args: &Args,
 ) -> Result<Arc<dyn Store>, Box<dyn std::error::Error + Send + Sync>> {
-    let url = match (&args.url, args.backend.as_str()) {
-        (Some(u), _) => u.clone(),
-        (None, "memory") => "memory://".to_string(),
-        (None, other) => {
-            return Err(format!("no default URL for backend {other:?}; pass --url").into());
-        }
-    };
+    let url = store_url(args)?;
     Ok(hive_store::open(&url).await?)
+}
+
+/// The URL of a fresh, empty store for one run.
+fn store_url(args: &Args) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    let fresh = hive_store::testing::unique_name("bench");
+    let with = |base: &str, key: &str| {
+        let sep = if base.contains('?') { '&' } else { '?' };
+        format!("{base}{sep}{key}={fresh}")
+    };
+    let env = |var: &str| {
+        std::env::var(var).map_err(|_| format!("--backend {} needs --url or {var}", args.backend))
+    };
+    Ok(match (args.backend.as_str(), &args.url) {
+        ("memory", None) => "memory://".to_string(),
+        ("sqlite", None) => {
+            let dir = std::env::temp_dir().join(&fresh);
+            std::fs::create_dir_all(&dir)?;
+            format!("sqlite://{}", dir.join("hive.db").display())
+        }
+        ("postgres", None) => with(&env("HIVE_TEST_POSTGRES_URL")?, "schema"),
+        ("redis", None) => with(&env("HIVE_TEST_REDIS_URL")?, "prefix"),
+        ("postgres", Some(u)) => with(u, "schema"),
+        ("redis", Some(u)) => with(u, "prefix"),
+        ("memory" | "sqlite", Some(u)) => u.clone(),
+        (other, _) => {
+            return Err(
+                format!("unknown backend {other:?}: memory, sqlite, postgres or redis").into(),
+            );
+        }
+    })
 }
 
 /// One run: `tasks` tasks submitted in batches, optionally paced at `rate`
@@ -99,14 +127,20 @@ async fn run(
     rate: Option<f64>,
 ) -> Result<RunResult, Box<dyn std::error::Error + Send + Sync>> {
     let store = open_store(args).await?;
-    let authorizer: Arc<dyn Authorizer> = if args.iam == "off" {
-        Arc::new(AllowAll)
+    // iam=on: the deployment default (scope policy and the hash-chained audit
+    // trail in the same store); iam=off: allow everything, record nothing.
+    let (authorizer, auditor): (Arc<dyn Authorizer>, Arc<dyn Auditor>) = if args.iam == "off" {
+        (Arc::new(AllowAll), Arc::new(NoAudit))
     } else {
-        Arc::new(ScopeAuthorizer)
+        (
+            Arc::new(hive_iam::ScopePolicy::new()),
+            Arc::new(hive_iam::AuditTrail::new(store.clone())),
+        )
     };
     let hive = Hive::builder()
         .store(store)
         .authorizer(authorizer)
+        .auditor(auditor)
         .config(HiveConfig::default())
         .build()?;
     let system = Principal::system();
@@ -124,7 +158,7 @@ async fn run(
         workers.push(hive.start_worker(&system, opts).await?);
     }
 
-    let n = args.tasks;
+    let n = tasks(args);
     let mut feed = hive.feed(&user, 0).await?;
     let progress = Arc::new(AtomicUsize::new(0));
     let seen_count = progress.clone();
@@ -263,6 +297,14 @@ async fn diagnose(hive: &Hive, user: &Principal) -> String {
     )
 }
 
+fn tasks(args: &Args) -> usize {
+    args.tasks.unwrap_or(if args.backend == "memory" {
+        200_000
+    } else {
+        20_000
+    })
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -276,7 +318,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !matches!(args.iam.as_str(), "on" | "off") {
         return Err(format!("--iam must be on or off, got {:?}", args.iam).into());
     }
-    if args.tasks == 0 || args.batch == 0 || args.workers == 0 || args.capacity == 0 {
+    if tasks(&args) == 0 || args.batch == 0 || args.workers == 0 || args.capacity == 0 {
         return Err("--tasks, --batch, --workers and --capacity must be at least 1".into());
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -322,7 +364,7 @@ async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
         println!(
             "hive-bench backend={} tasks={} workers={} submit_per_s={:.0} e2e_per_s={:.0} p50_ms={:.3} p99_ms={:.3} latency_rate_per_s={:.0} iam={}",
             args.backend,
-            args.tasks,
+            tasks(&args),
             args.workers,
             best.submit_per_s,
             best.e2e_per_s,
@@ -331,6 +373,18 @@ async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
             paced,
             args.iam
         );
+        if args.backend == "postgres" {
+            let url = match &args.url {
+                Some(u) => u.clone(),
+                None => std::env::var("HIVE_TEST_POSTGRES_URL")?,
+            };
+            let jobs = tasks(&args);
+            let per_s = baseline::naive_queue(&url, jobs, 4, 4).await?;
+            println!(
+                "hive-bench backend=postgres baseline=naive-queue jobs={jobs} per_s={per_s:.0} ratio={:.2}",
+                best.e2e_per_s / per_s
+            );
+        }
         Ok(())
     }
 }
