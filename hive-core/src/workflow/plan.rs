@@ -502,31 +502,35 @@ fn map_items(
     let list = parent.and_then(|o| o.pointer(&m.path));
     match list {
         Some(serde_json::Value::Array(items)) if items.len() <= limits.max_map => Ok(items.clone()),
-        Some(serde_json::Value::Array(items)) => Err(Box::new(TaskError::new(
-            "map_too_large",
-            format!(
-                "map over {} elements; at most {} allowed",
-                items.len(),
-                limits.max_map
-            ),
-        )
-        .non_retryable())),
-        other => Err(Box::new(TaskError::new(
-            "map_input_invalid",
-            format!(
-                "step {:?} maps over {:?} at {:?}, which is {}, not a list",
-                spec.id,
-                m.over,
-                m.path,
-                match other {
-                    None => "missing",
-                    Some(serde_json::Value::Object(_)) => "an object",
-                    Some(serde_json::Value::String(_)) => "a string",
-                    Some(_) => "a scalar",
-                }
-            ),
-        )
-        .non_retryable())),
+        Some(serde_json::Value::Array(items)) => Err(Box::new(
+            TaskError::new(
+                "map_too_large",
+                format!(
+                    "map over {} elements; at most {} allowed",
+                    items.len(),
+                    limits.max_map
+                ),
+            )
+            .non_retryable(),
+        )),
+        other => Err(Box::new(
+            TaskError::new(
+                "map_input_invalid",
+                format!(
+                    "step {:?} maps over {:?} at {:?}, which is {}, not a list",
+                    spec.id,
+                    m.over,
+                    m.path,
+                    match other {
+                        None => "missing",
+                        Some(serde_json::Value::Object(_)) => "an object",
+                        Some(serde_json::Value::String(_)) => "a string",
+                        Some(_) => "a scalar",
+                    }
+                ),
+            )
+            .non_retryable(),
+        )),
     }
 }
 

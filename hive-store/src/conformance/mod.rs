@@ -32,7 +32,9 @@ use hive_core::{
 };
 use serde_json::json;
 
+mod scheduling;
 mod workflow;
+pub use scheduling::*;
 pub use workflow::*;
 
 /// Every test of the suite, by name. [`conformance_tests!`](crate::conformance_tests)
@@ -88,6 +90,7 @@ macro_rules! conformance_tests {
             workflow_restart_mid_flight_resumes_without_rerunning_steps,
             workflow_concurrent_drivers_decide_each_step_once,
             workflow_query_list_events_and_idempotency,
+            user_scoped_scheduling_across_mixed_node_ownership,
         );
     };
     (@each $factory:expr; $($name:ident),* $(,)?) => {
