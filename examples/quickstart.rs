@@ -2,7 +2,10 @@
 //! tasks (one of which fails once and is retried), and every task's event stream
 //! printed as it happens.
 //!
-//! Run: `cargo run --example quickstart`
+//! Run: `cargo run --example quickstart`. The state lives in the embedded
+//! durable default, a SQLite file in the system's temporary folder (its path is
+//! printed); `HIVE_URL` picks another backend (`memory://`, `postgres://…`,
+//! `redis://…`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -14,7 +17,10 @@ use serde_json::json;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let url = std::env::var("HIVE_URL").unwrap_or_else(|_| "memory://".to_string());
+    let url = std::env::var("HIVE_URL").unwrap_or_else(|_| {
+        let path = std::env::temp_dir().join(format!("hive-quickstart-{}.db", std::process::id()));
+        format!("sqlite://{}", path.display())
+    });
     let hive = hive::open(&url).await?;
     println!("hive opened on {url}");
 

@@ -348,3 +348,71 @@ async fn a_crashed_workers_leases_are_reclaimed_and_rerun_elsewhere() {
     );
     healthy.shutdown().await;
 }
+
+/// Regression: attempts used to be polled by the worker loop itself, so a
+/// handler awaiting the store (a log line) while the loop awaited the store too
+/// (a heartbeat, a report) deadlocked on a one-writer backend. Handlers that log,
+/// heartbeat and report progress on SQLite, with a fast heartbeat tick, all end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_that_call_the_store_do_not_stall_the_worker_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("hive.db").display());
+    let hive = hive::open_with(
+        &url,
+        HiveConfig {
+            sweep_interval: Duration::from_millis(20),
+            node_heartbeat_interval: Duration::from_millis(10),
+            subscription_poll: Duration::from_millis(100),
+            ..HiveConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let alice = Principal::user("acme", "alice");
+    let chatty = handler_fn(|ctx| async move {
+        for i in 0..3 {
+            ctx.log("stdout", &format!("line {i}"))
+                .await
+                .map_err(|e| TaskError::new("log", e.to_string()))?;
+            ctx.set_progress(json!({ "step": i }));
+            ctx.heartbeat(Some(json!({ "step": i })))
+                .await
+                .map_err(|e| TaskError::new("heartbeat", e.to_string()))?;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(json!("done"))
+    });
+    let worker = hive
+        .start_worker(
+            &alice,
+            WorkerOptions::new("chatty")
+                .capacity(8)
+                .heartbeat_interval(Duration::from_millis(5))
+                .handler("chatty", chatty),
+        )
+        .await
+        .unwrap();
+    let specs = vec![TaskSpec::new("chatty", json!(null)); 64];
+    let ids: Vec<_> = hive
+        .submit_batch(&alice, specs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    for id in ids {
+        let events = wait_end(&hive, &alice, id).await;
+        assert_eq!(
+            events.last().unwrap().kind,
+            EventKind::Succeeded {
+                output: json!("done")
+            }
+        );
+        let logs = events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Log { .. }))
+            .count();
+        assert_eq!(logs, 3);
+    }
+    worker.shutdown().await;
+}

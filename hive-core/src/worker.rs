@@ -309,7 +309,7 @@ impl Hive {
             agents: options.handlers.keys().cloned().collect(),
             options,
             stop: stop.clone(),
-            running: FuturesUnordered::new(),
+            attempts: AttemptRunner::start(),
             inflight: FxHashMap::default(),
             reports: Vec::new(),
         };
@@ -339,6 +339,53 @@ struct Inflight {
     last_beat: Instant,
 }
 
+/// Polls a worker's attempt futures on a task of its own and hands back what
+/// they finish with. Dropping it (the worker loop stopped or crashed) aborts the
+/// attempts still running.
+struct AttemptRunner {
+    new: tokio::sync::mpsc::UnboundedSender<BoxFuture<'static, Finished>>,
+    done: tokio::sync::mpsc::UnboundedReceiver<Finished>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AttemptRunner {
+    fn start() -> Self {
+        let (new, mut incoming) = tokio::sync::mpsc::unbounded_channel();
+        let (finished, done) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            let mut running: FuturesUnordered<BoxFuture<'static, Finished>> =
+                FuturesUnordered::new();
+            loop {
+                tokio::select! {
+                    biased;
+                    next = incoming.recv() => match next {
+                        Some(f) => running.push(f),
+                        None => break,
+                    },
+                    Some(d) = running.next(), if !running.is_empty() => {
+                        if finished.send(d).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        AttemptRunner { new, done, task }
+    }
+
+    fn run(&self, attempt: BoxFuture<'static, Finished>) {
+        // The runner lives as long as `self`; a send can only fail once it is
+        // gone, and then there is nobody left to report to.
+        let _ = self.new.send(attempt);
+    }
+}
+
+impl Drop for AttemptRunner {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 struct WorkerLoop {
     hive: Hive,
     principal: Arc<Principal>,
@@ -346,10 +393,12 @@ struct WorkerLoop {
     agents: Vec<AgentRef>,
     options: WorkerOptions,
     stop: CancellationToken,
-    /// The attempts' futures, polled by the worker loop itself: no task spawn
-    /// and no cross-thread wake-up per attempt. A handler that does blocking work
-    /// must move it to `tokio::task::spawn_blocking`.
-    running: FuturesUnordered<BoxFuture<'static, Finished>>,
+    /// The attempts' futures, polled by one runner task of this worker (no task
+    /// spawn per attempt), independently of the loop: a handler that awaits the
+    /// store (a log line, a heartbeat) never waits for the loop, and the loop never
+    /// waits for a handler. A handler that does blocking work must move it to
+    /// `tokio::task::spawn_blocking`.
+    attempts: AttemptRunner,
     inflight: FxHashMap<TaskId, Inflight>,
     reports: Vec<Report>,
 }
@@ -424,7 +473,7 @@ impl WorkerLoop {
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => break,
-                done = self.running.next(), if !self.running.is_empty() => {
+                done = self.attempts.done.recv(), if !self.inflight.is_empty() => {
                     if let Some(done) = done {
                         self.finish(done);
                     }
@@ -486,7 +535,7 @@ impl WorkerLoop {
             progress: progress.clone(),
         };
         let (abort, registration) = AbortHandle::new_pair();
-        self.running.push(
+        self.attempts.run(
             async move {
                 let attempt = std::panic::AssertUnwindSafe(tokio::time::timeout(
                     start_to_close,
@@ -531,7 +580,7 @@ impl WorkerLoop {
     }
 
     fn collect_ready(&mut self) {
-        while let Some(Some(done)) = self.running.next().now_or_never() {
+        while let Ok(done) = self.attempts.done.try_recv() {
             self.finish(done);
         }
     }
@@ -624,9 +673,9 @@ impl WorkerLoop {
         let deadline = Instant::now() + self.options.shutdown_grace;
         let mut tick = tokio::time::interval(self.tick_every());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        while !self.running.is_empty() {
+        while !self.inflight.is_empty() {
             tokio::select! {
-                done = self.running.next() => {
+                done = self.attempts.done.recv() => {
                     if let Some(done) = done {
                         self.finish(done);
                     }
@@ -639,8 +688,11 @@ impl WorkerLoop {
                         f.cancel.cancel();
                         f.abort.abort();
                     }
-                    while let Some(done) = self.running.next().await {
-                        self.finish(done);
+                    while !self.inflight.is_empty() {
+                        match self.attempts.done.recv().await {
+                            Some(done) => self.finish(done),
+                            None => break,
+                        }
                     }
                 }
             }
