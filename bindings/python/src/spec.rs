@@ -1,0 +1,156 @@
+//! Specs from Python: a dict (the same JSON as the Rust types' serde form),
+//! keyword arguments, or Hive's typed helpers (anything with `to_dict()`).
+//! Durations may be strings (`"1500ms"`, `"2s"`), numbers of seconds or
+//! `datetime.timedelta`. Every problem is a `hive.InvalidSpec` naming the
+//! field.
+
+use pyo3::prelude::*;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::convert::{self, Mode, NotJson};
+
+/// Keyword arguments of `submit`.
+pub(crate) struct TaskKw<'a, 'py> {
+    pub(crate) agent: Option<String>,
+    pub(crate) input: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) labels: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) priority: Option<i32>,
+    pub(crate) timeouts: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) retry: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) idempotency_key: Option<String>,
+}
+
+fn object(obj: &Bound<'_, PyAny>, field: &str) -> PyResult<Map<String, Value>> {
+    let py = obj.py();
+    match convert::from_py(obj, Mode::Spec) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(crate::errors::invalid_spec(
+            py,
+            field,
+            "expected a dict (a mapping of field names to values)",
+        )),
+        Err(e) => Err(e.into_spec_error(py, field)),
+    }
+}
+
+fn typed<T: DeserializeOwned>(py: Python<'_>, value: Value, prefix: &str) -> PyResult<T> {
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = match (prefix.is_empty(), path.as_str()) {
+            (true, p) => p.to_owned(),
+            (false, ".") => prefix.to_owned(),
+            (false, p) if p.starts_with('[') => format!("{prefix}{p}"),
+            (false, p) => format!("{prefix}.{p}"),
+        };
+        let field = if field == "." { String::new() } else { field };
+        crate::errors::invalid_spec(py, &field, &e.into_inner().to_string())
+    })
+}
+
+fn durations(py: Python<'_>, value: &mut Value, prefix: &str) -> PyResult<()> {
+    convert::normalize_durations(value).map_err(|e: NotJson| e.into_spec_error(py, prefix))
+}
+
+/// A task spec from a dict and/or keyword arguments (keywords win).
+pub(crate) fn task_spec(
+    py: Python<'_>,
+    spec: Option<&Bound<'_, PyAny>>,
+    kw: TaskKw<'_, '_>,
+    prefix: &str,
+) -> PyResult<hive::TaskSpec> {
+    let mut map = match spec {
+        Some(s) if !s.is_none() => object(s, prefix)?,
+        _ => Map::new(),
+    };
+    let field = |name: &str| {
+        if prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{prefix}.{name}")
+        }
+    };
+    if let Some(agent) = kw.agent {
+        map.insert("agent".into(), Value::String(agent));
+    }
+    if let Some(input) = kw.input {
+        let v = convert::from_py(input, Mode::Data)
+            .map_err(|e| e.into_spec_error(py, &field("input")))?;
+        map.insert("input".into(), v);
+    }
+    if let Some(labels) = kw.labels
+        && !labels.is_none()
+    {
+        map.insert(
+            "labels".into(),
+            Value::Object(object(labels, &field("labels"))?),
+        );
+    }
+    if let Some(p) = kw.priority {
+        map.insert("priority".into(), Value::from(p));
+    }
+    if let Some(t) = kw.timeouts
+        && !t.is_none()
+    {
+        map.insert(
+            "timeouts".into(),
+            Value::Object(object(t, &field("timeouts"))?),
+        );
+    }
+    if let Some(r) = kw.retry
+        && !r.is_none()
+    {
+        map.insert("retry".into(), Value::Object(object(r, &field("retry"))?));
+    }
+    if let Some(k) = kw.idempotency_key {
+        map.insert("idempotency_key".into(), Value::String(k));
+    }
+    if !map.contains_key("agent") {
+        return Err(crate::errors::invalid_spec(
+            py,
+            &field("agent"),
+            "missing: name the agent (a handler name or an OCI reference)",
+        ));
+    }
+    let mut value = Value::Object(map);
+    durations(py, &mut value, prefix)?;
+    typed(py, value, prefix)
+}
+
+/// A workflow spec from a dict or a `hive.Workflow`.
+pub(crate) fn workflow_spec(
+    py: Python<'_>,
+    spec: &Bound<'_, PyAny>,
+) -> PyResult<hive::WorkflowSpec> {
+    let mut value = Value::Object(object(spec, "")?);
+    if let Some(Value::Array(steps)) = value.get_mut("steps") {
+        for (i, step) in steps.iter_mut().enumerate() {
+            durations(py, step, &format!("steps[{i}]"))?;
+        }
+    }
+    typed(py, value, "")
+}
+
+/// Engine settings (`hive::HiveConfig`) from a dict; durations as strings,
+/// seconds or `timedelta`.
+pub(crate) fn hive_config(py: Python<'_>, config: &Bound<'_, PyAny>) -> PyResult<hive::HiveConfig> {
+    let mut map = object(config, "config")?;
+    const DURATIONS: [&str; 5] = [
+        "sweep_interval",
+        "node_heartbeat_interval",
+        "subscription_poll",
+        "workflow_poll",
+        "workflow_scan",
+    ];
+    for field in DURATIONS {
+        if let Some(Value::Number(n)) = map.get(field) {
+            let d = convert::seconds_to_duration(n.as_f64().unwrap_or(-1.0)).map_err(|e| {
+                crate::errors::invalid_argument(py, format!("config.{field}: {}", e.message))
+            })?;
+            map.insert(field.to_owned(), Value::String(d));
+        }
+    }
+    serde_path_to_error::deserialize::<_, hive::HiveConfig>(Value::Object(map)).map_err(|e| {
+        crate::errors::invalid_argument(py, format!("config.{}: {}", e.path(), e.inner()))
+    })
+}
