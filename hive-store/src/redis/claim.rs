@@ -14,12 +14,16 @@ use hive_core::task::{LeaseToken, Owner, TaskSpec, TaskState};
 use redis::Value;
 
 use super::decode::{
-    array, corrupt, from_json, int_of, json_bytes, opt_str, parse, str_of, time_of, u64_of,
+    array, corrupt, from_json, int_of, json_bytes, opt_bytes, opt_str, parse, str_of, time_of,
+    u64_of,
 };
 use super::keys::esc;
 use super::nodes::status_of;
 use super::tasks::{Change, Loaded, decide, not_found};
 use super::{RedisStore, driver};
+
+/// Values per candidate in a reservation answer.
+const ROW: usize = 9;
 
 impl RedisStore {
     pub(super) async fn claim_tasks(&self, req: ClaimRequest<'_>) -> Result<ClaimResult> {
@@ -95,23 +99,11 @@ impl RedisStore {
             owner: Owner,
             row: &'a [Value],
         }
-        let mut reserved = Vec::with_capacity(rows.len() / 10);
-        let mut candidates = Vec::with_capacity(rows.len() / 10);
-        for row in rows.chunks(10) {
+        let mut reserved = Vec::with_capacity(rows.len() / ROW);
+        let mut candidates = Vec::with_capacity(rows.len() / ROW);
+        for row in rows.chunks(ROW) {
             let parsed = (|| -> Result<(Reserved<'_>, Candidate)> {
-                let [
-                    id,
-                    order,
-                    prio,
-                    _seq,
-                    _core,
-                    _spec,
-                    _input,
-                    _created,
-                    ten,
-                    pri,
-                ] = row
-                else {
+                let [id, order, prio, _core, _spec, _input, _created, ten, pri] = row else {
                     return Err(corrupt("a claim candidate of the wrong length"));
                 };
                 let id: TaskId = parse(str_of(id, "task id")?, "task id")?;
@@ -156,7 +148,7 @@ impl RedisStore {
         for i in chosen {
             let r = &reserved[i];
             let mut decided = || -> Result<(Change, Loaded, LeaseToken, bool, u64)> {
-                let [_, _, _, _, core, spec, _, created, ten, _] = r.row else {
+                let [_, _, _, core, spec, _, created, ten, _] = r.row else {
                     return Err(corrupt("a claim candidate of the wrong length"));
                 };
                 let tenant = str_of(ten, "task tenant")?;
@@ -233,7 +225,24 @@ impl RedisStore {
             .arg(claim)
             .arg(changes.len());
         for c in &changes {
-            c.push(&mut inv)?;
+            c.push(&mut inv, req.now)?;
+        }
+        // Every other reserved id, whatever its row holds, goes back to its
+        // queue.
+        let committing: rustc_hash::FxHashSet<TaskId> = changes.iter().map(|c| c.id).collect();
+        let back: Vec<&[u8]> = rows
+            .chunks(ROW)
+            .filter_map(|row| row.first().and_then(|v| opt_bytes(v).ok().flatten()))
+            .filter(|raw| {
+                std::str::from_utf8(raw)
+                    .ok()
+                    .and_then(|s| s.parse::<TaskId>().ok())
+                    .is_none_or(|id| !committing.contains(&id))
+            })
+            .collect();
+        inv.arg(back.len());
+        for id in back {
+            inv.arg(id);
         }
         let reply: Value = inv
             .invoke_async(&mut self.conn())
@@ -253,7 +262,7 @@ impl RedisStore {
             let r = &reserved[i];
             let mut spec = TaskSpec::clone(&task.spec);
             self.cache.put(r.id, task);
-            spec.input = match r.row.get(6) {
+            spec.input = match r.row.get(5) {
                 Some(input) => from_json!(input, "task input")?,
                 None => return Err(corrupt("a claim candidate without input")),
             };
@@ -361,7 +370,11 @@ mod tests {
             .arg(0);
         let reply: Value = inv.invoke_async(&mut s.conn()).await.unwrap();
         drop(inv);
-        assert_eq!(array(&reply).unwrap().len(), 7 + 3 * 10, "three reserved");
+        assert_eq!(
+            array(&reply).unwrap().len(),
+            7 + 3 * super::ROW,
+            "three reserved"
+        );
 
         // Meanwhile nobody else gets them, and they stay pending.
         assert_eq!(claim(&s, b, T0).await, 0);

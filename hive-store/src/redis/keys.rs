@@ -17,7 +17,7 @@
 //! | `n:{node}` / `nodes` / `seen` | hash / set / zset | a node; every node; nodes not Lost by last seen |
 //! | `nl:{node}` | hash | the node's leases: task → lease id (`in_flight` is its length) |
 //! | `reclaim` | hash | leases of lost or removed nodes still to end: task → `node\|lease` |
-//! | `rsv:{claim}` / `rsvs` | set / zset | tasks reserved by a claim in progress; claims by start time |
+//! | `rsv:{claim}` / `rsvs` | string / zset | task ids (space-separated) reserved by a claim in progress; claims by start time |
 //! | `work` | counter | the work epoch |
 //! | `r:{kind}:{id}` / `re:{kind}:{id}` / `ri:{kind}` | hash / stream / zset | a record; its events; the kind's ids |
 //!
@@ -70,6 +70,22 @@ impl Keys {
 
     pub(super) fn feed(&self, et: &str) -> String {
         self.k(format_args!("f:{et}"))
+    }
+
+    pub(super) fn queue(&self, q: &str) -> String {
+        self.k(format_args!("q:{q}"))
+    }
+
+    pub(super) fn queue_meta(&self) -> String {
+        self.k(format_args!("qmeta"))
+    }
+
+    pub(super) fn queues_ready(&self) -> String {
+        self.k(format_args!("qready"))
+    }
+
+    pub(super) fn order(&self) -> String {
+        self.k(format_args!("order"))
     }
 
     pub(super) fn node(&self, id: NodeId) -> String {

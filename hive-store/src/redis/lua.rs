@@ -22,18 +22,40 @@ local fc = {}        -- escaped tenant -> last feed cursor (entries batched)
 local order = nil    -- enqueue order counter
 local touched = {}   -- task ids with new events
 local work = false   -- new claimable work appeared
-local batches = {}   -- 'CMD key' -> {cmd, key, args}
-local border = {}    -- batch keys in first-use order
+local batches = {}   -- cmd -> key -> {cmd, key, args}
+local border = {}    -- batches in first-use order
 local reserved = {}  -- task ids reserved by the claim being committed
+local reclaiming = nil -- whether the reclaim list has entries (read once)
+
+-- Keys built once per call (every string a script builds costs the server).
+local KDL, KDELAYED, KRECLAIM, KQREADY = P .. 'dl', P .. 'delayed', P .. 'reclaim', P .. 'qready'
+local kcache = {}    -- part -> name -> key
+local function key(part, name)
+  local c = kcache[part]
+  if c == nil then
+    c = {}
+    kcache[part] = c
+  end
+  local k = c[name]
+  if k == nil then
+    k = P .. part .. name
+    c[name] = k
+  end
+  return k
+end
 
 -- Queues `cmd key args...` to run as one multi-member command at the end.
-local function add(cmd, key, a, b)
-  local id = cmd .. ' ' .. key
-  local bt = batches[id]
+local function add(cmd, k, a, b)
+  local bc = batches[cmd]
+  if bc == nil then
+    bc = {}
+    batches[cmd] = bc
+  end
+  local bt = bc[k]
   if bt == nil then
-    bt = {cmd, key, {}}
-    batches[id] = bt
-    border[#border + 1] = id
+    bt = {cmd, k, {}}
+    bc[k] = bt
+    border[#border + 1] = bt
   end
   local args = bt[3]
   args[#args + 1] = a
@@ -41,8 +63,7 @@ local function add(cmd, key, a, b)
 end
 
 local function flush()
-  for _, id in ipairs(border) do
-    local bt = batches[id]
+  for _, bt in ipairs(border) do
     local args = bt[3]
     local step = 2000
     for i = 1, #args, step do
@@ -56,13 +77,18 @@ end
 -- Appends one event to the tenant feed (a list: cursor = index + 1, so
 -- gapless, in the order scripts ran); returns its cursor. The entries of a
 -- call are pushed together by finish().
-local function feed_append(et, id, s, kind)
+local function feed_push(et, entry)
   local c = fc[et]
-  if c == nil then c = redis.call('LLEN', P .. 'f:' .. et) end
+  local fk = key('f:', et)
+  if c == nil then c = redis.call('LLEN', fk) end
   c = c + 1
   fc[et] = c
-  add('RPUSH', P .. 'f:' .. et, id .. ' ' .. s .. ' ' .. NOW .. ' ' .. kind)
+  add('RPUSH', fk, entry)
   return c
+end
+
+local function feed_append(et, id, s, kind)
+  return feed_push(et, id .. ' ' .. s .. ' ' .. NOW .. ' ' .. kind)
 end
 
 local function next_order()
@@ -77,8 +103,8 @@ local function new_member(id)
 end
 
 local function add_ready(q, prio, m)
-  add('ZADD', P .. 'q:' .. q, -tonumber(prio), m)
-  add('SADD', P .. 'qready', q)
+  add('ZADD', key('q:', q), -tonumber(prio), m)
+  add('SADD', KQREADY, q)
   work = true
 end
 
@@ -86,8 +112,8 @@ end
 local function unreserve(id)
   local t = redis.call('HMGET', P .. 't:' .. id, 'state', 'q', 'prio', 'qm')
   if t[1] == 'pending' and t[4] and t[4] ~= '' then
-    add('ZADD', P .. 'q:' .. t[2], -tonumber(t[3]), t[4])
-    add('SADD', P .. 'qready', t[2])
+    add('ZADD', key('q:', t[2]), -tonumber(t[3]), t[4])
+    add('SADD', KQREADY, t[2])
     return true
   end
   return false
@@ -97,7 +123,7 @@ end
 local function promote(now)
   local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', now, 'LIMIT', 0, 10000)
   for _, id in ipairs(due) do
-    add('ZREM', P .. 'delayed', id)
+    add('ZREM', KDELAYED, id)
     local t = redis.call('HMGET', P .. 't:' .. id, 'state', 'q', 'prio')
     if t[1] == 'pending' then
       local m = new_member(id)
@@ -136,9 +162,11 @@ end
 --   avoid node ('-' unchanged), queue action (n none | x leave | r ready |
 --   d delayed), delayed-until, deadline ('-' unchanged | '' none | score),
 --   old lease node, new lease node, new lease id,
---   event count, then per event: seq, kind (JSON), terminal (1/0).
+--   event count, then per event: field (`e{seq}`), value (`{at} {kind}`), feed
+--   entry (`{task} {seq} {at} {kind}`), terminal (1/0). Rust builds the strings:
+--   every string a script makes costs the server more than an argument.
 local function rec_end(i)
-  return i + 14 + 3 * tonumber(ARGV[i + 13])
+  return i + 14 + 4 * tonumber(ARGV[i + 13])
 end
 
 -- Returns 1 (stored), 0 (seq changed: compare-and-set miss), -1 (no such task).
@@ -149,7 +177,10 @@ local function commit_one(i)
   local tk = P .. 't:' .. id
   local qa = ARGV[i + 7]
   local cur
-  if qa == 'x' or qa == 'r' then
+  if qa == 'x' and reserved[id] then
+    -- Out of its queue already: nothing to take out.
+    cur = {redis.call('HGET', tk, 'seq')}
+  elseif qa == 'x' or qa == 'r' then
     cur = redis.call('HMGET', tk, 'seq', 'q', 'prio', 'qm')
   else
     cur = {redis.call('HGET', tk, 'seq')}
@@ -162,40 +193,45 @@ local function commit_one(i)
     fields[#fields + 1] = ARGV[i + 6]
   end
   if qa == 'x' then
-    if cur[4] and cur[4] ~= '' then
-      if not reserved[id] then add('ZREM', P .. 'q:' .. cur[2], cur[4]) end
+    if reserved[id] then
       fields[#fields + 1] = 'qm'
       fields[#fields + 1] = ''
+    else
+      if cur[4] and cur[4] ~= '' then
+        add('ZREM', key('q:', cur[2]), cur[4])
+        fields[#fields + 1] = 'qm'
+        fields[#fields + 1] = ''
+      end
+      add('ZREM', KDELAYED, id)
     end
-    if not reserved[id] then add('ZREM', P .. 'delayed', id) end
   elseif qa == 'r' then
     local m = new_member(id)
     fields[#fields + 1] = 'qm'
     fields[#fields + 1] = m
     add_ready(cur[2], cur[3], m)
   elseif qa == 'd' then
-    add('ZADD', P .. 'delayed', ARGV[i + 8], id)
+    add('ZADD', KDELAYED, ARGV[i + 8], id)
   end
   local dl = ARGV[i + 9]
   if dl == '' then
-    add('ZREM', P .. 'dl', id)
+    add('ZREM', KDL, id)
   elseif dl ~= '-' then
-    add('ZADD', P .. 'dl', dl, id)
+    add('ZADD', KDL, dl, id)
   end
   if ARGV[i + 10] ~= '' then
-    add('HDEL', P .. 'nl:' .. ARGV[i + 10], id)
-    add('HDEL', P .. 'reclaim', id)
+    add('HDEL', key('nl:', ARGV[i + 10]), id)
+    if reclaiming == nil then reclaiming = redis.call('EXISTS', KRECLAIM) == 1 end
+    if reclaiming then add('HDEL', KRECLAIM, id) end
   end
   if ARGV[i + 11] ~= '' then
-    add('HSET', P .. 'nl:' .. ARGV[i + 11], id, ARGV[i + 12])
+    add('HSET', key('nl:', ARGV[i + 11]), id, ARGV[i + 12])
   end
   local nev = tonumber(ARGV[i + 13])
-  for k = 0, nev - 1 do
-    local s, kind = ARGV[i + 14 + 3 * k], ARGV[i + 15 + 3 * k]
-    fields[#fields + 1] = 'e' .. s
-    fields[#fields + 1] = NOW .. ' ' .. kind
-    local c = feed_append(et, id, s, kind)
-    if ARGV[i + 16 + 3 * k] == '1' then add('ZADD', P .. 'term:' .. et, c, id) end
+  for k = i + 14, i + 13 + 4 * nev, 4 do
+    fields[#fields + 1] = ARGV[k]
+    fields[#fields + 1] = ARGV[k + 1]
+    local c = feed_push(et, ARGV[k + 2])
+    if ARGV[k + 3] == '1' then add('ZADD', key('term:', et), c, id) end
   end
   redis.call('HSET', tk, unpack(fields))
   if nev > 0 then touched[#touched + 1] = id end
@@ -266,6 +302,20 @@ finish()
 return out
 "#;
 
+/// The wake-ups after a plain (MULTI/EXEC) submit: bumps and publishes the work
+/// epoch, and publishes each given tenant's feed head. ARGV: prefix, escaped
+/// tenants…. Runs as `EVAL` inside the transaction.
+pub(super) const WAKE: &str = r#"
+local P = ARGV[1] .. ':'
+local w = redis.call('INCR', P .. 'work')
+redis.call('PUBLISH', P .. 'ch:work', w)
+for k = 2, #ARGV do
+  local c = redis.call('LLEN', P .. 'f:' .. ARGV[k])
+  redis.call('PUBLISH', P .. 'ch:f:' .. ARGV[k], string.format('%d', c))
+end
+return w
+"#;
+
 /// Commits transitions decided in Rust.
 ///
 /// ARGV: prefix, now, node count, nodes to touch…, record count, records (see
@@ -303,10 +353,14 @@ return out
 /// half (CLAIM_COMMIT) schedules the chosen ones and puts the rest back, and a
 /// sweep puts back the reservations of a claimer that died in between.
 ///
+/// The reservation is one string of space-separated task ids (`rsv:{claim}`):
+/// the second half deletes it, and only a claim that still finds it may
+/// commit, so a sweep that put the reservation back wins as a whole.
+///
 /// ARGV: prefix, now, node, max, claim id, agent count, agents…
 /// Returns: status ('ok' | 'nonode'), work epoch, node spec, status,
 /// registered, last seen, in flight, then per candidate: id, enqueue order,
-/// priority, seq, core, spec, input, created, tenant, principal.
+/// priority, core, spec, input, created, tenant, principal.
 const CLAIM_PREPARE: &str = r#"
 local node, claim = ARGV[3], ARGV[5]
 local nk = P .. 'n:' .. node
@@ -349,7 +403,7 @@ local function labels_ok(m)
   return true
 end
 local rk = P .. 'rsv:' .. claim
-local reserved = 0
+local rids = {}
 for _, qid in ipairs(redis.call('SMEMBERS', P .. 'qready')) do
   local qk = P .. 'q:' .. qid
   if redis.call('ZCARD', qk) == 0 then
@@ -370,8 +424,8 @@ for _, qid in ipairs(redis.call('SMEMBERS', P .. 'qready')) do
         for k = 1, #page, 2 do
           local member = page[k]
           local id = string.sub(member, 17)
-          local t = redis.call('HMGET', P .. 't:' .. id, 'state', 'avoid', 'seq', 'core', 'spec',
-            'input', 'created', 'ten', 'pri')
+          local t = redis.call('HMGET', P .. 't:' .. id, 'state', 'avoid', 'core', 'spec',
+            'input', 'created')
           if t[1] ~= 'pending' then
             -- Not pending: a stale queue entry; drop it.
             redis.call('ZREM', qk, member)
@@ -382,20 +436,27 @@ for _, qid in ipairs(redis.call('SMEMBERS', P .. 'qready')) do
             out[#out + 1] = id
             out[#out + 1] = tonumber(string.sub(member, 1, 16))
             out[#out + 1] = -tonumber(page[k + 1])
-            for f = 3, 9 do out[#out + 1] = t[f] end
+            for f = 3, 6 do out[#out + 1] = t[f] end
+            out[#out + 1] = m.tenant
+            out[#out + 1] = m.principal
           end
         end
         if #page < 2 * want then break end
       end
-      for _, member in ipairs(taken) do
-        add('ZREM', qk, member)
-        add('SADD', rk, string.sub(member, 17))
+      if skipped == 0 and #taken > 0 then
+        -- The taken members are the queue's first ones.
+        redis.call('ZREMRANGEBYRANK', qk, 0, #taken - 1)
+      else
+        for _, member in ipairs(taken) do add('ZREM', qk, member) end
       end
-      reserved = reserved + #taken
+      for _, member in ipairs(taken) do rids[#rids + 1] = string.sub(member, 17) end
     end
   end
 end
-if reserved > 0 then redis.call('ZADD', P .. 'rsvs', NOW, claim) end
+if #rids > 0 then
+  redis.call('SET', rk, table.concat(rids, ' '))
+  redis.call('ZADD', P .. 'rsvs', NOW, claim)
+end
 finish()
 return out
 "#;
@@ -406,12 +467,13 @@ return out
 /// else reserved goes back to its queue, in its old place.
 ///
 /// ARGV: prefix, now, node, claim id, record count, records (see
-/// `commit_one`). Returns one status per record: 1 stored, 0 missed, -2 refused
-/// (node not Ready or full), -3 no longer reserved.
+/// `commit_one`), then the count and ids of the other reserved tasks (to put
+/// back). Returns one status per record: 1 stored, 0 missed, -2 refused (node
+/// not Ready or full), -3 no longer reserved.
 const CLAIM_COMMIT: &str = r#"
 local node, claim = ARGV[3], ARGV[4]
-local rk = P .. 'rsv:' .. claim
-for _, id in ipairs(redis.call('SMEMBERS', rk)) do reserved[id] = true end
+local valid = redis.call('DEL', P .. 'rsv:' .. claim) == 1
+redis.call('ZREM', P .. 'rsvs', claim)
 local nk = P .. 'n:' .. node
 local n = redis.call('HMGET', nk, 'status', 'cap')
 local free = 0
@@ -420,6 +482,14 @@ if n[1] == 'ready' then
 end
 local count = tonumber(ARGV[5])
 local i = 6
+if valid then
+  for _ = 1, count do
+    reserved[ARGV[i]] = true
+    i = rec_end(i)
+  end
+  for k = i + 1, i + tonumber(ARGV[i]) do reserved[ARGV[k]] = true end
+  i = 6
+end
 local out = {}
 local done = {}
 for _ = 1, count do
@@ -442,8 +512,6 @@ local back = false
 for id in pairs(reserved) do
   if not done[id] and unreserve(id) then back = true end
 end
-redis.call('DEL', rk)
-redis.call('ZREM', P .. 'rsvs', claim)
 if back then work = true end
 finish()
 return out
@@ -469,7 +537,13 @@ for _, node in ipairs(redis.call('ZRANGEBYSCORE', P .. 'seen', '-inf', '(' .. AR
 end
 for _, claim in ipairs(redis.call('ZRANGEBYSCORE', P .. 'rsvs', '-inf', '(' .. ARGV[4])) do
   local rk = P .. 'rsv:' .. claim
-  for _, id in ipairs(redis.call('SMEMBERS', rk)) do
+  local ids = {}
+  if redis.call('TYPE', rk).ok == 'set' then
+    ids = redis.call('SMEMBERS', rk)
+  else
+    for id in string.gmatch(redis.call('GET', rk) or '', '%S+') do ids[#ids + 1] = id end
+  end
+  for _, id in ipairs(ids) do
     if unreserve(id) then work = true end
   end
   redis.call('DEL', rk)

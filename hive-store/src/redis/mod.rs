@@ -19,12 +19,22 @@
 //!   compare-and-set miss) and write with one script call for the whole batch;
 //!   inside a script, index updates are batched into one multi-member command
 //!   per key.
+//! - **Scripts only where something is decided.** Every string a script reads,
+//!   builds or passes on costs the server far more than the same bytes in a
+//!   plain command, so Rust builds the stored strings (event fields, feed
+//!   entries) and scripts reuse the keys they built. A submit without
+//!   idempotency keys decides nothing: it is one MULTI/EXEC transaction of plain
+//!   commands (still one atomic step; enqueue orders are taken just before with
+//!   one `INCRBY`, and a tiny script inside the transaction publishes the
+//!   wake-ups).
 //! - **Claims.** The first script checks the node and reserves eligible
 //!   candidates (owner, shares, labels, agent, avoided node, capacity, Ready:
 //!   decided on the server); Rust lets the scheduler order them and decides
 //!   Schedule (and Start) with the machine; the second script re-checks the node
-//!   and commits, and puts back whatever it did not take. A claimer that dies in
-//!   between leaves a reservation that a sweep puts back after 30 s.
+//!   and commits, and puts back whatever it did not take. The reservation is one
+//!   string of task ids, and the second script commits only if it can still
+//!   delete it. A claimer that dies in between leaves a reservation that a sweep
+//!   puts back (and deletes) after 30 s.
 //! - **Wake-ups.** Scripts `PUBLISH`; one pub/sub connection per store wakes local
 //!   waiters (see `notify.rs`). Waiters re-check the store, so a lost message
 //!   costs at most the waiter's timeout.
