@@ -52,7 +52,14 @@ async fn distributed_host_process() {
             WorkerOptions::new(name).system().capacity(32).handler(
                 "work",
                 handler_fn(move |ctx| async move {
-                    let ms = (ctx.task_id().as_u128() % 4) as u64 + 1;
+                    // Every 100th task is slow, so that the test can kill a
+                    // process while it surely holds a lease.
+                    let slow = ctx.input()["i"].as_u64().is_some_and(|i| i % 100 == 0);
+                    let ms = if slow {
+                        1_000
+                    } else {
+                        (ctx.task_id().as_u128() % 4) as u64 + 1
+                    };
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                     Ok(json!({"pid": pid, "task": ctx.task_id().to_string()}))
                 }),
@@ -134,7 +141,10 @@ async fn three_processes_one_killed(url: String) {
                 );
             }
         }
-        if killed_at.is_none() && ended.len() >= TASKS / 3 {
+        if killed_at.is_none()
+            && ended.len() >= TASKS / 3
+            && runs_a_slow_task(&hive, &alice, &names[0]).await
+        {
             procs[0].take().unwrap().kill();
             killed_at = Some(hive::Timestamp::now());
         }
@@ -183,6 +193,33 @@ async fn three_processes_one_killed(url: String) {
     );
     hive.shutdown();
     println!("distributed: {TASKS} tasks, 3 processes, 1 killed, {reclaimed} leases reclaimed");
+}
+
+/// Whether the node called `name` is running one of the slow tasks now.
+async fn runs_a_slow_task(hive: &Hive, p: &Principal, name: &str) -> bool {
+    let Some(node) = hive
+        .list_nodes(&Principal::system())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|n| n.spec.name == name)
+    else {
+        return false;
+    };
+    let running = hive
+        .list_tasks(
+            p,
+            &hive::task::TaskQuery {
+                states: vec![hive::TaskState::Running],
+                limit: Some(1000),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    running.items.iter().any(|t| {
+        t.node == Some(node.id) && t.spec.input["i"].as_u64().is_some_and(|i| i % 100 == 0)
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

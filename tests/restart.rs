@@ -47,7 +47,11 @@ async fn restart_host_process() {
                 .handler(
                     "work",
                     handler_fn(|ctx| async move {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        // Every 50th task is slow, so that the test can kill the
+                        // host while it surely holds a lease.
+                        let slow = ctx.input()["i"].as_u64().is_some_and(|i| i % 50 == 0);
+                        let ms = if slow { 1_000 } else { 5 };
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
                         Ok(json!({"task": ctx.task_id().to_string()}))
                     }),
                 ),
@@ -99,6 +103,28 @@ async fn kill_and_restart_the_host(url: String) {
             .expect("the first host makes progress")
             .unwrap();
         done += batch.iter().filter(|e| e.event.kind.is_terminal()).count();
+    }
+    // Kill it while it runs a slow task (it then surely holds that lease).
+    loop {
+        let running = hive
+            .list_tasks(
+                &alice,
+                &hive::task::TaskQuery {
+                    states: vec![hive::TaskState::Running],
+                    limit: Some(1000),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        if running
+            .items
+            .iter()
+            .any(|t| t.spec.input["i"].as_u64().is_some_and(|i| i % 50 == 0))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     first.kill();
     // What the dead host left behind.
@@ -162,7 +188,19 @@ async fn kill_and_restart_the_host(url: String) {
             .count();
     }
     // Tasks the dead host was running were reclaimed, not left hanging.
-    assert!(lost > 0, "the killed host held leases that were reclaimed");
+    let leased_at_kill = before
+        .values()
+        .filter(|e| {
+            matches!(
+                e.last().map(|e| &e.kind),
+                Some(EventKind::Scheduled { .. } | EventKind::Started { .. })
+            )
+        })
+        .count();
+    assert!(
+        lost > 0,
+        "the killed host held leases that were reclaimed (leased at the kill: {leased_at_kill})"
+    );
     hive.shutdown();
 }
 
