@@ -20,7 +20,8 @@ fn fast_hive() -> Hive {
         .store(Arc::new(MemoryStore::default()))
         .config(HiveConfig {
             sweep_interval: Duration::from_millis(20),
-            node_heartbeat_interval: Duration::from_millis(50),
+            // Lost after 600 ms: generous for a loaded CI machine.
+            node_heartbeat_interval: Duration::from_millis(200),
             subscription_poll: Duration::from_millis(100),
             ..HiveConfig::default()
         })
@@ -361,7 +362,7 @@ async fn handlers_that_call_the_store_do_not_stall_the_worker_on_sqlite() {
         &url,
         HiveConfig {
             sweep_interval: Duration::from_millis(20),
-            node_heartbeat_interval: Duration::from_millis(10),
+            node_heartbeat_interval: Duration::from_millis(200),
             subscription_poll: Duration::from_millis(100),
             ..HiveConfig::default()
         },

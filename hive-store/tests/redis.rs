@@ -160,6 +160,64 @@ mod redis_specific {
         ));
     }
 
+    /// A prefix written by a newer build (or by something that is not Hive) is a
+    /// clear error at connect, and nothing is changed.
+    #[tokio::test]
+    async fn a_newer_or_foreign_data_format_is_refused_at_connect() {
+        let Some(url) = server_url("HIVE_TEST_REDIS_URL") else {
+            return;
+        };
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        for (stored, needle) in [
+            (
+                format!("{}", hive_store::redis::FORMAT_VERSION + 1),
+                "newer build",
+            ),
+            ("1".to_owned(), "cannot read"),
+            ("not-a-version".to_owned(), "something else"),
+        ] {
+            let prefix = unique_name("fmt");
+            let key = format!("{prefix}:format");
+            let _: () = redis::cmd("SET")
+                .arg(&key)
+                .arg(&stored)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let mut options = OpenOptions::default();
+            options.prefix = prefix.clone();
+            match RedisStore::connect(&url, &options).await {
+                Err(Error::Backend { message, .. }) => {
+                    assert!(message.contains(needle), "{message}")
+                }
+                other => panic!("expected Backend, got {other:?}"),
+            }
+            let after: String = redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert_eq!(after, stored, "the stored version is left alone");
+            let _: () = redis::cmd("DEL")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+        // An empty prefix is claimed with this build's format.
+        let prefix = unique_name("fmt");
+        let mut options = OpenOptions::default();
+        options.prefix = prefix.clone();
+        RedisStore::connect(&url, &options).await.unwrap();
+        let v: String = redis::cmd("GET")
+            .arg(format!("{prefix}:format"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(v, hive_store::redis::FORMAT_VERSION.to_string());
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_stores_on_one_prefix_see_and_wake_each_other() {
         let Some(url) = server_url("HIVE_TEST_REDIS_URL") else {
@@ -511,5 +569,188 @@ mod redis_specific {
             feed.iter().filter(|e| e.event.kind.is_terminal()).count(),
             total
         );
+    }
+
+    /// Every value of a task hash fits the small (listpack) encoding when the
+    /// task's values are short; long inputs, keys, principals, errors, outputs
+    /// and events go to the side hash, and everything reads back exactly.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tasks_stay_compact_and_long_values_read_back_exactly() {
+        let Some(url) = server_url("HIVE_TEST_REDIS_URL") else {
+            return;
+        };
+        let prefix = unique_name("hive_compact");
+        let (s, _) = pair(&url, &prefix).await;
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let long = "x".repeat(300);
+        let mut short_spec = TaskSpec::new("echo", json!({ "i": 1 }));
+        short_spec.retry.max_attempts = hive_core::retry::MaxAttempts::Limited(2);
+        short_spec.retry.initial_interval = Duration::from_millis(1);
+        let mut long_spec = short_spec.clone();
+        long_spec.input = json!({ "long": long });
+        long_spec.idempotency_key = Some(format!("key {long}"));
+        let long_owner = Owner {
+            tenant: "acme".into(),
+            principal: format!("p {long}").as_str().into(),
+        };
+        let submitted = s
+            .submit(
+                vec![
+                    NewTask {
+                        id: TaskId::new(),
+                        owner: owner(),
+                        spec: Arc::new(short_spec.clone()),
+                    },
+                    NewTask {
+                        id: TaskId::new(),
+                        owner: long_owner.clone(),
+                        spec: Arc::new(long_spec.clone()),
+                    },
+                ],
+                T0,
+            )
+            .await
+            .unwrap();
+        let (short_id, long_id) = (submitted[0].id, submitted[1].id);
+        let n = node(&*s, 10).await;
+
+        // A first attempt fails with a long error, the retry succeeds with a
+        // long output on the short task and a short one on the long task.
+        let claimed = claim(&*s, n, 10, T0).await;
+        assert_eq!(claimed.len(), 2);
+        let error = TaskError::new("boom", long.clone()).with_details(json!({ "d": long }));
+        let fails: Vec<Command> = claimed
+            .iter()
+            .map(|c| Command {
+                task: c.token.task,
+                op: Op::Fail {
+                    token: c.token,
+                    node: n,
+                    error: error.clone(),
+                },
+            })
+            .collect();
+        for r in s.apply(fails, T0).await.unwrap() {
+            r.unwrap();
+        }
+        let later = T0.saturating_add(Duration::from_secs(5));
+        let claimed = claim(&*s, n, 10, later).await;
+        assert_eq!(claimed.len(), 2);
+        for c in &claimed {
+            let spec = if c.token.task == long_id {
+                assert_eq!(c.owner, long_owner);
+                &long_spec
+            } else {
+                &short_spec
+            };
+            assert_eq!(*c.spec, *spec);
+        }
+        let done: Vec<Command> = claimed
+            .iter()
+            .map(|c| Command {
+                task: c.token.task,
+                op: Op::Succeed {
+                    token: c.token,
+                    node: n,
+                    output: if c.token.task == short_id {
+                        json!({ "out": long })
+                    } else {
+                        json!(1)
+                    },
+                },
+            })
+            .collect();
+        for r in s.apply(done, later).await.unwrap() {
+            r.unwrap();
+        }
+
+        // Snapshots, events and the feed read back what was written.
+        let tasks = s.get_tasks(&[short_id, long_id]).await.unwrap();
+        assert_eq!(tasks.len(), 2);
+        for t in &tasks {
+            assert_eq!(t.state, TaskState::Succeeded);
+            assert_eq!(t.attempt, 2);
+            assert_eq!(t.error.as_ref(), Some(&error));
+            if t.id == long_id {
+                assert_eq!(*t.spec, long_spec);
+                assert_eq!(t.owner, long_owner);
+                assert_eq!(t.output, Some(json!(1)));
+            } else {
+                assert_eq!(*t.spec, short_spec);
+                assert_eq!(t.output, Some(json!({ "out": long })));
+            }
+            let events = s.read_events(t.id, 0, 100).await.unwrap();
+            let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+            assert_eq!(seqs, (1..=t.last_seq).collect::<Vec<_>>());
+            assert!(matches!(events[0].kind, EventKind::Queued));
+            assert!(events.iter().any(
+                |e| matches!(&e.kind, EventKind::AttemptFailed { error: e, .. } if *e == error)
+            ));
+            assert!(matches!(
+                &events.last().unwrap().kind,
+                EventKind::Succeeded { output } if Some(output) == t.output.as_ref()
+            ));
+        }
+        let feed = s.read_feed(&"acme".into(), 0, 100).await.unwrap();
+        let feed_kinds: Vec<_> = feed
+            .iter()
+            .filter(|f| f.event.task == long_id)
+            .map(|f| f.event.kind.clone())
+            .collect();
+        let task_kinds: Vec<_> = s
+            .read_events(long_id, 0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(feed_kinds, task_kinds);
+
+        // Resubmitting the long key answers the same task.
+        let again = s
+            .submit(
+                vec![NewTask {
+                    id: TaskId::new(),
+                    owner: long_owner.clone(),
+                    spec: Arc::new(long_spec.clone()),
+                }],
+                later,
+            )
+            .await
+            .unwrap();
+        assert_eq!((again[0].id, again[0].created), (long_id, false));
+
+        // The short task's hash is small; the long one's values are redirects.
+        let enc = |id: TaskId| {
+            redis::cmd("OBJECT")
+                .arg("ENCODING")
+                .arg(format!("{prefix}:t:{id}"))
+                .clone()
+        };
+        let e: String = enc(short_id).query_async(&mut conn).await.unwrap();
+        assert_eq!(e, "listpack");
+        let e: String = enc(long_id).query_async(&mut conn).await.unwrap();
+        assert_eq!(e, "listpack");
+        let spec_keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}:spec:*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(spec_keys.len(), 1, "both tasks share one stored spec");
+
+        // A corrupt core is an error, never a panic.
+        let _: () = redis::cmd("HSET")
+            .arg(format!("{prefix}:t:{short_id}"))
+            .arg("c")
+            .arg("\u{1}\u{1}")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let (_, fresh) = pair(&url, &prefix).await;
+        assert!(matches!(
+            fresh.get_task(short_id).await,
+            Err(Error::Backend { .. })
+        ));
     }
 }

@@ -9,21 +9,29 @@ use hive_core::node::Node;
 use hive_core::principal::{PrincipalId, TenantId};
 use hive_core::scheduler::Candidate;
 use hive_core::store::{ClaimRequest, ClaimResult, ClaimedTask};
-use hive_core::task::machine::{Op, TaskCore};
+use hive_core::task::machine::Op;
 use hive_core::task::{LeaseToken, Owner, TaskSpec, TaskState};
 use redis::Value;
 
 use super::decode::{
-    array, corrupt, from_json, int_of, json_bytes, opt_bytes, opt_str, parse, str_of, time_of,
-    u64_of,
+    array, corrupt, from_json, int_of, opt_bytes, opt_str, parse, str_of, time_of, u64_of,
 };
 use super::keys::esc;
 use super::nodes::status_of;
-use super::tasks::{Change, Loaded, decide, not_found};
+use super::tasks::{Change, Loaded, core_of, decide, fixed_of, not_found, spec_ids, with_key};
 use super::{RedisStore, driver};
 
-/// Values per candidate in a reservation answer.
+/// Values per candidate in a reservation answer: queue member
+/// (`{order:016}{task}`), score (−priority), the task's fields `c`, `r`, `o`,
+/// `err`, `x`, `in`, and its tenant.
 const ROW: usize = 9;
+/// The columns that may hold redirects to the side hash.
+const ROW_LONG: [usize; 6] = [2, 3, 4, 5, 6, 7];
+
+/// The task id part of a queue member (`None` if it is too short).
+fn member_task(member: &[u8]) -> Option<&[u8]> {
+    member.get(16..)
+}
 
 impl RedisStore {
     pub(super) async fn claim_tasks(&self, req: ClaimRequest<'_>) -> Result<ClaimResult> {
@@ -94,31 +102,36 @@ impl RedisStore {
         claim: &str,
         rows: &[Value],
     ) -> Result<(Vec<ClaimedTask>, bool)> {
-        struct Reserved<'a> {
+        struct Reserved {
             id: TaskId,
-            owner: Owner,
-            row: &'a [Value],
+            tenant: TenantId,
+            row: usize,
         }
         let mut reserved = Vec::with_capacity(rows.len() / ROW);
         let mut candidates = Vec::with_capacity(rows.len() / ROW);
-        for row in rows.chunks(ROW) {
-            let parsed = (|| -> Result<(Reserved<'_>, Candidate)> {
-                let [id, order, prio, _core, _spec, _input, _created, ten, pri] = row else {
+        for (k, row) in rows.chunks(ROW).enumerate() {
+            let parsed = (|| -> Result<(Reserved, Candidate)> {
+                let [member, score, .., ten] = row else {
                     return Err(corrupt("a claim candidate of the wrong length"));
                 };
-                let id: TaskId = parse(str_of(id, "task id")?, "task id")?;
+                if row.len() != ROW {
+                    return Err(corrupt("a claim candidate of the wrong length"));
+                }
+                let member = str_of(member, "queue member")?;
+                let (order, id) = match (member.get(..16), member.get(16..)) {
+                    (Some(o), Some(i)) => (o, i),
+                    _ => return Err(corrupt("a queue member of the wrong shape")),
+                };
+                let id: TaskId = parse(id, "task id")?;
+                let score: f64 = parse(str_of(score, "queue score")?, "queue score")?;
                 let tenant = TenantId::new(str_of(ten, "task tenant")?);
                 let candidate = Candidate {
                     task: id,
                     tenant: tenant.clone(),
-                    priority: i32::try_from(int_of(prio, "priority")?).unwrap_or(0),
-                    order: u64_of(order, "enqueue order")?,
+                    priority: i32::try_from(-(score as i64)).unwrap_or(0),
+                    order: parse(order, "enqueue order")?,
                 };
-                let owner = Owner {
-                    tenant,
-                    principal: PrincipalId::new(str_of(pri, "task principal")?),
-                };
-                Ok((Reserved { id, owner, row }, candidate))
+                Ok((Reserved { id, tenant, row: k }, candidate))
             })();
             match parsed {
                 Ok((r, c)) => {
@@ -139,42 +152,47 @@ impl RedisStore {
                 }
             }
         }
+        // The chosen candidates' rows, with long values read from the side
+        // hashes and specs from the cache (or one read).
+        let ids: Vec<TaskId> = chosen.iter().map(|&i| reserved[i].id).collect();
+        let mut picked: Vec<Vec<Value>> = chosen
+            .iter()
+            .map(|&i| {
+                let k = reserved[i].row * ROW;
+                rows.get(k..k + ROW)
+                    .map(<[Value]>::to_vec)
+                    .unwrap_or_default()
+            })
+            .collect();
+        // A failed read leaves the candidates undecided: the commit puts them
+        // back in their queues.
+        if let Err(e) = self.resolve_long(&ids, &mut picked, &ROW_LONG).await {
+            tracing::error!(error = %e, "redis: reading claim candidates");
+        }
+        let specs = match self.specs_of(&spec_ids(&picked, 6)).await {
+            Ok(specs) => specs,
+            Err(e) => {
+                tracing::error!(error = %e, "redis: reading claim candidates' specs");
+                vec![None; picked.len()]
+            }
+        };
         let mut changes = Vec::with_capacity(chosen.len());
         let mut leases = Vec::with_capacity(chosen.len());
-        // Candidates of one submit batch share their spec and first core byte
-        // for byte: parse each distinct one once.
-        let mut specs: Option<(&[u8], Arc<TaskSpec>)> = None;
-        let mut cores: Option<(&[u8], TaskCore)> = None;
-        for i in chosen {
+        for ((&i, row), spec) in chosen.iter().zip(&picked).zip(&specs) {
             let r = &reserved[i];
-            let mut decided = || -> Result<(Change, Loaded, LeaseToken, bool, u64)> {
-                let [_, _, _, core, spec, _, created, ten, _] = r.row else {
+            let decided = || -> Result<(Change, Loaded, LeaseToken, bool, u64)> {
+                let [_, _, c, rep, o, err, x, _, _] = &row[..] else {
                     return Err(corrupt("a claim candidate of the wrong length"));
                 };
-                let tenant = str_of(ten, "task tenant")?;
-                let spec_bytes = json_bytes(spec, "task spec")?;
-                let spec = match &specs {
-                    Some((b, s)) if *b == spec_bytes => s.clone(),
-                    _ => {
-                        let s: Arc<TaskSpec> = Arc::new(from_json!(spec, "task spec")?);
-                        specs = Some((spec_bytes, s.clone()));
-                        s
-                    }
-                };
-                let core_bytes = json_bytes(core, "task core")?;
-                let core = match &cores {
-                    Some((b, c)) if *b == core_bytes => c.clone(),
-                    _ => {
-                        let c: TaskCore = from_json!(core, "task core")?;
-                        cores = Some((core_bytes, c.clone()));
-                        c
-                    }
-                };
+                let fixed = fixed_of(x)?;
+                let spec = spec
+                    .as_ref()
+                    .ok_or_else(|| corrupt("a claim candidate without spec"))?;
                 let mut task = Loaded {
-                    et: esc(tenant),
-                    created: time_of(created, "task created_at")?,
-                    spec,
-                    core,
+                    et: esc(r.tenant.as_str()),
+                    created: fixed.created,
+                    spec: with_key(spec, fixed.key),
+                    core: core_of(c, rep, o, err)?,
                 };
                 let old = task.core.clone();
                 let lease = LeaseId::new();
@@ -210,7 +228,7 @@ impl RedisStore {
             match decided {
                 Ok((change, task, token, started, last_seq)) => {
                     changes.push(change);
-                    leases.push((i, task, token, started, last_seq));
+                    leases.push((i, row, task, token, started, last_seq));
                 }
                 // Left reserved: the commit puts it back in its queue.
                 Err(e) => {
@@ -225,7 +243,7 @@ impl RedisStore {
             .arg(claim)
             .arg(changes.len());
         for c in &changes {
-            c.push(&mut inv, req.now)?;
+            c.push(&mut inv, req.now, Some(node.id))?;
         }
         // Every other reserved id, whatever its row holds, goes back to its
         // queue.
@@ -233,6 +251,7 @@ impl RedisStore {
         let back: Vec<&[u8]> = rows
             .chunks(ROW)
             .filter_map(|row| row.first().and_then(|v| opt_bytes(v).ok().flatten()))
+            .filter_map(member_task)
             .filter(|raw| {
                 std::str::from_utf8(raw)
                     .ok()
@@ -254,7 +273,7 @@ impl RedisStore {
         }
         let mut out = Vec::with_capacity(leases.len());
         let mut missed = false;
-        for ((i, task, token, started, last_seq), status) in leases.into_iter().zip(statuses) {
+        for ((i, row, task, token, started, last_seq), status) in leases.into_iter().zip(statuses) {
             if int_of(status, "claim status")? != 1 {
                 missed = true;
                 continue;
@@ -262,13 +281,20 @@ impl RedisStore {
             let r = &reserved[i];
             let mut spec = TaskSpec::clone(&task.spec);
             self.cache.put(r.id, task);
-            spec.input = match r.row.get(5) {
+            let principal = match row.get(6) {
+                Some(x) => PrincipalId::new(fixed_of(x)?.principal),
+                None => return Err(corrupt("a claim candidate without facts")),
+            };
+            spec.input = match row.get(7) {
                 Some(input) => from_json!(input, "task input")?,
                 None => return Err(corrupt("a claim candidate without input")),
             };
             out.push(ClaimedTask {
                 token,
-                owner: r.owner.clone(),
+                owner: Owner {
+                    tenant: r.tenant.clone(),
+                    principal,
+                },
                 spec: Arc::new(spec),
                 started,
                 last_seq,

@@ -4,22 +4,29 @@
 //!
 //! | key | type | what |
 //! |-----|------|------|
-//! | `t:{task}` | hash | a task: owner, spec (without input), input, created, seq, state, core (JSON), queue, priority, queue member, avoided node, and its events as fields `e{seq}` = `{at} {kind JSON}` |
+//! | `t:{task}` | hash | a task, every value at most 64 bytes so that the hash keeps Redis's small (listpack) encoding (forms in `codec.rs`): `ten` tenant; `x` = `{created} {spec id} {key length or -} {idempotency key}{principal}`; `in` input (JSON); `c` core (binary: state, attempt, seq, available/updated times, node, avoided node, lease); `r` last accepted report (binary); `o` output, `err` error (JSON; missing or empty: none); `seq`, `state` (for scripts); `q`, `prio`, `qm` ready queue, priority, queue member; `avoid` avoided node; events `e{seq}` = `{at} {kind}`. A longer value is stored as `~{name}`: a redirect to field `name` of `tx:{task}` |
+//! | `tx:{task}` | hash | the task's long values, each written once under a name of its own (`in1`, `x1`, `{field}{seq}`, `e{seq}`) and never changed, so that a redirect read earlier always finds its value |
+//! | `spec:{id}` | string | a spec (JSON, without input and idempotency key) under its content id (FNV-1a 128 of the JSON, as hex; `-{n}` appended when a different spec holds the id), written once (`SET NX`) and shared by every task with that spec |
 //! | `tl:{tenant}` | zset | the tenant's task ids (lexical order = creation order) |
 //! | `idem:{tenant}` | hash | idempotency key → task id |
 //! | `q:{queue}` | zset | a ready queue: score −priority, member `{order:016}{task}` |
 //! | `qmeta` / `qready` / `order` | hash / set / counter | queue owner, agent and labels; non-empty queues; the enqueue counter |
 //! | `delayed` | zset | pending tasks waiting for their backoff, by time |
 //! | `dl` | zset | every non-terminal task with a deadline, by time |
-//! | `f:{tenant}` | list | the tenant feed: entry `cursor − 1` is `{task} {seq} {at} {kind JSON}` |
+//! | `f:{tenant}` | list | the tenant feed: entry `cursor − 1` is `{task} {seq} {at} {kind}` |
 //! | `term:{tenant}` | zset | terminal events: task → cursor |
 //! | `cf:{tenant}` / `ca:{tenant}:{consumer}` | hash / set | consumers' floors; tasks acknowledged above a floor |
 //! | `n:{node}` / `nodes` / `seen` | hash / set / zset | a node; every node; nodes not Lost by last seen |
 //! | `nl:{node}` | hash | the node's leases: task → lease id (`in_flight` is its length) |
 //! | `reclaim` | hash | leases of lost or removed nodes still to end: task → `node\|lease` |
-//! | `rsv:{claim}` / `rsvs` | string / zset | task ids (space-separated) reserved by a claim in progress; claims by start time |
+//! | `rsv:{claim}` / `rsvs` | string / zset | the queue members (`{order:016}{task}`, space-separated) reserved by a claim in progress; claims by start time |
 //! | `work` | counter | the work epoch |
+//! | `format` | string | the data format version ([`super::FORMAT_VERSION`]); checked at connect |
 //! | `r:{kind}:{id}` / `re:{kind}:{id}` / `ri:{kind}` | hash / stream / zset | a record; its events; the kind's ids |
+//!
+//! An event `{kind}` is `q` (queued), `s {node}` (scheduled), `r {node}
+//! {attempt}` (started), `h {node} {attempt}` (a heartbeat without progress), or
+//! else the kind's JSON.
 //!
 //! Channels: `ch:work` (epoch), `ch:tasks` (ids of tasks with new events),
 //! `ch:f:{tenant}` (feed cursor), `ch:r:{kind}:{id}` (record seq).
@@ -62,6 +69,14 @@ impl Keys {
 
     pub(super) fn task(&self, id: TaskId) -> String {
         self.k(format_args!("t:{id}"))
+    }
+
+    pub(super) fn task_side(&self, id: TaskId) -> String {
+        self.k(format_args!("tx:{id}"))
+    }
+
+    pub(super) fn spec(&self, id: &str) -> String {
+        self.k(format_args!("spec:{id}"))
     }
 
     pub(super) fn tenant_tasks(&self, et: &str) -> String {

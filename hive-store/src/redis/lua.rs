@@ -26,6 +26,7 @@ local batches = {}   -- cmd -> key -> {cmd, key, args}
 local border = {}    -- batches in first-use order
 local reserved = {}  -- task ids reserved by the claim being committed
 local reclaiming = nil -- whether the reclaim list has entries (read once)
+local LEASE_NODE = nil -- the node new leases go to (set by the claim commit)
 
 -- Keys built once per call (every string a script builds costs the server).
 local KDL, KDELAYED, KRECLAIM, KQREADY = P .. 'dl', P .. 'delayed', P .. 'reclaim', P .. 'qready'
@@ -158,15 +159,28 @@ local function hand_over_leases(node)
 end
 
 -- One commit record starting at ARGV[i]:
---   id, expected seq, escaped tenant, new seq, new state, new core (JSON),
---   avoid node ('-' unchanged), queue action (n none | x leave | r ready |
---   d delayed), delayed-until, deadline ('-' unchanged | '' none | score),
---   old lease node, new lease node, new lease id,
---   event count, then per event: field (`e{seq}`), value (`{at} {kind}`), feed
---   entry (`{task} {seq} {at} {kind}`), terminal (1/0). Rust builds the strings:
---   every string a script makes costs the server more than an argument.
+--   id, expected seq, escaped tenant, new seq, new state ('' unchanged),
+--   queue action ('' none | x leave | r ready | delayed-until score),
+--   deadline ('-' unchanged | '' none | score), old lease node ('' none), new
+--   lease (`{lease id} {node}`, or just the id for the claiming node in a
+--   claim; '' none),
+--   then the count of the task hash fields that change and their (field,
+--   value) pairs — a negative count -n: n pairs, then the count and (field,
+--   value) pairs of the side hash (long values, see `codec.rs`) — and the
+--   event count (negative when the last event is terminal) with per event:
+--   field (`e{seq}`), value (`{at} {kind}`), feed entry (`{task} {seq} {at}
+--   {kind}`). Rust builds the strings, and leaves out what does not change:
+--   every argument and every string a script makes costs the server.
 local function rec_end(i)
-  return i + 14 + 4 * tonumber(ARGV[i + 13])
+  local nf = tonumber(ARGV[i + 9])
+  local j
+  if nf < 0 then
+    j = i + 10 - 2 * nf
+    j = j + 1 + 2 * tonumber(ARGV[j])
+  else
+    j = i + 10 + 2 * nf
+  end
+  return j + 1 + 3 * math.abs(tonumber(ARGV[j]))
 end
 
 -- Returns 1 (stored), 0 (seq changed: compare-and-set miss), -1 (no such task).
@@ -175,7 +189,7 @@ end
 local function commit_one(i)
   local id, exp, et = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local tk = P .. 't:' .. id
-  local qa = ARGV[i + 7]
+  local qa = ARGV[i + 5]
   local cur
   if qa == 'x' and reserved[id] then
     -- Out of its queue already: nothing to take out.
@@ -187,10 +201,10 @@ local function commit_one(i)
   end
   if not cur[1] then return -1 end
   if cur[1] ~= exp then return 0 end
-  local fields = {'seq', ARGV[i + 3], 'state', ARGV[i + 4], 'core', ARGV[i + 5]}
-  if ARGV[i + 6] ~= '-' then
-    fields[#fields + 1] = 'avoid'
-    fields[#fields + 1] = ARGV[i + 6]
+  local fields = {'seq', ARGV[i + 3]}
+  if ARGV[i + 4] ~= '' then
+    fields[3] = 'state'
+    fields[4] = ARGV[i + 4]
   end
   if qa == 'x' then
     if reserved[id] then
@@ -209,30 +223,45 @@ local function commit_one(i)
     fields[#fields + 1] = 'qm'
     fields[#fields + 1] = m
     add_ready(cur[2], cur[3], m)
-  elseif qa == 'd' then
-    add('ZADD', KDELAYED, ARGV[i + 8], id)
+  elseif qa ~= '' then
+    add('ZADD', KDELAYED, qa, id)
   end
-  local dl = ARGV[i + 9]
+  local dl = ARGV[i + 6]
   if dl == '' then
     add('ZREM', KDL, id)
   elseif dl ~= '-' then
     add('ZADD', KDL, dl, id)
   end
-  if ARGV[i + 10] ~= '' then
-    add('HDEL', key('nl:', ARGV[i + 10]), id)
+  if ARGV[i + 7] ~= '' then
+    add('HDEL', key('nl:', ARGV[i + 7]), id)
     if reclaiming == nil then reclaiming = redis.call('EXISTS', KRECLAIM) == 1 end
     if reclaiming then add('HDEL', KRECLAIM, id) end
   end
-  if ARGV[i + 11] ~= '' then
-    add('HSET', key('nl:', ARGV[i + 11]), id, ARGV[i + 12])
+  local nl = ARGV[i + 8]
+  if #nl > 36 then
+    add('HSET', key('nl:', string.sub(nl, 38)), id, string.sub(nl, 1, 36))
+  elseif nl ~= '' then
+    add('HSET', key('nl:', LEASE_NODE), id, nl)
   end
-  local nev = tonumber(ARGV[i + 13])
-  for k = i + 14, i + 13 + 4 * nev, 4 do
+  local nf = tonumber(ARGV[i + 9])
+  local j = i + 10
+  for k = j, j + 2 * math.abs(nf) - 1 do fields[#fields + 1] = ARGV[k] end
+  j = j + 2 * math.abs(nf)
+  if nf < 0 then
+    local ns = tonumber(ARGV[j])
+    if ns > 0 then redis.call('HSET', P .. 'tx:' .. id, unpack(ARGV, j + 1, j + 2 * ns)) end
+    j = j + 1 + 2 * ns
+  end
+  local nev = tonumber(ARGV[j])
+  local term = nev < 0
+  if term then nev = -nev end
+  local c
+  for k = j + 1, j + 3 * nev, 3 do
     fields[#fields + 1] = ARGV[k]
     fields[#fields + 1] = ARGV[k + 1]
-    local c = feed_push(et, ARGV[k + 2])
-    if ARGV[k + 3] == '1' then add('ZADD', key('term:', et), c, id) end
+    c = feed_push(et, ARGV[k + 2])
   end
+  if term then add('ZADD', key('term:', et), c, id) end
   redis.call('HSET', tk, unpack(fields))
   if nev > 0 then touched[#touched + 1] = id end
   return 1
@@ -257,10 +286,11 @@ end
 
 /// Stores new tasks with their `Queued` event.
 ///
-/// ARGV: prefix, now, queued-kind JSON, count, then per task: id, escaped
-/// tenant, tenant, principal, idempotency key ('' none), queue id, queue meta
-/// (JSON), priority, spec (JSON, input left out), input (JSON), core (JSON),
-/// deadline ('' none). Returns per task: id, created (1/0), last seq.
+/// ARGV: prefix, now, queued kind, count, then per task: id, escaped tenant,
+/// tenant, idempotency key ('' none), queue id, queue meta (JSON), priority,
+/// `x` (or its redirect), `x` for the side hash ('' none), input (or its
+/// redirect), input for the side hash ('' none), core (`c`), deadline (''
+/// none). Returns per task: id, created (1/0), last seq.
 const SUBMIT: &str = r#"
 local queued = ARGV[3]
 local n = tonumber(ARGV[4])
@@ -268,7 +298,7 @@ local out = {}
 local metas = {}
 local i = 5
 for _ = 1, n do
-  local id, et, ten, pri, key = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local id, et, ten, key = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local existing = false
   if key ~= '' then
     existing = redis.call('HGET', P .. 'idem:' .. et, key)
@@ -279,24 +309,26 @@ for _ = 1, n do
     out[#out + 1] = 0
     out[#out + 1] = tonumber(redis.call('HGET', P .. 't:' .. existing, 'seq') or '0')
   else
-    local q, prio = ARGV[i + 5], ARGV[i + 7]
+    local q, prio = ARGV[i + 4], ARGV[i + 6]
     local m = new_member(id)
-    redis.call('HSET', P .. 't:' .. id, 'ten', ten, 'pri', pri, 'created', NOW,
-      'spec', ARGV[i + 8], 'input', ARGV[i + 9], 'core', ARGV[i + 10], 'seq', '1',
-      'state', 'pending', 'q', q, 'prio', prio, 'qm', m, 'e1', NOW .. ' ' .. queued)
+    redis.call('HSET', P .. 't:' .. id, 'ten', ten, 'x', ARGV[i + 7], 'in', ARGV[i + 9],
+      'c', ARGV[i + 11], 'seq', '1', 'state', 'pending', 'q', q, 'prio', prio, 'qm', m,
+      'e1', NOW .. ' ' .. queued)
+    if ARGV[i + 8] ~= '' then redis.call('HSET', P .. 'tx:' .. id, 'x1', ARGV[i + 8]) end
+    if ARGV[i + 10] ~= '' then redis.call('HSET', P .. 'tx:' .. id, 'in1', ARGV[i + 10]) end
     add('ZADD', P .. 'tl:' .. et, 0, id)
     if not metas[q] then
       metas[q] = true
-      redis.call('HSETNX', P .. 'qmeta', q, ARGV[i + 6])
+      redis.call('HSETNX', P .. 'qmeta', q, ARGV[i + 5])
     end
     add_ready(q, prio, m)
-    if ARGV[i + 11] ~= '' then add('ZADD', P .. 'dl', ARGV[i + 11], id) end
+    if ARGV[i + 12] ~= '' then add('ZADD', P .. 'dl', ARGV[i + 12], id) end
     feed_append(et, id, '1', queued)
     out[#out + 1] = id
     out[#out + 1] = 1
     out[#out + 1] = 1
   end
-  i = i + 12
+  i = i + 13
 end
 finish()
 return out
@@ -353,14 +385,16 @@ return out
 /// half (CLAIM_COMMIT) schedules the chosen ones and puts the rest back, and a
 /// sweep puts back the reservations of a claimer that died in between.
 ///
-/// The reservation is one string of space-separated task ids (`rsv:{claim}`):
+/// The reservation is one string of space-separated queue members
+/// (`{order:016}{task}`, `rsv:{claim}`):
 /// the second half deletes it, and only a claim that still finds it may
 /// commit, so a sweep that put the reservation back wins as a whole.
 ///
 /// ARGV: prefix, now, node, max, claim id, agent count, agents…
 /// Returns: status ('ok' | 'nonode'), work epoch, node spec, status,
-/// registered, last seen, in flight, then per candidate: id, enqueue order,
-/// priority, core, spec, input, created, tenant, principal.
+/// registered, last seen, in flight, then per candidate: queue member
+/// (`{order:016}{task}`), score (−priority), the task's fields `c`, `r`, `o`, `err`, `x`, `in` (as stored: long
+/// values are redirects to the side hash, resolved by Rust), tenant.
 const CLAIM_PREPARE: &str = r#"
 local node, claim = ARGV[3], ARGV[5]
 local nk = P .. 'n:' .. node
@@ -424,8 +458,7 @@ for _, qid in ipairs(redis.call('SMEMBERS', P .. 'qready')) do
         for k = 1, #page, 2 do
           local member = page[k]
           local id = string.sub(member, 17)
-          local t = redis.call('HMGET', P .. 't:' .. id, 'state', 'avoid', 'core', 'spec',
-            'input', 'created')
+          local t = redis.call('HMGET', P .. 't:' .. id, 'state', 'avoid', 'c', 'x', 'in')
           if t[1] ~= 'pending' then
             -- Not pending: a stale queue entry; drop it.
             redis.call('ZREM', qk, member)
@@ -433,12 +466,22 @@ for _, qid in ipairs(redis.call('SMEMBERS', P .. 'qready')) do
             skipped = skipped + 1
           else
             taken[#taken + 1] = member
-            out[#out + 1] = id
-            out[#out + 1] = tonumber(string.sub(member, 1, 16))
-            out[#out + 1] = -tonumber(page[k + 1])
-            for f = 3, 6 do out[#out + 1] = t[f] end
-            out[#out + 1] = m.tenant
-            out[#out + 1] = m.principal
+            local o = #out
+            out[o + 1] = member
+            out[o + 2] = page[k + 1]
+            out[o + 3] = t[3]
+            -- Report, output, error: only when `c` says they are apart (its
+            -- state byte has APART, 64) or `c` itself is a redirect.
+            local c = t[3]
+            if c and (string.byte(c, 1) == 126 or (string.byte(c, 2) or 0) >= 64) then
+              local more = redis.call('HMGET', P .. 't:' .. id, 'r', 'o', 'err')
+              out[o + 4], out[o + 5], out[o + 6] = more[1], more[2], more[3]
+            else
+              out[o + 4], out[o + 5], out[o + 6] = false, false, false
+            end
+            out[o + 7] = t[4]
+            out[o + 8] = t[5]
+            out[o + 9] = m.tenant
           end
         end
         if #page < 2 * want then break end
@@ -449,7 +492,7 @@ for _, qid in ipairs(redis.call('SMEMBERS', P .. 'qready')) do
       else
         for _, member in ipairs(taken) do add('ZREM', qk, member) end
       end
-      for _, member in ipairs(taken) do rids[#rids + 1] = string.sub(member, 17) end
+      for _, member in ipairs(taken) do rids[#rids + 1] = member end
     end
   end
 end
@@ -472,6 +515,7 @@ return out
 /// not Ready or full), -3 no longer reserved.
 const CLAIM_COMMIT: &str = r#"
 local node, claim = ARGV[3], ARGV[4]
+LEASE_NODE = node
 local valid = redis.call('DEL', P .. 'rsv:' .. claim) == 1
 redis.call('ZREM', P .. 'rsvs', claim)
 local nk = P .. 'n:' .. node
@@ -541,7 +585,9 @@ for _, claim in ipairs(redis.call('ZRANGEBYSCORE', P .. 'rsvs', '-inf', '(' .. A
   if redis.call('TYPE', rk).ok == 'set' then
     ids = redis.call('SMEMBERS', rk)
   else
-    for id in string.gmatch(redis.call('GET', rk) or '', '%S+') do ids[#ids + 1] = id end
+    for member in string.gmatch(redis.call('GET', rk) or '', '%S+') do
+      ids[#ids + 1] = string.sub(member, 17)
+    end
   end
   for _, id in ipairs(ids) do
     if unreserve(id) then work = true end
@@ -680,7 +726,8 @@ return out
 
 /// Up to `limit` events of a task after a seq. ARGV: prefix, now, task, after,
 /// limit. Returns {} for a missing task, else: tenant, then the events
-/// (`{at} {kind}`) from seq after+1 on.
+/// (`{at} {kind}`) from seq after+1 on (a long event is read from the side
+/// hash it redirects to).
 const READ_EVENTS: &str = r#"
 local tk = P .. 't:' .. ARGV[3]
 local t = redis.call('HMGET', tk, 'ten', 'seq')
@@ -694,7 +741,12 @@ for s = from, to do fields[#fields + 1] = 'e' .. fmt(s) end
 local step = 2000
 for k = 1, #fields, step do
   local got = redis.call('HMGET', tk, unpack(fields, k, math.min(k + step - 1, #fields)))
-  for _, e in ipairs(got) do out[#out + 1] = e end
+  for _, e in ipairs(got) do
+    if e and string.byte(e) == 126 then
+      e = redis.call('HGET', P .. 'tx:' .. ARGV[3], string.sub(e, 2))
+    end
+    out[#out + 1] = e
+  end
 end
 return out
 "#;

@@ -13,10 +13,20 @@
 //!   reader can never see cursor N+1 before N), and updates every index: ready
 //!   queues, backoffs, deadlines, node leases, terminal events. A miss is
 //!   retried from a fresh read.
+//! - **Compact tasks.** Every value of a task's hash is at most 64 bytes
+//!   (`hash-max-listpack-value`), so that the hash keeps Redis's small
+//!   (listpack) encoding: the core is a short binary form split over a few
+//!   fields, event kinds have short forms, the spec is stored once per distinct
+//!   spec under its content id (`spec:{id}`) and the task refers to it, and a
+//!   value that is still too long (a large input, output or error) lives in the
+//!   task's side hash, redirected to from the task's field. A commit writes
+//!   only the fields that change. Decoding never trusts the bytes: a malformed
+//!   value is `Error::Backend`. See `keys.rs` and `codec.rs`.
 //! - **Batches are one round trip each way.** `submit`, `apply`, a claim's two
 //!   halves and a sweep's steps each read with one pipeline (or not at all: the
-//!   store remembers the cores it committed, and a stale one only costs a
-//!   compare-and-set miss) and write with one script call for the whole batch;
+//!   store remembers the cores it committed and the specs it read, and a stale
+//!   core only costs a compare-and-set miss) and write with one script call for
+//!   the whole batch;
 //!   inside a script, index updates are batched into one multi-member command
 //!   per key.
 //! - **Scripts only where something is decided.** Every string a script reads,
@@ -32,7 +42,7 @@
 //!   decided on the server); Rust lets the scheduler order them and decides
 //!   Schedule (and Start) with the machine; the second script re-checks the node
 //!   and commits, and puts back whatever it did not take. The reservation is one
-//!   string of task ids, and the second script commits only if it can still
+//!   string of queue members, and the second script commits only if it can still
 //!   delete it. A claimer that dies in between leaves a reservation that a sweep
 //!   puts back (and deletes) after 30 s.
 //! - **Wake-ups.** Scripts `PUBLISH`; one pub/sub connection per store wakes local
@@ -41,6 +51,10 @@
 //! - **Time** is always the caller's `now`, never the server clock.
 //!
 //! Keys are listed in `keys.rs`; all live under [`OpenOptions::prefix`].
+//! The layout is not compatible with data written before the compact task
+//! encoding (JSON cores and specs inside each task): such a store is not
+//! readable by this version (there were no users yet); empty its prefix
+//! before use.
 //! Durability is Redis's: configure AOF (`appendfsync everysec` or `always`) for
 //! a store that survives a server restart.
 //!
@@ -49,6 +63,7 @@
 //! task events and feeds grow until the keys are deleted.
 
 mod claim;
+mod codec;
 mod decode;
 mod keys;
 mod lua;
@@ -94,6 +109,7 @@ pub struct RedisStore {
     scripts: Scripts,
     notifier: Notifier,
     cache: tasks::CoreCache,
+    specs: tasks::SpecCache,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -138,6 +154,7 @@ impl RedisStore {
             }
         };
         let keys = Keys::new(&options.prefix);
+        check_format(&mut conns[0].clone(), &keys).await?;
         let notifier = Notifier::start(
             client,
             conns[0].clone(),
@@ -152,6 +169,7 @@ impl RedisStore {
             scripts: Scripts::new(),
             notifier,
             cache: tasks::CoreCache::default(),
+            specs: tasks::SpecCache::default(),
         })
     }
 
@@ -163,6 +181,59 @@ impl RedisStore {
     fn conn(&self) -> ConnectionManager {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
         self.conns[i].clone()
+    }
+}
+
+/// The version of the data layout this build writes (`keys.rs`). Stored under
+/// `PREFIX:format` by the first store that opens a prefix.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Claims an empty prefix for this format, or checks that the prefix was written
+/// by this format: data of a newer build (or of the older, unreadable layout) is
+/// a clear error at connect, before anything is read or written.
+async fn check_format(conn: &mut ConnectionManager, keys: &Keys) -> Result<()> {
+    let key = format!("{}:format", keys.prefix);
+    let set: bool = redis::cmd("SET")
+        .arg(&key)
+        .arg(FORMAT_VERSION)
+        .arg("NX")
+        .query_async::<Option<String>>(conn)
+        .await
+        .map(|r| r.is_some())
+        .map_err(|e| unavailable_or_backend("checking the data format", e))?;
+    if set {
+        return Ok(());
+    }
+    let stored: Option<String> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(conn)
+        .await
+        .map_err(|e| unavailable_or_backend("checking the data format", e))?;
+    match stored.as_deref().map(str::parse::<u32>) {
+        Some(Ok(v)) if v == FORMAT_VERSION => Ok(()),
+        Some(Ok(v)) if v > FORMAT_VERSION => Err(Error::Backend {
+            message: format!(
+                "redis prefix {:?} holds data format {v}, written by a newer build of Hive; \
+                 this build knows format {FORMAT_VERSION}: upgrade Hive",
+                keys.prefix
+            ),
+            source: None,
+        }),
+        Some(Ok(v)) => Err(Error::Backend {
+            message: format!(
+                "redis prefix {:?} holds data format {v}, which this build (format \
+                 {FORMAT_VERSION}) cannot read: use another prefix or empty this one",
+                keys.prefix
+            ),
+            source: None,
+        }),
+        _ => Err(Error::Backend {
+            message: format!(
+                "redis key {key:?} does not hold a Hive data format version ({stored:?}): \
+                 the prefix is used by something else"
+            ),
+            source: None,
+        }),
     }
 }
 
