@@ -253,7 +253,19 @@ impl SqliteStore {
             .connect()
             .await
             .map_err(|e| schema::open_error(&path, e))?;
-        schema::prepare(&mut conn, &path).await?;
+        // Two processes opening a new file at once: switching it to WAL can
+        // answer SQLITE_BUSY at once (the busy handler does not cover it), so
+        // retry until `connect`'s timeout rather than fail the open.
+        let mut delay = Duration::from_millis(5);
+        loop {
+            match schema::prepare(&mut conn, &path).await {
+                Err(Error::BackendUnavailable { .. }) => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(200));
+                }
+                r => break r?,
+            }
+        }
         let readers = SqlitePoolOptions::new()
             .max_connections(options.pool_size)
             .acquire_timeout(options.connect_timeout)
