@@ -309,7 +309,7 @@ impl Hive {
             agents: options.handlers.keys().cloned().collect(),
             options,
             stop: stop.clone(),
-            attempts: AttemptRunner::start(),
+            attempts: Attempts::default(),
             inflight: FxHashMap::default(),
             reports: Vec::new(),
         };
@@ -339,50 +339,29 @@ struct Inflight {
     last_beat: Instant,
 }
 
-/// Polls a worker's attempt futures on a task of its own and hands back what
-/// they finish with. Dropping it (the worker loop stopped or crashed) aborts the
-/// attempts still running.
-struct AttemptRunner {
-    new: tokio::sync::mpsc::UnboundedSender<BoxFuture<'static, Finished>>,
-    done: tokio::sync::mpsc::UnboundedReceiver<Finished>,
-    task: tokio::task::JoinHandle<()>,
+/// A worker's running attempts and the results they finished with that the
+/// loop has not handled yet.
+#[derive(Default)]
+struct Attempts {
+    running: FuturesUnordered<BoxFuture<'static, Finished>>,
+    finished: Vec<Finished>,
 }
 
-impl AttemptRunner {
-    fn start() -> Self {
-        let (new, mut incoming) = tokio::sync::mpsc::unbounded_channel();
-        let (finished, done) = tokio::sync::mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            let mut running: FuturesUnordered<BoxFuture<'static, Finished>> =
-                FuturesUnordered::new();
-            loop {
-                tokio::select! {
-                    biased;
-                    next = incoming.recv() => match next {
-                        Some(f) => running.push(f),
-                        None => break,
-                    },
-                    Some(d) = running.next(), if !running.is_empty() => {
-                        if finished.send(d).is_err() {
-                            break;
-                        }
-                    }
+impl Attempts {
+    /// Awaits `fut` while polling the attempts: the loop's own store calls never
+    /// starve a handler (which may hold a resource the call needs, such as the
+    /// writer of a one-writer store).
+    async fn drive<F: std::future::Future>(&mut self, fut: F) -> F::Output {
+        let mut fut = std::pin::pin!(fut);
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut fut => return out,
+                Some(done) = self.running.next(), if !self.running.is_empty() => {
+                    self.finished.push(done);
                 }
             }
-        });
-        AttemptRunner { new, done, task }
-    }
-
-    fn run(&self, attempt: BoxFuture<'static, Finished>) {
-        // The runner lives as long as `self`; a send can only fail once it is
-        // gone, and then there is nobody left to report to.
-        let _ = self.new.send(attempt);
-    }
-}
-
-impl Drop for AttemptRunner {
-    fn drop(&mut self) {
-        self.task.abort();
+        }
     }
 }
 
@@ -393,12 +372,12 @@ struct WorkerLoop {
     agents: Vec<AgentRef>,
     options: WorkerOptions,
     stop: CancellationToken,
-    /// The attempts' futures, polled by one runner task of this worker (no task
-    /// spawn per attempt), independently of the loop: a handler that awaits the
-    /// store (a log line, a heartbeat) never waits for the loop, and the loop never
-    /// waits for a handler. A handler that does blocking work must move it to
+    /// The attempts' futures, polled by the worker loop itself (no task spawn
+    /// and no cross-thread wake-up per attempt) — also while the loop awaits the
+    /// store, so a handler that awaits the store too (a log line) never waits
+    /// for the loop. A handler that does blocking work must move it to
     /// `tokio::task::spawn_blocking`.
-    attempts: AttemptRunner,
+    attempts: Attempts,
     inflight: FxHashMap<TaskId, Inflight>,
     reports: Vec<Report>,
 }
@@ -420,6 +399,7 @@ impl WorkerLoop {
             if self.stop.is_cancelled() {
                 break;
             }
+            self.collect_ready();
             self.flush_reports().await;
             let free = self
                 .options
@@ -433,7 +413,11 @@ impl WorkerLoop {
                     agents: self.agents.clone(),
                     start: true,
                 };
-                match self.hive.claim(&self.principal, self.node, &opts).await {
+                let claim = self
+                    .attempts
+                    .drive(self.hive.claim(&self.principal, self.node, &opts))
+                    .await;
+                match claim {
                     Ok(res) => {
                         backoff = Duration::from_millis(10);
                         epoch = res.epoch;
@@ -453,9 +437,17 @@ impl WorkerLoop {
                     }
                     Err(e) => {
                         tracing::warn!(node = %self.node, error = %e, "claim failed; backing off");
-                        tokio::select! {
-                            _ = self.stop.cancelled() => break,
-                            _ = tokio::time::sleep(backoff) => {}
+                        let stopped = self
+                            .attempts
+                            .drive(async {
+                                tokio::select! {
+                                    _ = self.stop.cancelled() => true,
+                                    _ = tokio::time::sleep(backoff) => false,
+                                }
+                            })
+                            .await;
+                        if stopped {
+                            break;
                         }
                         backoff = (backoff * 2).min(Duration::from_secs(2));
                         continue;
@@ -467,13 +459,19 @@ impl WorkerLoop {
                 self.collect_ready();
                 continue;
             }
+            // Attempts that ended while the loop awaited the store: report them
+            // before sleeping.
+            self.collect_ready();
+            if !self.reports.is_empty() {
+                continue;
+            }
             let can_claim = self.inflight.len() < self.options.capacity as usize;
             let store = self.hive.store().clone();
             let idle_poll = self.options.idle_poll;
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => break,
-                done = self.attempts.done.recv(), if !self.inflight.is_empty() => {
+                done = self.attempts.running.next(), if !self.attempts.running.is_empty() => {
                     if let Some(done) = done {
                         self.finish(done);
                     }
@@ -489,7 +487,11 @@ impl WorkerLoop {
     /// Starts leases the claim did not start itself; spawns those that started.
     async fn start_and_spawn(&mut self, claimed: Vec<crate::store::ClaimedTask>) {
         let tokens: Vec<LeaseToken> = claimed.iter().map(|c| c.token).collect();
-        match self.hive.start(&self.principal, &tokens).await {
+        let started = self
+            .attempts
+            .drive(self.hive.start(&self.principal, &tokens))
+            .await;
+        match started {
             Ok(answers) => {
                 for (c, answer) in claimed.into_iter().zip(answers) {
                     match answer {
@@ -535,7 +537,7 @@ impl WorkerLoop {
             progress: progress.clone(),
         };
         let (abort, registration) = AbortHandle::new_pair();
-        self.attempts.run(
+        self.attempts.running.push(
             async move {
                 let attempt = std::panic::AssertUnwindSafe(tokio::time::timeout(
                     start_to_close,
@@ -580,7 +582,10 @@ impl WorkerLoop {
     }
 
     fn collect_ready(&mut self) {
-        while let Ok(done) = self.attempts.done.try_recv() {
+        for done in std::mem::take(&mut self.attempts.finished) {
+            self.finish(done);
+        }
+        while let Some(Some(done)) = self.attempts.running.next().now_or_never() {
             self.finish(done);
         }
     }
@@ -608,7 +613,11 @@ impl WorkerLoop {
         while !self.reports.is_empty() {
             let batch = std::mem::take(&mut self.reports);
             let tasks: Vec<TaskId> = batch.iter().map(|r| r.token.task).collect();
-            match self.hive.report(&self.principal, batch.clone()).await {
+            let answer = self
+                .attempts
+                .drive(self.hive.report(&self.principal, batch.clone()))
+                .await;
+            match answer {
                 Ok(answers) => {
                     for (task, answer) in tasks.into_iter().zip(answers) {
                         if let Err(e) = answer {
@@ -619,7 +628,7 @@ impl WorkerLoop {
                 Err(e) if e.is_temporary() => {
                     tracing::warn!(error = %e, "report failed; retrying");
                     self.reports = batch;
-                    tokio::time::sleep(delay).await;
+                    self.attempts.drive(tokio::time::sleep(delay)).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
                 Err(e) => {
@@ -630,7 +639,11 @@ impl WorkerLoop {
     }
 
     async fn heartbeat(&mut self) {
-        if let Err(e) = self.hive.node_heartbeat(&self.principal, self.node).await {
+        let beat = self
+            .attempts
+            .drive(self.hive.node_heartbeat(&self.principal, self.node))
+            .await;
+        if let Err(e) = beat {
             tracing::warn!(node = %self.node, error = %e, "node heartbeat failed");
         }
         let now = Instant::now();
@@ -647,7 +660,11 @@ impl WorkerLoop {
             return;
         }
         let tokens: Vec<TaskId> = beats.iter().map(|(t, _)| t.task).collect();
-        match self.hive.heartbeat(&self.principal, beats).await {
+        let answers = self
+            .attempts
+            .drive(self.hive.heartbeat(&self.principal, beats))
+            .await;
+        match answers {
             Ok(answers) => {
                 for (task, answer) in tokens.into_iter().zip(answers) {
                     if let Err(e) = answer
@@ -673,9 +690,13 @@ impl WorkerLoop {
         let deadline = Instant::now() + self.options.shutdown_grace;
         let mut tick = tokio::time::interval(self.tick_every());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        while !self.inflight.is_empty() {
+        while !self.attempts.running.is_empty() || !self.attempts.finished.is_empty() {
+            self.collect_ready();
+            if self.attempts.running.is_empty() {
+                break;
+            }
             tokio::select! {
-                done = self.attempts.done.recv() => {
+                done = self.attempts.running.next() => {
                     if let Some(done) = done {
                         self.finish(done);
                     }
@@ -688,15 +709,15 @@ impl WorkerLoop {
                         f.cancel.cancel();
                         f.abort.abort();
                     }
-                    while !self.inflight.is_empty() {
-                        match self.attempts.done.recv().await {
-                            Some(done) => self.finish(done),
-                            None => break,
-                        }
+                    while let Some(done) = self.attempts.running.next().await {
+                        self.finish(done);
                     }
                 }
             }
         }
+        self.collect_ready();
+        self.flush_reports().await;
+        self.collect_ready();
         self.flush_reports().await;
         if let Err(e) = self.hive.remove_node(&self.principal, self.node).await {
             tracing::debug!(node = %self.node, error = %e, "removing the node on shutdown failed");
