@@ -9,6 +9,7 @@ use hive_core::engine::ClaimOptions;
 use hive_core::store::ClaimResult;
 use hive_core::task::TaskQuery;
 use hive_core::worker::handler_fn;
+use hive_core::workflow::{StepSpec, WorkflowQuery, WorkflowSpec};
 use hive_core::{LeaseToken, Node, NodeSpec, Owner, Principal, TaskId, TaskSpec, WorkerOptions};
 use hive_iam::{AuditQuery, TokenKind, TokenRequest};
 use serde_json::json;
@@ -145,6 +146,61 @@ async fn worker_cannot_submit_tasks() {
             ]
         )
     );
+}
+
+#[tokio::test]
+async fn worker_cannot_submit_cancel_or_read_workflows() {
+    let w = world().await;
+    let spec = || {
+        WorkflowSpec::new(
+            "wf",
+            vec![
+                StepSpec::new("a", "echo", json!(null)),
+                StepSpec::new("b", "echo", json!(null)).after(["a"]),
+            ],
+        )
+    };
+    denied!(
+        w,
+        "workflow.submit",
+        "tenant/acme",
+        w.f.hive.submit_workflow(&w.worker_a, spec())
+    );
+    let wf =
+        w.f.hive
+            .submit_workflow(&w.alice, spec())
+            .await
+            .expect("alice submits a workflow")
+            .id;
+    let resource = format!("workflow/{wf}");
+    denied!(
+        w,
+        "workflow.read",
+        resource,
+        w.f.hive.get_workflow(&w.worker_a, wf)
+    );
+    denied!(
+        w,
+        "workflow.read",
+        "tenant/acme",
+        w.f.hive
+            .list_workflows(&w.worker_a, &WorkflowQuery::default())
+    );
+    denied!(
+        w,
+        "workflow.read",
+        resource,
+        w.f.hive.subscribe_workflow(&w.worker_a, wf, 0)
+    );
+    denied!(
+        w,
+        "workflow.cancel",
+        resource,
+        w.f.hive.cancel_workflow(&w.worker_a, wf, "worker says so")
+    );
+    // The workflow is untouched.
+    let view = w.f.hive.get_workflow(&w.alice, wf).await.unwrap();
+    assert_eq!(view.state, hive_core::workflow::WorkflowState::Running);
 }
 
 #[tokio::test]
