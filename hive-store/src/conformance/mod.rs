@@ -45,6 +45,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@each $factory;
             submit_stores_queued_event_and_snapshot,
             idempotency_key_returns_the_same_task_within_a_tenant,
+            concurrent_resubmission_of_one_batch_stores_each_task_once,
             invalid_specs_are_refused_and_nothing_is_stored,
             another_tenants_task_is_not_found,
             list_tasks_filters_and_paginates,
@@ -305,6 +306,43 @@ pub async fn idempotency_key_returns_the_same_task_within_a_tenant(store: Arc<dy
         .await
         .unwrap();
     assert_eq!(page.items.len(), 2, "only two acme tasks exist");
+}
+
+/// The same batch (same ids, same keys) submitted by several writers at once,
+/// as processes driving one workflow do: every call succeeds, every answer
+/// names the one stored task, and each task has exactly one `Queued` event.
+pub async fn concurrent_resubmission_of_one_batch_stores_each_task_once(store: Arc<dyn Store>) {
+    let h = Harness::new(store.clone());
+    let now = h.clock.now();
+    for round in 0..20 {
+        let batch: Vec<hive_core::store::NewTask> = (0..64)
+            .map(|i| hive_core::store::NewTask {
+                id: TaskId::new(),
+                owner: owner("acme", "alice"),
+                spec: Arc::new(spec("echo").idempotency_key(format!("resubmit:{round}:{i}"))),
+            })
+            .collect();
+        // Each writer sends the batch in its own order.
+        let writers = (0..4).map(|w| {
+            let store = store.clone();
+            let mut mine = batch.clone();
+            if w % 2 == 1 {
+                mine.reverse();
+            }
+            mine.rotate_left(w * 7);
+            let ids: Vec<TaskId> = mine.iter().map(|t| t.id).collect();
+            async move { (ids, store.submit(mine, now).await) }
+        });
+        let answers = futures::future::join_all(writers).await;
+        for (ids, answer) in answers {
+            let answer = answer.expect("a concurrent resubmission is not an error");
+            let answered: Vec<TaskId> = answer.iter().map(|s| s.id).collect();
+            assert_eq!(answered, ids, "each answer names the task it was asked for");
+        }
+        for t in &batch {
+            assert_eq!(h.kinds(t.id).await, vec!["queued"], "one task, one event");
+        }
+    }
 }
 
 /// Invalid specs get a typed error naming the field, and nothing is stored.

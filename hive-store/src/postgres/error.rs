@@ -15,6 +15,15 @@ fn temporary_sqlstate(code: &str) -> bool {
         || code == "40P01"
 }
 
+/// Whether a statement lost a race with another transaction (deadlock or
+/// serialization failure) and may simply run again.
+pub(super) fn lost_race(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| c == "40P01" || c == "40001"),
+        _ => false,
+    }
+}
+
 /// Maps a driver error, naming what was being done.
 pub(super) fn db(context: &str, e: sqlx::Error) -> Error {
     let temporary = match &e {

@@ -11,7 +11,7 @@ use rustc_hash::FxHashMap;
 
 use super::PostgresStore;
 use super::codec::{self, TaskRow, task_columns};
-use super::error::db;
+use super::error::{db, lost_race};
 use super::notify::Signal;
 use super::transition::{LockedRow, Transitions, locked, locked_columns, task_not_found};
 
@@ -79,25 +79,35 @@ impl PostgresStore {
         }
         signal.work();
         let queued = codec::encode_event(&EventKind::Queued)?;
-        let created: Vec<String> = sqlx::query_scalar(SUBMIT)
-            .bind(&ids)
-            .bind(&tenants)
-            .bind(&principals)
-            .bind(&agents)
-            .bind(&labels)
-            .bind(&priorities)
-            .bind(&keys)
-            .bind(&specs)
-            .bind(&inputs)
-            .bind(&cores)
-            .bind(&deadlines)
-            .bind(now.as_millis())
-            .bind(queued)
-            .bind(&self.channel)
-            .bind(signal.payload())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| db("submit tasks", e))?;
+        // The statement is all or nothing, so a deadlock or serialization
+        // failure (another process's batch) is retried a few times here.
+        let mut attempt = 0;
+        let created: Vec<String> = loop {
+            attempt += 1;
+            let result = sqlx::query_scalar(SUBMIT)
+                .bind(&ids)
+                .bind(&tenants)
+                .bind(&principals)
+                .bind(&agents)
+                .bind(&labels)
+                .bind(&priorities)
+                .bind(&keys)
+                .bind(&specs)
+                .bind(&inputs)
+                .bind(&cores)
+                .bind(&deadlines)
+                .bind(now.as_millis())
+                .bind(&queued)
+                .bind(&self.channel)
+                .bind(signal.payload())
+                .fetch_all(&self.pool)
+                .await;
+            match result {
+                Ok(created) => break created,
+                Err(e) if attempt < 4 && lost_race(&e) => continue,
+                Err(e) => return Err(db("submit tasks", e)),
+            }
+        };
         let created: rustc_hash::FxHashSet<TaskId> = created
             .iter()
             .map(|s| codec::task_id(s))
@@ -325,20 +335,30 @@ fn presenting_node(op: &Op) -> Option<NodeId> {
 /// Inserts the new tasks (a taken idempotency key skips its task), moves the
 /// feed heads, appends the `Queued` events and notifies, in one statement;
 /// answers the ids stored.
+///
+/// A task whose id is already stored is skipped like a taken key: two
+/// processes driving one workflow both submit the step tasks it recorded,
+/// with the same ids and keys. Queue order follows the batch, but rows are
+/// inserted sorted by
+/// `(tenant, idem_key)`: two batches that share keys (two processes driving
+/// the same workflows) then take the key locks in one order and cannot
+/// deadlock.
 const SUBMIT: &str = r#"
 WITH u AS (
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                          $6::int4[], $7::text[], $8::text[], $9::text[], $10::text[], $11::int8[])
         WITH ORDINALITY
         AS u(id, tenant, principal, agent, labels, priority, idem_key, spec, input, core, deadline_at, ord)
+), q AS MATERIALIZED (
+    SELECT u.*, nextval('task_order') AS queue_order FROM u ORDER BY u.ord
 ), ins AS (
     INSERT INTO tasks (id, tenant, principal, agent, labels, priority, idem_key, spec, input,
                        created_at, core, state, last_seq, available_at, queue_order, deadline_at)
-    SELECT u.id::uuid, u.tenant, u.principal, u.agent, u.labels::jsonb, u.priority, u.idem_key,
-           u.spec::json, u.input::json, $12, u.core::json, 'pending', 1, $12,
-           nextval('task_order'), u.deadline_at
-    FROM u ORDER BY u.ord
-    ON CONFLICT (tenant, idem_key) WHERE idem_key IS NOT NULL DO NOTHING
+    SELECT q.id::uuid, q.tenant, q.principal, q.agent, q.labels::jsonb, q.priority, q.idem_key,
+           q.spec::json, q.input::json, $12, q.core::json, 'pending', 1, $12,
+           q.queue_order, q.deadline_at
+    FROM q ORDER BY q.tenant, q.idem_key NULLS LAST, q.ord
+    ON CONFLICT DO NOTHING
     RETURNING id, tenant
 ), counts AS (
     SELECT tenant, count(*) AS n FROM ins GROUP BY tenant
