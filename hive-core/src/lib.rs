@@ -20,6 +20,7 @@ pub mod error;
 pub mod id;
 pub mod node;
 pub mod principal;
+pub mod registry;
 pub mod retry;
 pub mod scheduler;
 pub mod store;

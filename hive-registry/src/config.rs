@@ -4,13 +4,15 @@
 //! [`ConfigError`] naming the variable or parameter.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use hive_core::principal::TenantId;
 use url::Url;
 
 use crate::catalog::{AgentRef, Channel, validate_component};
 use crate::keys::TrustedKey;
+
+pub use hive_core::registry::{ConfigError, URL_PARAMETERS};
 
 /// The environment variables [`RegistryConfig::from_env`] reads.
 pub mod env {
@@ -31,116 +33,8 @@ pub mod env {
     pub const ALLOW_HTTP: &str = "HIVE_REGISTRY_ALLOW_HTTP";
 }
 
-/// The URL parameters [`RegistryConfig::from_url`] accepts.
-pub const URL_PARAMETERS: [&str; 5] = [
-    "sandbox_key",
-    "production_key",
-    "ca_file",
-    "insecure_skip_verify",
-    "allow_http",
-];
-
 /// The default repository prefix.
 pub const DEFAULT_PREFIX: &str = "hive";
-
-/// A bad configuration value. Each variant names the variable or parameter.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// A required value is missing.
-    #[error("{name} is required")]
-    Missing {
-        /// The variable or parameter.
-        name: String,
-    },
-    /// Not a URL, or a URL with parts that do not belong (credentials, a
-    /// fragment).
-    #[error("{name}: {value:?} is not a valid registry URL: {reason}")]
-    InvalidUrl {
-        /// The variable or parameter.
-        name: String,
-        /// The value.
-        value: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A scheme other than `https` or `http`.
-    #[error(
-        "{name}: scheme {scheme:?} is not supported: use https (or http for a loopback registry)"
-    )]
-    UnsupportedScheme {
-        /// The variable or parameter.
-        name: String,
-        /// The scheme.
-        scheme: String,
-    },
-    /// Plain HTTP to a host that is not loopback, without the explicit opt-in.
-    #[error(
-        "{name}: plain http to {host} is refused: use https, or set {opt_in}=true for a \
-         registry on a trusted network"
-    )]
-    InsecureHttp {
-        /// The variable or parameter.
-        name: String,
-        /// The host.
-        host: String,
-        /// The opt-in variable or parameter.
-        opt_in: String,
-    },
-    /// Not a valid repository prefix.
-    #[error("{name}: {value:?} is not a valid repository prefix: {reason}")]
-    InvalidPrefix {
-        /// The variable or parameter.
-        name: String,
-        /// The value.
-        value: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A file cannot be read.
-    #[error("{name}: cannot read {}: {source}", path.display())]
-    ReadFile {
-        /// The variable or parameter.
-        name: String,
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A key is not a P-256 public key in PEM.
-    #[error("{name}: {origin}: {reason}")]
-    InvalidKey {
-        /// The variable or parameter.
-        name: String,
-        /// Where the key came from (a path, or `inline`).
-        origin: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A CA bundle holds no PEM certificate.
-    #[error("{name}: {origin} holds no PEM certificate")]
-    InvalidCertificate {
-        /// The variable or parameter.
-        name: String,
-        /// Where it came from.
-        origin: String,
-    },
-    /// Not a boolean.
-    #[error("{name}: {value:?} is not a boolean (true/false, 1/0, yes/no)")]
-    InvalidBool {
-        /// The variable or parameter.
-        name: String,
-        /// The value.
-        value: String,
-    },
-    /// A URL parameter that is not known.
-    #[error("unknown registry URL parameter {name:?} (known: {})", URL_PARAMETERS.join(", "))]
-    UnknownParameter {
-        /// The parameter.
-        name: String,
-    },
-}
 
 /// TLS settings for the registry connection (with `https` URLs).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -235,12 +129,12 @@ impl RegistryConfig {
         self
     }
 
-    /// Reads the configuration from the process environment (see [`env`]).
+    /// Reads the configuration from the process environment (see [`env`](mod@env)).
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_env_with(|name| std::env::var(name).ok())
     }
 
-    /// Reads the configuration from `var` (a lookup of the [`env`] variables),
+    /// Reads the configuration from `var` (a lookup of the [`env`](mod@env) variables),
     /// so tests and hosts with their own settings source need not touch the
     /// process environment.
     pub fn from_env_with(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {

@@ -1,7 +1,11 @@
 //! # hive-registry: APIary
 //!
 //! Hive's catalog of agents, stored as OCI artifacts in a registry (GHCR in
-//! production, a local `distribution` registry in tests).
+//! production, a local `distribution` registry in tests). [`Apiary`]
+//! implements the [`AgentRegistry`] contract of `hive-core`
+//! ([`hive_core::registry`], where the catalog, provenance, experiment and
+//! error types live too, free of OCI and signing dependencies); this crate
+//! re-exports them so one import path serves both.
 //!
 //! - **Artifacts.** An agent version is an OCI image manifest with
 //!   `artifactType` [`AGENT_ARTIFACT_TYPE`], a config blob

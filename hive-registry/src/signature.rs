@@ -10,18 +10,7 @@ use crate::config::RegistryConfig;
 use crate::error::Result;
 use crate::keys::AgentSigningKey;
 
-/// What a successful signature verification established.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VerifiedSignature {
-    /// The id of the trusted key that verified it ([`crate::TrustedKey::key_id`]).
-    pub key_id: String,
-    /// The signed identity (`host/repository`).
-    pub identity: String,
-    /// The signed digest.
-    pub digest: String,
-    /// The signed payload's optional annotations (string values).
-    pub annotations: BTreeMap<String, String>,
-}
+pub use hive_core::registry::VerifiedSignature;
 
 /// Whether this build can sign and verify (the `cosign` feature).
 pub const SIGNING_BUILT_IN: bool = cfg!(feature = "cosign");

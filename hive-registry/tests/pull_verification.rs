@@ -136,11 +136,17 @@ async fn published_agent_pulls_with_verified_signature_and_digests() {
     let entry = publish(&f, "summarize", "agent definition v1").await;
     assert_eq!(entry.repository, "hive/acme/sandbox/summarize");
     assert!(entry.digest.starts_with("sha256:"));
-    let pulled = f
-        .apiary
+    // A host holds the contract from hive-core, not the OCI implementation.
+    let registry: std::sync::Arc<dyn hive_core::registry::AgentRegistry> =
+        std::sync::Arc::new(f.apiary.clone());
+    let pulled = registry
         .pull(&admin(), &entry.reference)
         .await
         .expect("pull verifies");
+    // The pulled agent is plain data that crosses a serde boundary intact.
+    let json = serde_json::to_string(&pulled).unwrap();
+    let back: hive_core::registry::PulledAgent = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, pulled);
     assert_eq!(pulled.digest, entry.digest);
     assert_eq!(pulled.layers.len(), 1);
     assert_eq!(pulled.layers[0].data, b"agent definition v1");

@@ -1,7 +1,7 @@
 //! # hive-store
 //!
 //! Storage backends for Hive, chosen by URL through [`open`], and the conformance
-//! suite every backend runs ([`conformance`], behind the `conformance` feature).
+//! suite every backend runs (`conformance`, behind the `conformance` feature).
 //!
 //! | URL               | backend           | feature    | durable | processes            |
 //! |-------------------|-------------------|------------|---------|----------------------|

@@ -2,7 +2,7 @@
 //!
 //! Every operation takes the calling [`Principal`]; the engine checks tenancy
 //! (another tenant's object is `NotFound`), asks the [`Authorizer`], validates the
-//! input, and hands the state change to the [`TaskStore`], which applies it
+//! input, and hands the state change to the [`crate::store::TaskStore`], which applies it
 //! atomically with its event.
 
 mod subscribe;

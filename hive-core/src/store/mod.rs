@@ -19,8 +19,8 @@
 //!   ([`crate::node::eligible`]) and that serves the task's agent.
 //! - **Batches.** Batch methods apply each item's guarantees independently: a
 //!   refused item does not refuse the others, and each gets its own result.
-//! - **Errors.** Driver errors are mapped to [`Error::BackendUnavailable`] (may be
-//!   retried) or [`Error::Backend`] (will not succeed by retrying).
+//! - **Errors.** Driver errors are mapped to [`crate::Error::BackendUnavailable`] (may be
+//!   retried) or [`crate::Error::Backend`] (will not succeed by retrying).
 
 mod record;
 

@@ -13,7 +13,7 @@ use crate::config::RegistryConfig;
 use crate::index;
 
 /// The registry token policy of APIary: which registry actions a principal
-/// gets on which repository. The same decisions as [`Apiary`]'s own
+/// gets on which repository. The same decisions as [`Apiary`](crate::Apiary)'s own
 /// operations:
 ///
 /// - `pull` on an agent repository: the principal passes the engine's
