@@ -796,4 +796,84 @@ impl PyHive {
             },
         )
     }
+
+    // ----- audit ------------------------------------------------------------
+
+    /// A page of the tenant's audit trail, oldest first, as a dict
+    /// (`events`, `next_after_seq`). Needs `audit:read`; another `tenant`
+    /// needs `system:admin` (otherwise `hive.NotFound`). `outcome` is
+    /// `allowed` or `denied`; `limit` is clamped to 1..=1000. Awaitable.
+    #[pyo3(signature = (principal, *, tenant = None, action = None, actor = None, outcome = None,
+                        after = 0, limit = 100))]
+    #[allow(clippy::too_many_arguments)]
+    fn list_audit<'py>(
+        &self,
+        py: Python<'py>,
+        principal: &Bound<'py, Principal>,
+        tenant: Option<String>,
+        action: Option<String>,
+        actor: Option<String>,
+        outcome: Option<&str>,
+        after: u64,
+        limit: u32,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let hive = self.engine.hive(py)?;
+        let outcome = match outcome {
+            None => None,
+            Some("allowed") => Some(hive::audit::AuditOutcome::Allowed),
+            Some("denied") => Some(hive::audit::AuditOutcome::Denied),
+            Some(other) => {
+                return Err(crate::errors::invalid_argument(
+                    py,
+                    format!("outcome must be 'allowed' or 'denied', got {other:?}"),
+                ));
+            }
+        };
+        let query = hive::iam::AuditQuery {
+            tenant: tenant.map(Into::into),
+            action,
+            actor: actor.map(Into::into),
+            outcome,
+            after_seq: after,
+            limit: Some(limit),
+        };
+        let p = who(principal);
+        bridge::call(
+            py,
+            async move {
+                hive::iam::AuditTrail::new(hive.store().clone())
+                    .list(&hive, &p, &query)
+                    .await
+            },
+            |py, page: hive::iam::AuditPage| types::json(py, &page),
+        )
+    }
+
+    /// Walks a tenant's whole audit chain (the caller's when `tenant` is
+    /// `None`) and reports the first broken link, as a dict (`ok`, `checked`,
+    /// `first_broken`, `broken`, `reason`, `head`). Needs `audit:read`.
+    /// Awaitable.
+    #[pyo3(signature = (principal, tenant = None))]
+    fn verify_audit<'py>(
+        &self,
+        py: Python<'py>,
+        principal: &Bound<'py, Principal>,
+        tenant: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let hive = self.engine.hive(py)?;
+        let p = who(principal);
+        let tenant: hive::principal::TenantId = match tenant {
+            Some(t) => t.into(),
+            None => p.tenant.clone(),
+        };
+        bridge::call(
+            py,
+            async move {
+                hive::iam::AuditTrail::new(hive.store().clone())
+                    .verify(&hive, &p, &tenant)
+                    .await
+            },
+            |py, report: hive::iam::VerifyReport| types::json(py, &report),
+        )
+    }
 }

@@ -1274,6 +1274,23 @@ impl Node {
         self.inner.spec.labels.clone()
     }
 
+    /// Who else may run work on it: `tenant:NAME` (every principal of a
+    /// tenant) or `user:TENANT/PRINCIPAL`.
+    #[getter]
+    fn shared_with(&self) -> Vec<String> {
+        self.inner
+            .spec
+            .shared_with
+            .iter()
+            .map(|t| match t {
+                hive::node::ShareTarget::Tenant { tenant } => format!("tenant:{tenant}"),
+                hive::node::ShareTarget::User { tenant, principal } => {
+                    format!("user:{tenant}/{principal}")
+                }
+            })
+            .collect()
+    }
+
     /// When it registered.
     #[getter]
     fn registered_at(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {

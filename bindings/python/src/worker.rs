@@ -147,6 +147,7 @@ pub(crate) struct WorkerSpec {
     claim_batch: u32,
     labels: std::collections::BTreeMap<String, String>,
     system: bool,
+    shared_with: Vec<hive::node::ShareTarget>,
     heartbeat_interval: Option<f64>,
     shutdown_grace: f64,
     handlers: Vec<(String, Py<PyAny>)>,
@@ -169,6 +170,13 @@ impl WorkerSpec {
             claim_batch: get("claim_batch")?.extract()?,
             labels: get("labels")?.extract()?,
             system: get("system")?.extract()?,
+            shared_with: {
+                let targets = get("shared_with")?;
+                let value = crate::convert::from_py(&targets, crate::convert::Mode::Data)
+                    .map_err(|e| e.into_spec_error(py, "shared_with"))?;
+                serde_json::from_value(value)
+                    .map_err(|e| crate::errors::invalid_argument(py, format!("shared_with: {e}")))?
+            },
             heartbeat_interval: if hb.is_none() {
                 None
             } else {
@@ -210,6 +218,7 @@ pub(crate) fn start<'py>(
     let mut options = hive::WorkerOptions::new(spec.name).capacity(spec.capacity);
     options.claim_batch = spec.claim_batch;
     options.labels = spec.labels;
+    options.shared_with = spec.shared_with;
     options.shutdown_grace = seconds(py, "shutdown_grace", spec.shutdown_grace)?;
     if let Some(hb) = spec.heartbeat_interval {
         options.heartbeat_interval = Some(seconds(py, "heartbeat_interval", hb)?);

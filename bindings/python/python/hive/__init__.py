@@ -34,6 +34,7 @@ from __future__ import annotations
 import atexit
 
 from . import _hive
+from ._audit import AuditEvent, AuditPage, AuditReport, ChainHead
 from ._errors import (
     AlreadyTerminal,
     BackendError,
@@ -108,6 +109,11 @@ __all__ = [
     "WorkflowSubmitted",
     "WorkflowSummary",
     "WorkflowView",
+    # audit answers
+    "AuditEvent",
+    "AuditPage",
+    "AuditReport",
+    "ChainHead",
     # workers
     "Handler",
     "TaskContext",

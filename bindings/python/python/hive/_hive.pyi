@@ -8,6 +8,7 @@ awaited (``await``, ``asyncio.run``, ``asyncio.create_task``, ``gather``).
 from datetime import datetime
 from typing import Any, Awaitable, Dict, Generator, Iterator, List, Mapping, Optional, Sequence, Tuple, Union, final
 
+from hive._audit import AuditPage, AuditReport
 from hive._specs import RetryPolicy, Timeouts, Workflow
 from hive._worker import Worker
 
@@ -361,6 +362,9 @@ class Node:
     @property
     def labels(self) -> Dict[str, str]: ...
     @property
+    def shared_with(self) -> List[str]:
+        """Who else may run work on it: ``tenant:NAME`` or ``user:TENANT/PRINCIPAL``."""
+    @property
     def registered_at(self) -> datetime: ...
     @property
     def last_seen(self) -> datetime: ...
@@ -539,6 +543,23 @@ class Hive:
         """The principal a token stands for (``Forbidden`` for any invalid token)."""
     async def revoke_token(self, principal: Principal, token_id: str) -> TokenInfo: ...
     async def list_tokens(self, principal: Principal) -> List[TokenInfo]: ...
+    async def list_audit(
+        self,
+        principal: Principal,
+        *,
+        tenant: Optional[str] = None,
+        action: Optional[str] = None,
+        actor: Optional[str] = None,
+        outcome: Optional[str] = None,
+        after: int = 0,
+        limit: int = 100,
+    ) -> AuditPage:
+        """A page of the tenant's audit trail, oldest first (needs ``audit:read``;
+        another ``tenant`` needs ``system:admin``). ``outcome``: ``allowed`` or
+        ``denied``; pass ``next_after_seq`` as ``after`` for the next page."""
+    async def verify_audit(self, principal: Principal, tenant: Optional[str] = None) -> AuditReport:
+        """Walks the tenant's whole hash chain and reports the first broken link
+        (needs ``audit:read``)."""
 
 @final
 class _Bridge:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import inspect
 from datetime import timedelta
-from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Tuple, TypeVar, Union
+from typing import Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, TypeVar, Union
 
-from ._hive import TaskContext
+from ._hive import Principal, TaskContext
 
 Handler = Callable[[TaskContext], Awaitable[Any]]
 """A handler: ``async def handler(ctx: hive.TaskContext) -> <JSON-compatible>``."""
@@ -19,6 +19,28 @@ def _seconds(value: Union[float, timedelta], what: str) -> float:
     if seconds < 0:
         raise ValueError(f"{what} must not be negative, got {value!r}")
     return seconds
+
+
+ShareTarget = Union[str, Principal]
+"""Someone a user node is shared with: a ``Principal`` (that user),
+``"user:TENANT/PRINCIPAL"`` or ``"tenant:TENANT"`` (every principal of it)."""
+
+
+def _share_target(target: ShareTarget) -> Dict[str, str]:
+    if isinstance(target, Principal):
+        return {"type": "user", "tenant": target.tenant, "principal": target.id}
+    if not isinstance(target, str):
+        raise TypeError(f"a share target is a Principal or a string, got {target!r}")
+    kind, sep, rest = target.partition(":")
+    if sep and kind == "tenant" and rest and "/" not in rest:
+        return {"type": "tenant", "tenant": rest}
+    if sep and kind == "user":
+        tenant, slash, principal = rest.partition("/")
+        if slash and tenant and principal and "/" not in principal:
+            return {"type": "user", "tenant": tenant, "principal": principal}
+    raise ValueError(
+        f"share target {target!r} is not 'tenant:TENANT' or 'user:TENANT/PRINCIPAL'"
+    )
 
 
 class Worker:
@@ -47,7 +69,9 @@ class Worker:
 
     ``system=True`` makes a node that runs any tenant's tasks (the principal
     starting it needs ``system:admin``, e.g. ``Principal.system()``); otherwise
-    the node belongs to the principal that starts it and runs only its tasks.
+    the node belongs to the principal that starts it and runs only its tasks,
+    and those of whoever it is shared with: ``share_with=[bob, "tenant:acme"]``
+    (a system node cannot be shared; it already runs everyone's work).
     """
 
     def __init__(
@@ -57,6 +81,7 @@ class Worker:
         capacity: int = 64,
         labels: Optional[Mapping[str, str]] = None,
         system: bool = False,
+        share_with: Optional[Iterable[ShareTarget]] = None,
         claim_batch: int = 256,
         heartbeat_interval: Union[float, timedelta, None] = None,
         shutdown_grace: Union[float, timedelta] = 30.0,
@@ -69,6 +94,9 @@ class Worker:
         self.capacity = capacity
         self.labels: Dict[str, str] = dict(labels or {})
         self.system = system
+        self.shared_with: List[Dict[str, str]] = [_share_target(t) for t in share_with or ()]
+        if system and self.shared_with:
+            raise ValueError("a system node runs every tenant's tasks: it cannot be shared")
         self.claim_batch = claim_batch
         self.heartbeat_interval: Optional[float] = (
             None if heartbeat_interval is None else _seconds(heartbeat_interval, "heartbeat_interval")
@@ -109,6 +137,7 @@ class Worker:
             "claim_batch": self.claim_batch,
             "labels": self.labels,
             "system": self.system,
+            "shared_with": self.shared_with,
             "heartbeat_interval": self.heartbeat_interval,
             "shutdown_grace": self.shutdown_grace,
             "handlers": handlers,
