@@ -114,6 +114,22 @@ pub enum Error {
 }
 
 impl Error {
+    /// A backend driver's error: [`Error::BackendUnavailable`] when retrying
+    /// may succeed (`temporary`), [`Error::Backend`] otherwise; the driver's
+    /// error is kept as the source.
+    pub fn from_driver(
+        temporary: bool,
+        message: String,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        let source = Some(Box::new(source) as Box<dyn std::error::Error + Send + Sync>);
+        if temporary {
+            Error::BackendUnavailable { message, source }
+        } else {
+            Error::Backend { message, source }
+        }
+    }
+
     /// Whether retrying the same call later may succeed.
     pub fn is_temporary(&self) -> bool {
         matches!(self, Error::BackendUnavailable { .. } | Error::Timeout(_))

@@ -13,11 +13,15 @@
 //!
 //! Wiring an engine:
 //!
-//! ```no_run
-//! # async fn demo(store: std::sync::Arc<dyn hive_core::store::Store>) -> hive_core::Result<()> {
+//! ```
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
+//! # async fn main() -> hive_core::Result<()> {
 //! use std::sync::Arc;
-//! use hive_iam::{AuditTrail, ScopePolicy, TokenService};
+//! use hive_core::Principal;
+//! use hive_core::store::Store;
+//! use hive_iam::{AuditTrail, ScopePolicy, TokenKind, TokenRequest, TokenService};
 //!
+//! let store: Arc<dyn Store> = Arc::new(hive_store::memory::MemoryStore::default());
 //! let policy = Arc::new(ScopePolicy::new());
 //! let trail = Arc::new(AuditTrail::new(store.clone()));
 //! let hive = hive_core::Hive::builder()
@@ -26,6 +30,15 @@
 //!     .auditor(trail.clone())
 //!     .build()?;
 //! let tokens = TokenService::for_hive(&hive);
+//! let admin = Principal::admin("acme", "root");
+//! let issued = tokens
+//!     .issue(&hive, &admin, TokenRequest::new("ci-bot", TokenKind::User))
+//!     .await?;
+//! let bot = tokens.resolve(&issued.token).await?;
+//! assert_eq!(bot.id.as_str(), "ci-bot");
+//! // The issue was audited, and the tenant's chain is intact.
+//! assert!(trail.verify(&hive, &admin, &admin.tenant).await?.ok);
+//! # hive.shutdown();
 //! # Ok(()) }
 //! ```
 

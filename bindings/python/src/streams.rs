@@ -104,10 +104,9 @@ impl<S: Source> PyStream for Stream<S> {
             if buf.items.is_empty() {
                 return None;
             }
-            if matches!(buf.items.front(), Some(Err(_))) {
-                let Some(Err(e)) = buf.items.pop_front() else {
-                    unreachable!("checked just above")
-                };
+            if let Some(Err(_)) = buf.items.front()
+                && let Some(Err(e)) = buf.items.pop_front()
+            {
                 drop(buf);
                 return Some(Err(crate::errors::to_py_err(py, &e)));
             }
@@ -274,19 +273,7 @@ impl Source for TaskEventsSource {
                 Err(e) => return Some(Err(e)),
             }
         }
-        let sub = self.sub.as_mut()?;
-        let first = match sub.next().await? {
-            Ok(ev) => ev,
-            Err(e) => return Some(Err(e)),
-        };
-        let mut out = vec![first];
-        while out.len() < max {
-            match sub.next().now_or_never() {
-                Some(Some(Ok(ev))) => out.push(ev),
-                _ => break,
-            }
-        }
-        Some(Ok(out))
+        self.sub.as_mut()?.next_batch(max).await
     }
 
     fn position(item: &hive::TaskEvent) -> u64 {
@@ -326,19 +313,7 @@ impl Source for WorkflowEventsSource {
                 Err(e) => return Some(Err(e)),
             }
         }
-        let sub = self.sub.as_mut()?;
-        let first = match sub.next().await? {
-            Ok(ev) => ev,
-            Err(e) => return Some(Err(e)),
-        };
-        let mut out = vec![first];
-        while out.len() < max {
-            match sub.next().now_or_never() {
-                Some(Some(Ok(ev))) => out.push(ev),
-                _ => break,
-            }
-        }
-        Some(Ok(out))
+        self.sub.as_mut()?.next_batch(max).await
     }
 
     fn position(item: &Self::Item) -> u64 {

@@ -12,15 +12,77 @@ use crate::task::{FeedEvent, TaskEvent};
 
 const PAGE: usize = 512;
 
+/// An event of a stream that ends: its seq and whether it is the last.
+pub(crate) trait Ending {
+    fn seq(&self) -> u64;
+    fn ends(&self) -> bool;
+}
+
+impl Ending for TaskEvent {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn ends(&self) -> bool {
+        self.kind.is_terminal()
+    }
+}
+
+impl Ending for crate::workflow::WorkflowEvent {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn ends(&self) -> bool {
+        self.kind.is_terminal()
+    }
+}
+
+/// What task and workflow subscriptions share: the position, the events read
+/// ahead, and whether the terminal event was handed out.
+#[derive(Debug)]
+pub(crate) struct Replay<E> {
+    pub(crate) after: u64,
+    pub(crate) buffer: VecDeque<E>,
+    pub(crate) done: bool,
+}
+
+impl<E: Ending> Replay<E> {
+    pub(crate) fn new(after: u64) -> Self {
+        Replay {
+            after,
+            buffer: VecDeque::new(),
+            done: false,
+        }
+    }
+
+    /// The next buffered event, moving the position; nothing after the terminal one.
+    pub(crate) fn pop(&mut self) -> Option<E> {
+        let ev = self.buffer.pop_front()?;
+        self.after = ev.seq();
+        if ev.ends() {
+            self.done = true;
+            self.buffer.clear();
+        }
+        Some(ev)
+    }
+
+    /// Moves buffered events into `out` until it holds `max`.
+    pub(crate) fn drain_into(&mut self, out: &mut Vec<E>, max: usize) {
+        while out.len() < max {
+            match self.pop() {
+                Some(ev) => out.push(ev),
+                None => break,
+            }
+        }
+    }
+}
+
 /// The events of one task after an offset: replayed from the store, then live.
 /// Ends (yields `None`) right after the terminal event.
 #[derive(Debug)]
 pub struct TaskSubscription {
     hive: Hive,
     task: TaskId,
-    after: u64,
-    buffer: VecDeque<TaskEvent>,
-    done: bool,
+    replay: Replay<TaskEvent>,
 }
 
 impl TaskSubscription {
@@ -28,9 +90,7 @@ impl TaskSubscription {
         TaskSubscription {
             hive,
             task,
-            after,
-            buffer: VecDeque::new(),
-            done: false,
+            replay: Replay::new(after),
         }
     }
 
@@ -41,48 +101,57 @@ impl TaskSubscription {
 
     /// The seq of the last event handed out (resume after it).
     pub fn position(&self) -> u64 {
-        self.after
+        self.replay.after
     }
 
     /// The next event; `None` after the terminal event. An error (the store is
     /// unreachable) leaves the subscription usable: call again to retry.
     pub async fn next(&mut self) -> Option<Result<TaskEvent>> {
         loop {
-            if let Some(ev) = self.buffer.pop_front() {
-                self.after = ev.seq;
-                if ev.kind.is_terminal() {
-                    self.done = true;
-                    self.buffer.clear();
-                }
+            if let Some(ev) = self.replay.pop() {
                 return Some(Ok(ev));
             }
-            if self.done {
+            if self.replay.done {
                 return None;
             }
+            let after = self.replay.after;
             let store = self.hive.store();
-            match store.read_events(self.task, self.after, PAGE).await {
-                Ok(events) if !events.is_empty() => self.buffer.extend(events),
+            match store.read_events(self.task, after, PAGE).await {
+                Ok(events) if !events.is_empty() => self.replay.buffer.extend(events),
                 Ok(_) => {
                     if self.hive.is_shut_down() {
                         return Some(Err(crate::Error::Shutdown));
                     }
                     // Subscribed at or after the end: nothing more will come.
                     match store.get_task(self.task).await {
-                        Ok(Some(t)) if t.state.is_terminal() && t.last_seq <= self.after => {
-                            self.done = true;
+                        Ok(Some(t)) if t.state.is_terminal() && t.last_seq <= after => {
+                            self.replay.done = true;
                             return None;
                         }
                         Ok(_) => {}
                         Err(e) => return Some(Err(e)),
                     }
                     let poll = self.hive.config().subscription_poll;
-                    if let Err(e) = store.wait_for_events(self.task, self.after, poll).await {
+                    if let Err(e) = store.wait_for_events(self.task, after, poll).await {
                         return Some(Err(e));
                     }
                 }
                 Err(e) => return Some(Err(e)),
             }
         }
+    }
+
+    /// Up to `max` events: the next one (waiting for it), then those already
+    /// read ahead; `None` after the terminal event. For consumers that hand
+    /// events on in batches (bindings, SSE).
+    pub async fn next_batch(&mut self, max: usize) -> Option<Result<Vec<TaskEvent>>> {
+        let first = match self.next().await? {
+            Ok(ev) => ev,
+            Err(e) => return Some(Err(e)),
+        };
+        let mut out = vec![first];
+        self.replay.drain_into(&mut out, max);
+        Some(Ok(out))
     }
 
     /// Collects every remaining event, until the terminal one.

@@ -8,12 +8,11 @@
 //! step tasks the plan fixed (ids and idempotency keys are in the record, so a
 //! crash between the write and the submit is repaired by the next pass).
 
-use std::collections::VecDeque;
-
 use rustc_hash::{FxHashMap, FxHashSet};
 use tracing::instrument;
 
 use super::Hive;
+use super::subscribe::Replay;
 use crate::auth::{Action, Resource};
 use crate::error::{Error, Result};
 use crate::principal::Principal;
@@ -413,9 +412,7 @@ impl Hive {
         Ok(WorkflowSubscription {
             hive: self.detached(),
             id,
-            after: after_seq,
-            buffer: VecDeque::new(),
-            done: false,
+            replay: Replay::new(after_seq),
         })
     }
 
@@ -602,35 +599,29 @@ pub(super) async fn run(hive: Hive) {
 pub struct WorkflowSubscription {
     hive: Hive,
     id: WorkflowId,
-    after: u64,
-    buffer: VecDeque<WorkflowEvent>,
-    done: bool,
+    replay: Replay<WorkflowEvent>,
 }
 
 impl WorkflowSubscription {
     /// The seq of the last event handed out.
     pub fn position(&self) -> u64 {
-        self.after
+        self.replay.after
     }
 
     /// The next event; `None` after the terminal one.
     pub async fn next(&mut self) -> Option<Result<WorkflowEvent>> {
         loop {
-            if let Some(ev) = self.buffer.pop_front() {
-                self.after = ev.seq;
-                if ev.kind.is_terminal() {
-                    self.done = true;
-                    self.buffer.clear();
-                }
+            if let Some(ev) = self.replay.pop() {
                 return Some(Ok(ev));
             }
-            if self.done {
+            if self.replay.done {
                 return None;
             }
+            let after = self.replay.after;
             let store = self.hive.store();
             let key = self.id.to_string();
             match store
-                .read_record_events(RECORD_KIND, &key, self.after, 512)
+                .read_record_events(RECORD_KIND, &key, after, 512)
                 .await
             {
                 Ok(events) if !events.is_empty() => {
@@ -647,7 +638,7 @@ impl WorkflowSubscription {
                                 }));
                             }
                         };
-                        self.buffer.push_back(WorkflowEvent {
+                        self.replay.buffer.push_back(WorkflowEvent {
                             workflow: self.id,
                             seq: e.seq,
                             at: e.at,
@@ -661,7 +652,7 @@ impl WorkflowSubscription {
                     }
                     let poll = self.hive.config().subscription_poll;
                     if let Err(e) = store
-                        .wait_for_record_events(RECORD_KIND, &key, self.after, poll)
+                        .wait_for_record_events(RECORD_KIND, &key, after, poll)
                         .await
                     {
                         return Some(Err(e));
@@ -670,6 +661,18 @@ impl WorkflowSubscription {
                 Err(e) => return Some(Err(e)),
             }
         }
+    }
+
+    /// Up to `max` events: the next one (waiting for it), then those already
+    /// read ahead; `None` after the `Finished` event.
+    pub async fn next_batch(&mut self, max: usize) -> Option<Result<Vec<WorkflowEvent>>> {
+        let first = match self.next().await? {
+            Ok(ev) => ev,
+            Err(e) => return Some(Err(e)),
+        };
+        let mut out = vec![first];
+        self.replay.drain_into(&mut out, max);
+        Some(Ok(out))
     }
 
     /// Collects every remaining event, until the terminal one.

@@ -920,6 +920,16 @@ pub async fn subscribe_replays_then_follows_and_ends_after_terminal(store: Arc<d
         .await
         .unwrap();
     assert_eq!(all.first().map(|e| e.seq), Some(3));
+    // In batches: at most `max` each, in order, ending with the terminal event.
+    let mut batched = h.hive.subscribe(&alice(), s.id, 0).await.unwrap();
+    let mut seqs = Vec::new();
+    while let Some(batch) = batched.next_batch(2).await {
+        let batch = batch.unwrap();
+        assert!(!batch.is_empty() && batch.len() <= 2, "{batch:?}");
+        seqs.extend(batch.iter().map(|e| e.seq));
+    }
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    assert_eq!(batched.position(), 5);
     let after_end = h.hive.subscribe(&alice(), s.id, 5).await.unwrap();
     let rest = tokio::time::timeout(Duration::from_secs(5), after_end.collect())
         .await

@@ -36,18 +36,7 @@ pub(super) fn db(context: &str, e: sqlx::Error) -> Error {
         sqlx::Error::Database(d) => d.code().is_some_and(|c| temporary_sqlstate(&c)),
         _ => false,
     };
-    let message = format!("postgres: {context}: {e}");
-    if temporary {
-        Error::BackendUnavailable {
-            message,
-            source: Some(Box::new(e)),
-        }
-    } else {
-        Error::Backend {
-            message,
-            source: Some(Box::new(e)),
-        }
-    }
+    Error::from_driver(temporary, format!("postgres: {context}: {e}"), e)
 }
 
 /// A stored value that does not decode: corrupt data or a schema this build

@@ -259,18 +259,7 @@ fn unavailable_or_backend(context: &str, e: redis::RedisError) -> Error {
             e.code(),
             Some("BUSY") | Some("LOADING") | Some("NOREPLICAS")
         );
-    let message = format!("redis: {context}: {e}");
-    if temporary {
-        Error::BackendUnavailable {
-            message,
-            source: Some(Box::new(e)),
-        }
-    } else {
-        Error::Backend {
-            message,
-            source: Some(Box::new(e)),
-        }
-    }
+    Error::from_driver(temporary, format!("redis: {context}: {e}"), e)
 }
 
 /// `map_err` for driver calls.

@@ -743,22 +743,7 @@ impl RedisStore {
     }
 
     pub(super) async fn load(&self, ids: &[TaskId]) -> Result<Vec<Option<Loaded>>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for id in ids {
-            pipe.cmd("HMGET")
-                .arg(self.keys.task(*id))
-                .arg(&LOAD_FIELDS[..]);
-        }
-        let reply: Vec<Value> = pipe
-            .query_async(&mut self.conn())
-            .await
-            .map_err(driver("reading tasks"))?;
-        let mut rows = rows_of(reply, ids.len())?;
-        self.resolve_long(ids, &mut rows, &LOAD_LONG).await?;
-        let specs = self.specs_of(&spec_ids(&rows, 1)).await?;
+        let (rows, specs) = self.read_rows(ids, &LOAD_FIELDS, &LOAD_LONG).await?;
         rows.iter()
             .zip(&specs)
             .map(|(r, s)| loaded(r, s.as_ref()))
@@ -766,27 +751,40 @@ impl RedisStore {
     }
 
     pub(super) async fn snapshots(&self, ids: &[TaskId]) -> Result<Vec<Option<Task>>> {
+        let (rows, specs) = self
+            .read_rows(ids, &SNAPSHOT_FIELDS, &SNAPSHOT_LONG)
+            .await?;
+        ids.iter()
+            .zip(&rows)
+            .zip(&specs)
+            .map(|((id, r), s)| snapshot(*id, r, s.as_ref()))
+            .collect()
+    }
+
+    /// `fields` of each task hash in one pipeline (an empty row for a missing
+    /// task), with the `long` columns resolved, and each row's spec (the
+    /// fixed part is column 1).
+    async fn read_rows(
+        &self,
+        ids: &[TaskId],
+        fields: &[&str],
+        long: &[usize],
+    ) -> Result<(Vec<Vec<Value>>, Vec<Option<Arc<TaskSpec>>>)> {
         if ids.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.cmd("HMGET")
-                .arg(self.keys.task(*id))
-                .arg(&SNAPSHOT_FIELDS[..]);
+            pipe.cmd("HMGET").arg(self.keys.task(*id)).arg(fields);
         }
         let reply: Vec<Value> = pipe
             .query_async(&mut self.conn())
             .await
             .map_err(driver("reading tasks"))?;
         let mut rows = rows_of(reply, ids.len())?;
-        self.resolve_long(ids, &mut rows, &SNAPSHOT_LONG).await?;
+        self.resolve_long(ids, &mut rows, long).await?;
         let specs = self.specs_of(&spec_ids(&rows, 1)).await?;
-        ids.iter()
-            .zip(&rows)
-            .zip(&specs)
-            .map(|((id, r), s)| snapshot(*id, r, s.as_ref()))
-            .collect()
+        Ok((rows, specs))
     }
 
     pub(super) async fn list(&self, tenant: &TenantId, query: &TaskQuery) -> Result<Page<Task>> {

@@ -116,18 +116,7 @@ pub(super) fn db(context: &str, e: sqlx::Error) -> Error {
         | sqlx::Error::WorkerCrashed => true,
         _ => false,
     };
-    let message = format!("SQLite: cannot {context}: {e}");
-    if temporary {
-        Error::BackendUnavailable {
-            message,
-            source: Some(Box::new(e)),
-        }
-    } else {
-        Error::Backend {
-            message,
-            source: Some(Box::new(e)),
-        }
-    }
+    Error::from_driver(temporary, format!("SQLite: cannot {context}: {e}"), e)
 }
 
 /// The SQLite primary result code of a driver error, if it has one.
@@ -245,6 +234,26 @@ pub(super) fn tuple(n: usize) -> String {
     }
     s.push(')');
     s
+}
+
+/// The rows `select` (a statement ending in `IN `) returns for `ids`, at most
+/// [`CHUNK`] ids per statement; `what` names the read in errors.
+pub(super) async fn rows_for_ids(
+    conn: &mut sqlx::SqliteConnection,
+    select: &str,
+    ids: &[TaskId],
+    what: &str,
+) -> Result<Vec<SqliteRow>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(CHUNK) {
+        let sql = format!("{select}{}", tuple(chunk.len()));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            q = q.bind(id.to_string());
+        }
+        out.extend(q.fetch_all(&mut *conn).await.map_err(|e| db(what, e))?);
+    }
+    Ok(out)
 }
 
 /// `rows` tuples of `cols` placeholders, comma separated.

@@ -10,8 +10,8 @@ use hive_core::{Error, Result};
 use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite, SqlitePool};
 
 use super::codec::{
-    CHUNK, NODE_COLUMNS, TASK_COLUMNS, db, event, feed_event, int, node, not_found, state_code,
-    task, tuple,
+    NODE_COLUMNS, TASK_COLUMNS, db, event, feed_event, int, node, not_found, rows_for_ids,
+    state_code, task,
 };
 use super::write::Shared;
 
@@ -21,20 +21,19 @@ pub(super) async fn get_tasks(
     ids: &[TaskId],
 ) -> Result<Vec<Task>> {
     let mut found = rustc_hash::FxHashMap::default();
-    for chunk in ids.chunks(CHUNK) {
-        let sql = format!(
-            "SELECT {TASK_COLUMNS} FROM tasks t JOIN task_specs s ON s.id = t.id WHERE t.id IN {}",
-            tuple(chunk.len())
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for id in chunk {
-            q = q.bind(id.to_string());
-        }
-        let rows = q.fetch_all(pool).await.map_err(|e| db("read tasks", e))?;
-        for row in rows {
-            let t = task(&row, |id| shared.specs.lock().get(&id))?;
-            found.insert(t.id, t);
-        }
+    let mut conn = pool.acquire().await.map_err(|e| db("read tasks", e))?;
+    let rows = rows_for_ids(
+        &mut conn,
+        &format!(
+            "SELECT {TASK_COLUMNS} FROM tasks t JOIN task_specs s ON s.id = t.id WHERE t.id IN "
+        ),
+        ids,
+        "read tasks",
+    )
+    .await?;
+    for row in rows {
+        let t = task(&row, |id| shared.specs.lock().get(&id))?;
+        found.insert(t.id, t);
     }
     // In the order asked (an id asked twice is answered twice).
     Ok(ids.iter().filter_map(|id| found.get(id).cloned()).collect())

@@ -23,8 +23,8 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use sqlx::{AssertSqlSafe, Connection, Sqlite, SqliteConnection, Transaction};
 
 use super::codec::{
-    CHUNK, NODE_COLUMNS, col, db, from_json, int, node, node_status_code, not_found, state_code,
-    task_id, to_json, tuple, tuples, uint,
+    CHUNK, NODE_COLUMNS, col, db, from_json, int, node, node_status_code, not_found, rows_for_ids,
+    state_code, task_id, to_json, tuple, tuples, uint,
 };
 
 // ----- caches shared by the writer and the readers ------------------------------
@@ -289,33 +289,26 @@ impl<'c> Tx<'c> {
         }
         let mut rows: Vec<(TaskId, TenantId, PrincipalId, Timestamp, i64, TaskCore)> =
             Vec::with_capacity(wanted.len());
-        for chunk in wanted.chunks(CHUNK) {
-            let sql = format!(
-                "SELECT id, tenant, principal, created_at, ord, core FROM tasks WHERE id IN {}",
-                tuple(chunk.len())
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for id in chunk {
-                q = q.bind(id.to_string());
-            }
-            let found = q
-                .fetch_all(self.conn())
-                .await
-                .map_err(|e| db("read tasks", e))?;
-            for row in found {
-                let id: String = col(&row, 0)?;
-                let tenant: String = col(&row, 1)?;
-                let principal: String = col(&row, 2)?;
-                let core: String = col(&row, 5)?;
-                rows.push((
-                    task_id(&id)?,
-                    tenant.as_str().into(),
-                    principal.as_str().into(),
-                    Timestamp::from_millis(col(&row, 3)?),
-                    col(&row, 4)?,
-                    from_json!(&core, "task core")?,
-                ));
-            }
+        let found = rows_for_ids(
+            self.conn(),
+            "SELECT id, tenant, principal, created_at, ord, core FROM tasks WHERE id IN ",
+            &wanted,
+            "read tasks",
+        )
+        .await?;
+        for row in found {
+            let id: String = col(&row, 0)?;
+            let tenant: String = col(&row, 1)?;
+            let principal: String = col(&row, 2)?;
+            let core: String = col(&row, 5)?;
+            rows.push((
+                task_id(&id)?,
+                tenant.as_str().into(),
+                principal.as_str().into(),
+                Timestamp::from_millis(col(&row, 3)?),
+                col(&row, 4)?,
+                from_json!(&core, "task core")?,
+            ));
         }
         let mut specs: FxHashMap<TaskId, Arc<TaskSpec>> = FxHashMap::default();
         let mut unknown = Vec::new();
@@ -330,27 +323,20 @@ impl<'c> Tx<'c> {
                 }
             }
         }
-        for chunk in unknown.chunks(CHUNK) {
-            let sql = format!(
-                "SELECT id, spec FROM task_specs WHERE id IN {}",
-                tuple(chunk.len())
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for id in chunk {
-                q = q.bind(id.to_string());
-            }
-            let found = q
-                .fetch_all(self.conn())
-                .await
-                .map_err(|e| db("read task specs", e))?;
-            for row in found {
-                let id: String = col(&row, 0)?;
-                let id = task_id(&id)?;
-                let text: String = col(&row, 1)?;
-                let spec: Arc<TaskSpec> = Arc::new(from_json!(&text, "task spec")?);
-                self.fx.specs.push((id, spec.clone(), text.len()));
-                specs.insert(id, spec);
-            }
+        let found = rows_for_ids(
+            self.conn(),
+            "SELECT id, spec FROM task_specs WHERE id IN ",
+            &unknown,
+            "read task specs",
+        )
+        .await?;
+        for row in found {
+            let id: String = col(&row, 0)?;
+            let id = task_id(&id)?;
+            let text: String = col(&row, 1)?;
+            let spec: Arc<TaskSpec> = Arc::new(from_json!(&text, "task spec")?);
+            self.fx.specs.push((id, spec.clone(), text.len()));
+            specs.insert(id, spec);
         }
         let mut tenants = Vec::new();
         for (id, tenant, principal, created_at, ord, core) in rows {
