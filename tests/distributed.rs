@@ -87,7 +87,9 @@ async fn three_processes_one_killed(url: String) {
     let mut feed = hive.feed(&alice, 0).await.unwrap();
     let timeouts = Timeouts {
         heartbeat: Duration::from_secs(3),
-        schedule_to_start: Duration::from_secs(10),
+        // Also the pending tasks' deadline: 5 000 queued tasks on a shared
+        // 2-core machine may wait well past 10 s for a node.
+        schedule_to_start: Duration::from_secs(120),
         ..Timeouts::default()
     };
     let mut ids = Vec::with_capacity(TASKS);

@@ -417,3 +417,104 @@ async fn handlers_that_call_the_store_do_not_stall_the_worker_on_sqlite() {
     }
     worker.shutdown().await;
 }
+
+/// Regression (issue 11, item 16): the node's and the leases' heartbeats used
+/// to run in the loop that polls the handlers, so one handler blocking its
+/// thread got the whole node declared lost. Now it costs only its own lease:
+/// the node stays ready and the other attempt on it keeps its lease and ends
+/// with its first attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_handler_costs_only_its_own_lease() {
+    let hive = fast_hive();
+    let alice = Principal::user("acme", "alice");
+    let steady_started = Arc::new(AtomicBool::new(false));
+    let s = steady_started.clone();
+    let steady = handler_fn(move |_| {
+        let s = s.clone();
+        async move {
+            s.store(true, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            Ok(json!("steady"))
+        }
+    });
+    // Blocks its thread three times the node-lost window (600 ms).
+    let block = handler_fn(|_| async {
+        std::thread::sleep(Duration::from_millis(1_800));
+        Ok(json!("too late"))
+    });
+    let worker = hive
+        .start_worker(
+            &alice,
+            WorkerOptions::new("mixed")
+                .capacity(4)
+                .handler("steady", steady)
+                .handler("block", block),
+        )
+        .await
+        .unwrap();
+    let timeouts = Timeouts {
+        heartbeat: Duration::from_millis(600),
+        ..Timeouts::default()
+    };
+    let steady_task = hive
+        .submit(
+            &alice,
+            TaskSpec::new("steady", json!(null)).timeouts(timeouts.clone()),
+        )
+        .await
+        .unwrap();
+    while !steady_started.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let blocked_task = hive
+        .submit(
+            &alice,
+            TaskSpec::new("block", json!(null))
+                .timeouts(timeouts)
+                .retry(RetryPolicy::attempts(1, Duration::from_millis(10))),
+        )
+        .await
+        .unwrap();
+
+    // While the handler blocks, the node keeps beating.
+    let node = worker.node();
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(1_500) {
+        let nodes = hive.list_nodes(&alice).await.unwrap();
+        let status = nodes.iter().find(|n| n.id == node).unwrap().status;
+        assert_eq!(status, hive::NodeStatus::Ready, "the node stays ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let blocked = wait_end(&hive, &alice, blocked_task.id).await;
+    assert!(
+        blocked.iter().any(|e| matches!(
+            &e.kind,
+            EventKind::TimedOut {
+                phase: hive::TimeoutPhase::Heartbeat
+            }
+        )),
+        "the blocking handler lost its lease: {blocked:?}"
+    );
+    let steady = wait_end(&hive, &alice, steady_task.id).await;
+    assert_eq!(
+        steady
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Started { .. }))
+            .count(),
+        1,
+        "the other attempt kept its lease: {steady:?}"
+    );
+    assert_eq!(
+        steady.last().unwrap().kind,
+        EventKind::Succeeded {
+            output: json!("steady")
+        }
+    );
+    let nodes = hive.list_nodes(&alice).await.unwrap();
+    assert_eq!(
+        nodes.iter().find(|n| n.id == node).unwrap().status,
+        hive::NodeStatus::Ready
+    );
+    worker.shutdown().await;
+}

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use rustc_hash::FxHashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -302,6 +303,19 @@ impl Hive {
         let node = self.register_node(p, spec).await?;
         let principal = Arc::new(Principal::worker(node.tenant(), node.id));
         let stop = self.shutdown_token().child_token();
+        let inflight: Inflights = Arc::default();
+        // The heartbeats run on a task of their own, so a handler that blocks
+        // its thread stalls neither the node's sign of life nor the other
+        // attempts' leases; they stop when the loop ends (or is dropped).
+        let beats_stop = CancellationToken::new();
+        let beats = Heartbeats {
+            hive: self.detached(),
+            principal: principal.clone(),
+            node: node.id,
+            every: tick_every(&options, self.config().node_heartbeat_interval),
+            inflight: inflight.clone(),
+        };
+        tokio::spawn(beats.run(beats_stop.clone()));
         let run = WorkerLoop {
             hive: self.detached(),
             principal: principal.clone(),
@@ -310,8 +324,9 @@ impl Hive {
             options,
             stop: stop.clone(),
             attempts: Attempts::default(),
-            inflight: FxHashMap::default(),
+            inflight,
             reports: Vec::new(),
+            _beats: beats_stop.drop_guard(),
         };
         let join = tokio::spawn(run.run());
         Ok(WorkerHandle {
@@ -337,6 +352,26 @@ struct Inflight {
     progress: Arc<Mutex<Option<serde_json::Value>>>,
     heartbeat_every: Duration,
     last_beat: Instant,
+    /// Bumped on entry to and exit from every poll of the attempt: odd while
+    /// the handler is inside a poll. The heartbeat task stops beating for an
+    /// attempt found inside the same poll twice (a handler blocking its
+    /// thread), so that attempt loses its lease and no other does.
+    polls: Arc<AtomicU64>,
+    /// `polls` as the heartbeat task saw it at the last beat that was due.
+    seen_polls: u64,
+    /// Whether the last due beat was withheld because the handler was still
+    /// inside the poll it was in one heartbeat interval before.
+    blocked: bool,
+}
+
+/// The in-flight attempts, shared by the loop and the heartbeat task.
+type Inflights = Arc<Mutex<FxHashMap<TaskId, Inflight>>>;
+
+fn tick_every(options: &WorkerOptions, node_heartbeat_interval: Duration) -> Duration {
+    options
+        .heartbeat_interval
+        .unwrap_or(node_heartbeat_interval)
+        .max(Duration::from_millis(10))
 }
 
 /// A worker's running attempts and the results they finished with that the
@@ -378,22 +413,24 @@ struct WorkerLoop {
     /// for the loop. A handler that does blocking work must move it to
     /// `tokio::task::spawn_blocking`.
     attempts: Attempts,
-    inflight: FxHashMap<TaskId, Inflight>,
+    inflight: Inflights,
     reports: Vec<Report>,
+    /// Stops the heartbeat task when the loop ends or is dropped (a crash).
+    _beats: tokio_util::sync::DropGuard,
 }
 
 impl WorkerLoop {
     fn tick_every(&self) -> Duration {
-        self.options
-            .heartbeat_interval
-            .unwrap_or(self.hive.config().node_heartbeat_interval)
-            .max(Duration::from_millis(10))
+        tick_every(&self.options, self.hive.config().node_heartbeat_interval)
+    }
+
+    fn running(&self) -> usize {
+        self.inflight.lock().len()
     }
 
     async fn run(mut self) {
-        let mut tick = tokio::time::interval(self.tick_every());
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut epoch = 0;
+        let mut next_due = None;
         let mut backoff = Duration::from_millis(10);
         loop {
             if self.stop.is_cancelled() {
@@ -401,10 +438,7 @@ impl WorkerLoop {
             }
             self.collect_ready();
             self.flush_reports().await;
-            let free = self
-                .options
-                .capacity
-                .saturating_sub(self.inflight.len() as u32);
+            let free = self.options.capacity.saturating_sub(self.running() as u32);
             let mut full_batch = false;
             if free > 0 {
                 let want = free.min(self.options.claim_batch);
@@ -421,6 +455,7 @@ impl WorkerLoop {
                     Ok(res) => {
                         backoff = Duration::from_millis(10);
                         epoch = res.epoch;
+                        next_due = res.next_due;
                         full_batch = res.tasks.len() as u32 == want;
                         let (started, unstarted): (Vec<_>, Vec<_>) =
                             res.tasks.into_iter().partition(|c| c.started);
@@ -454,7 +489,7 @@ impl WorkerLoop {
                     }
                 }
             }
-            if full_batch && self.inflight.len() < self.options.capacity as usize {
+            if full_batch && self.running() < self.options.capacity as usize {
                 // More work is likely waiting; claim again before sleeping.
                 self.collect_ready();
                 continue;
@@ -465,9 +500,18 @@ impl WorkerLoop {
             if !self.reports.is_empty() {
                 continue;
             }
-            let can_claim = self.inflight.len() < self.options.capacity as usize;
+            let can_claim = self.running() < self.options.capacity as usize;
             let store = self.hive.store().clone();
-            let idle_poll = self.options.idle_poll;
+            // Sleep until work is announced, the idle poll passes, or the
+            // earliest retry in its backoff becomes due, whichever is first.
+            let idle_poll = match next_due {
+                Some(at) => self
+                    .options
+                    .idle_poll
+                    .min(at.since(self.hive.clock().now()))
+                    .max(Duration::from_millis(1)),
+                None => self.options.idle_poll,
+            };
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => break,
@@ -477,7 +521,6 @@ impl WorkerLoop {
                     }
                     self.collect_ready();
                 }
-                _ = tick.tick() => self.heartbeat().await,
                 _ = store.wait_for_work(epoch, idle_poll), if can_claim => {}
             }
         }
@@ -537,38 +580,46 @@ impl WorkerLoop {
             progress: progress.clone(),
         };
         let (abort, registration) = AbortHandle::new_pair();
-        self.attempts.running.push(
-            async move {
-                let attempt = std::panic::AssertUnwindSafe(tokio::time::timeout(
-                    start_to_close,
-                    handler.run(ctx),
-                ))
-                .catch_unwind();
-                let result = match Abortable::new(attempt, registration).await {
-                    Err(_aborted) => None,
-                    Ok(Err(panic)) => {
-                        let msg = panic
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_default();
-                        Some(Err(TaskError::new(
-                            "panic",
-                            format!("handler panicked: {msg}"),
-                        )))
-                    }
-                    // Past start-to-close the supervisor ends the attempt.
-                    Ok(Ok(Err(_elapsed))) => Some(Err(TaskError::new(
-                        "timeout",
-                        "start_to_close timeout expired",
-                    ))),
-                    Ok(Ok(Ok(result))) => Some(result),
-                };
-                (task, result)
-            }
-            .boxed(),
-        );
-        self.inflight.insert(
+        let polls = Arc::new(AtomicU64::new(0));
+        let mut attempt = async move {
+            let attempt = std::panic::AssertUnwindSafe(tokio::time::timeout(
+                start_to_close,
+                handler.run(ctx),
+            ))
+            .catch_unwind();
+            let result = match Abortable::new(attempt, registration).await {
+                Err(_aborted) => None,
+                Ok(Err(panic)) => {
+                    let msg = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    Some(Err(TaskError::new(
+                        "panic",
+                        format!("handler panicked: {msg}"),
+                    )))
+                }
+                // Past start-to-close the supervisor ends the attempt.
+                Ok(Ok(Err(_elapsed))) => Some(Err(TaskError::new(
+                    "timeout",
+                    "start_to_close timeout expired",
+                ))),
+                Ok(Ok(Ok(result))) => Some(result),
+            };
+            (task, result)
+        }
+        .boxed();
+        let marks = polls.clone();
+        self.attempts
+            .running
+            .push(Box::pin(futures::future::poll_fn(move |cx| {
+                marks.fetch_add(1, Ordering::Relaxed);
+                let out = attempt.as_mut().poll(cx);
+                marks.fetch_add(1, Ordering::Relaxed);
+                out
+            })));
+        self.inflight.lock().insert(
             task,
             Inflight {
                 token: claimed.token,
@@ -577,6 +628,9 @@ impl WorkerLoop {
                 progress,
                 heartbeat_every: (hb_timeout / 3).min(self.tick_every()),
                 last_beat: Instant::now(),
+                polls,
+                seen_polls: 0,
+                blocked: false,
             },
         );
     }
@@ -591,7 +645,7 @@ impl WorkerLoop {
     }
 
     fn finish(&mut self, (task, result): Finished) {
-        let Some(inflight) = self.inflight.remove(&task) else {
+        let Some(inflight) = self.inflight.lock().remove(&task) else {
             return;
         };
         // Aborted because the lease was lost: nothing to report.
@@ -638,58 +692,12 @@ impl WorkerLoop {
         }
     }
 
-    async fn heartbeat(&mut self) {
-        let beat = self
-            .attempts
-            .drive(self.hive.node_heartbeat(&self.principal, self.node))
-            .await;
-        if let Err(e) = beat {
-            tracing::warn!(node = %self.node, error = %e, "node heartbeat failed");
-        }
-        let now = Instant::now();
-        let beats: Vec<(LeaseToken, Option<serde_json::Value>)> = self
-            .inflight
-            .values_mut()
-            .filter(|f| now.duration_since(f.last_beat) >= f.heartbeat_every)
-            .map(|f| {
-                f.last_beat = now;
-                (f.token, f.progress.lock().take())
-            })
-            .collect();
-        if beats.is_empty() {
-            return;
-        }
-        let tokens: Vec<TaskId> = beats.iter().map(|(t, _)| t.task).collect();
-        let answers = self
-            .attempts
-            .drive(self.hive.heartbeat(&self.principal, beats))
-            .await;
-        match answers {
-            Ok(answers) => {
-                for (task, answer) in tokens.into_iter().zip(answers) {
-                    if let Err(e) = answer
-                        && !e.is_temporary()
-                    {
-                        tracing::debug!(%task, error = %e, "lease gone; stopping the attempt");
-                        if let Some(f) = self.inflight.get(&task) {
-                            f.cancel.cancel();
-                            f.abort.abort();
-                        }
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
-        }
-    }
-
     /// Graceful stop: wait for in-flight tasks (up to the grace period), report
     /// them, remove the node.
     async fn drain(mut self) {
         // Keep heartbeating while in-flight attempts finish: the node must not be
         // declared Lost mid-drain, and a lease lost meanwhile stops its attempt.
         let deadline = Instant::now() + self.options.shutdown_grace;
-        let mut tick = tokio::time::interval(self.tick_every());
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !self.attempts.running.is_empty() || !self.attempts.finished.is_empty() {
             self.collect_ready();
             if self.attempts.running.is_empty() {
@@ -703,9 +711,8 @@ impl WorkerLoop {
                     self.collect_ready();
                     self.flush_reports().await;
                 }
-                _ = tick.tick() => self.heartbeat().await,
                 _ = tokio::time::sleep_until(deadline) => {
-                    for f in self.inflight.values() {
+                    for f in self.inflight.lock().values() {
                         f.cancel.cancel();
                         f.abort.abort();
                     }
@@ -721,6 +728,98 @@ impl WorkerLoop {
         self.flush_reports().await;
         if let Err(e) = self.hive.remove_node(&self.principal, self.node).await {
             tracing::debug!(node = %self.node, error = %e, "removing the node on shutdown failed");
+        }
+    }
+}
+
+/// The node's and the in-flight attempts' heartbeats, on a task of their own.
+struct Heartbeats {
+    hive: Hive,
+    principal: Arc<Principal>,
+    node: NodeId,
+    every: Duration,
+    inflight: Inflights,
+}
+
+impl Heartbeats {
+    async fn run(self, stop: CancellationToken) {
+        let mut next_node_beat = Instant::now();
+        loop {
+            let now = Instant::now();
+            if now >= next_node_beat {
+                next_node_beat = now + self.every;
+                if let Err(e) = self.hive.node_heartbeat(&self.principal, self.node).await {
+                    tracing::warn!(node = %self.node, error = %e, "node heartbeat failed");
+                }
+            }
+            self.beat_leases().await;
+            // Sleep until the next beat that is due: the node's, or an
+            // attempt's whose heartbeat timeout asks for a shorter interval.
+            let wake = {
+                let inflight = self.inflight.lock();
+                inflight
+                    .values()
+                    .map(|f| f.last_beat + f.heartbeat_every)
+                    .fold(next_node_beat, std::cmp::Ord::min)
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep_until(wake.max(Instant::now() + Duration::from_millis(5))) => {}
+            }
+        }
+    }
+
+    /// Beats for the leases that are due, except an attempt found inside the
+    /// same poll as at its previous due beat, one heartbeat interval before:
+    /// its handler blocks its thread, so it loses its lease (and only it).
+    async fn beat_leases(&self) {
+        let now = Instant::now();
+        let beats: Vec<(LeaseToken, Option<serde_json::Value>)> = {
+            let mut inflight = self.inflight.lock();
+            inflight
+                .values_mut()
+                .filter_map(|f| {
+                    if now.duration_since(f.last_beat) < f.heartbeat_every {
+                        return None;
+                    }
+                    f.last_beat = now;
+                    let polls = f.polls.load(Ordering::Relaxed);
+                    if polls % 2 == 1 && polls == f.seen_polls {
+                        if !f.blocked {
+                            f.blocked = true;
+                            tracing::warn!(
+                                task = %f.token.task,
+                                "handler has not returned from one poll for a heartbeat \
+                                 interval (blocking its thread?); its lease is not renewed"
+                            );
+                        }
+                        return None;
+                    }
+                    f.seen_polls = polls;
+                    f.blocked = false;
+                    Some((f.token, f.progress.lock().take()))
+                })
+                .collect()
+        };
+        if beats.is_empty() {
+            return;
+        }
+        let tasks: Vec<TaskId> = beats.iter().map(|(t, _)| t.task).collect();
+        match self.hive.heartbeat(&self.principal, beats).await {
+            Ok(answers) => {
+                for (task, answer) in tasks.into_iter().zip(answers) {
+                    if let Err(e) = answer
+                        && !e.is_temporary()
+                    {
+                        tracing::debug!(%task, error = %e, "lease gone; stopping the attempt");
+                        if let Some(f) = self.inflight.lock().get(&task) {
+                            f.cancel.cancel();
+                            f.abort.abort();
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
         }
     }
 }

@@ -203,7 +203,7 @@ fn expected(state: TaskState, op: &str) -> Result<TaskState, &'static str> {
     match (state, op) {
         (Pending, "schedule") => Ok(Scheduled),
         (Pending, "start" | "heartbeat" | "log" | "succeed" | "fail") => Err("lease_lost"),
-        (Pending, "expire_deadline") => Ok(TimedOut),
+        (Pending, "expire_deadline" | "expire_sts") => Ok(TimedOut),
         (Pending, "cancel") => Ok(Cancelled),
         (Pending, _) => Err("invalid_transition"),
 
@@ -265,6 +265,78 @@ fn every_state_and_op_follows_the_transition_table() {
         }
     }
     assert_eq!(checked, 7 * 12);
+}
+
+#[test]
+fn a_pending_task_has_a_schedule_to_start_deadline_from_when_it_became_claimable() {
+    let id = TaskId::new();
+    let mut s = TaskSpec::new("echo", serde_json::Value::Null)
+        .retry(RetryPolicy::attempts(3, Duration::from_secs(10)));
+    s.timeouts.schedule_to_start = Duration::from_secs(1);
+    let mut core = TaskCore::submitted(T0);
+    assert_eq!(
+        machine::deadline(&core, facts(id, &s)),
+        Some((
+            T0.saturating_add(Duration::from_secs(1)),
+            TimeoutPhase::ScheduleToStart
+        )),
+        "a fresh task waits at most schedule_to_start for a placement"
+    );
+    // An attempt fails: the retry's wait for a placement starts when its
+    // backoff ends, not at submission.
+    let node = NodeId::new();
+    machine::apply(
+        &mut core,
+        facts(id, &s),
+        Op::Schedule {
+            node,
+            lease: LeaseId::new(),
+        },
+        T0,
+    )
+    .unwrap();
+    let t = token(&core, id);
+    machine::apply(&mut core, facts(id, &s), Op::Start { token: t, node }, T0).unwrap();
+    let failed = machine::apply(
+        &mut core,
+        facts(id, &s),
+        Op::Fail {
+            token: t,
+            node,
+            error: TaskError::new("boom", "x"),
+        },
+        T0,
+    )
+    .unwrap();
+    let Outcome::Appended(EventKind::AttemptFailed { retry_at, .. }) = failed else {
+        panic!("expected a retry, got {failed:?}");
+    };
+    assert_eq!(core.state, TaskState::Pending);
+    let (at, phase) = machine::deadline(&core, facts(id, &s)).expect("pending has a deadline");
+    assert_eq!(phase, TimeoutPhase::ScheduleToStart);
+    assert_eq!(at, retry_at.saturating_add(Duration::from_secs(1)));
+    // Expiring it ends the task at once: waiting is not an attempt.
+    let out = machine::apply(
+        &mut core,
+        facts(id, &s),
+        Op::Expire {
+            phase: TimeoutPhase::ScheduleToStart,
+        },
+        at,
+    )
+    .unwrap();
+    assert_eq!(
+        out,
+        Outcome::Appended(EventKind::TimedOut {
+            phase: TimeoutPhase::ScheduleToStart
+        })
+    );
+    assert_eq!(core.state, TaskState::TimedOut);
+    assert_eq!(
+        core.error.as_ref().map(|e| e.code.as_str()),
+        Some("timeout")
+    );
+    assert_eq!(machine::deadline(&core, facts(id, &s)), None);
 }
 
 #[test]

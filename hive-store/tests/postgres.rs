@@ -157,7 +157,7 @@ mod postgres_specific {
         match open(&schema).await {
             Err(Error::Backend { message, .. }) => {
                 assert!(message.contains("99990101000000"), "{message}");
-                assert!(message.contains("latest 1"), "{message}");
+                assert!(message.contains("latest 2"), "{message}");
                 assert!(message.contains(&schema), "{message}");
             }
             other => panic!("expected Backend, got {other:?}"),
@@ -179,13 +179,13 @@ mod postgres_specific {
             &format!(
                 "INSERT INTO \"{bare}\"._sqlx_migrations \
                  (version, description, success, checksum, execution_time) \
-                 VALUES (2, 'next', true, '\\x00', 0)"
+                 VALUES (3, 'next', true, '\\x00', 0)"
             ),
         )
         .await;
         match open(&bare).await {
             Err(Error::Backend { message, .. }) => {
-                assert!(message.contains("version 2"), "{message}")
+                assert!(message.contains("version 3"), "{message}")
             }
             other => panic!("expected Backend, got {other:?}"),
         }
@@ -222,7 +222,7 @@ mod postgres_specific {
         .fetch_one(&admin)
         .await
         .unwrap();
-        assert_eq!(applied, 1);
+        assert_eq!(applied, 2, "each migration applied once");
         // They share one state.
         let t = Timestamp::from_millis(1_000_000);
         let s = stores[0].submit(vec![new_task(1)], t).await.unwrap();

@@ -130,6 +130,12 @@ pub struct ClaimResult {
     /// The work epoch observed before the claim looked for work: pass it to
     /// [`TaskStore::wait_for_work`] so that work arriving in between is not missed.
     pub epoch: u64,
+    /// When the earliest pending task that is not claimable yet (a retry in
+    /// its backoff) becomes claimable, as far as the store knows; `None` when
+    /// none waits. A worker that found too little work waits at most until
+    /// then, so a retry starts when its backoff ends, not at the next idle
+    /// poll. Eligibility is not considered: an early wake-up is harmless.
+    pub next_due: Option<Timestamp>,
 }
 
 /// What a supervisor sweep may do.
@@ -187,7 +193,9 @@ pub trait TaskStore: Send + Sync + fmt::Debug + 'static {
     async fn claim(&self, req: ClaimRequest<'_>) -> Result<ClaimResult>;
 
     /// Returns when work may have arrived since `epoch` (from a [`ClaimResult`]),
-    /// or after `timeout`. Spurious returns are allowed.
+    /// or after `timeout`. Spurious returns are allowed. A task requeued with a
+    /// backoff counts as arriving work: the waiters claim again and learn its
+    /// due time from [`ClaimResult::next_due`].
     async fn wait_for_work(&self, epoch: u64, timeout: Duration) -> Result<()>;
 
     /// Up to `limit` events of `task` with seq > `after_seq`, in order.

@@ -73,7 +73,8 @@ impl std::error::Error for TaskError {}
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TimeoutPhase {
-    /// A scheduled task was not started in time.
+    /// A task was not started in time: no node took it from the queue, or its
+    /// node did not start it.
     ScheduleToStart,
     /// A running task stopped heartbeating.
     Heartbeat,

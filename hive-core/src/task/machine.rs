@@ -423,7 +423,9 @@ pub fn apply(core: &mut TaskCore, facts: TaskFacts<'_>, op: Op, now: Timestamp) 
         Op::Expire { phase } => {
             let expected = match phase {
                 TimeoutPhase::Deadline => !core.state.is_terminal(),
-                TimeoutPhase::ScheduleToStart => core.state == TaskState::Scheduled,
+                TimeoutPhase::ScheduleToStart => {
+                    matches!(core.state, TaskState::Pending | TaskState::Scheduled)
+                }
                 TimeoutPhase::Heartbeat | TimeoutPhase::StartToClose => {
                     core.state == TaskState::Running
                 }
@@ -433,6 +435,18 @@ pub fn apply(core: &mut TaskCore, facts: TaskFacts<'_>, op: Op, now: Timestamp) 
             }
             if phase == TimeoutPhase::Deadline {
                 terminate(core, TaskState::TimedOut, now);
+                EventKind::TimedOut { phase }
+            } else if core.state == TaskState::Pending {
+                // No node took the task in time: waiting for a placement is
+                // not an attempt, so there is nothing to retry.
+                terminate(core, TaskState::TimedOut, now);
+                core.error = Some(TaskError::new(
+                    "timeout",
+                    format!(
+                        "no node took the task within its schedule-to-start timeout ({:?})",
+                        facts.spec.timeouts.schedule_to_start
+                    ),
+                ));
                 EventKind::TimedOut { phase }
             } else {
                 let error = TaskError::new("timeout", format!("{phase} timeout expired"));
@@ -456,14 +470,21 @@ pub fn apply(core: &mut TaskCore, facts: TaskFacts<'_>, op: Op, now: Timestamp) 
     Ok(Outcome::Appended(event))
 }
 
-/// When the task's current state times out, and which deadline that is. `None`
-/// for terminal tasks and for pending tasks without an overall deadline.
+/// When the task's current state times out, and which deadline that is; `None`
+/// only for terminal tasks. A pending task waits for a placement at most its
+/// schedule-to-start timeout, counted from when it became claimable
+/// (`available_at`: submission, or the end of a retry's backoff), so a task
+/// that no node can take still ends, `TimedOut { schedule_to_start }`.
 pub fn deadline(core: &TaskCore, facts: TaskFacts<'_>) -> Option<(Timestamp, TimeoutPhase)> {
     let t = &facts.spec.timeouts;
     let overall = t
         .deadline
         .map(|d| (facts.created_at.saturating_add(d), TimeoutPhase::Deadline));
     let attempt = match (&core.state, &core.lease) {
+        (TaskState::Pending, _) => Some((
+            core.available_at.saturating_add(t.schedule_to_start),
+            TimeoutPhase::ScheduleToStart,
+        )),
         (TaskState::Scheduled, Some(l)) => Some((
             l.granted_at.saturating_add(t.schedule_to_start),
             TimeoutPhase::ScheduleToStart,

@@ -51,7 +51,13 @@ impl From<&str> for AgentRef {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Timeouts {
-    /// How long a scheduled task may wait for its node to start it. Default 60s.
+    /// How long a task may wait to be started: first in the queue for a
+    /// placement (from submission, or from the end of a retry's backoff), then,
+    /// once leased, for its node to start it (each wait counts from its own
+    /// beginning). A pending task that no node takes in time ends
+    /// `TimedOut { schedule_to_start }` without a retry; a leased task that is
+    /// not started in time loses the attempt (retried by the policy). Default
+    /// 5 minutes.
     #[serde(with = "humantime_serde")]
     pub schedule_to_start: Duration,
     /// How long one attempt may run. Default 1h.
@@ -69,7 +75,7 @@ pub struct Timeouts {
 impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
-            schedule_to_start: Duration::from_secs(60),
+            schedule_to_start: Duration::from_secs(300),
             start_to_close: Duration::from_secs(3600),
             heartbeat: Duration::from_secs(30),
             deadline: None,

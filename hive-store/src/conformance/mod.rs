@@ -32,8 +32,10 @@ use hive_core::{
 };
 use serde_json::json;
 
+mod queueing;
 mod scheduling;
 mod workflow;
+pub use queueing::*;
 pub use scheduling::*;
 pub use workflow::*;
 
@@ -92,6 +94,10 @@ macro_rules! conformance_tests {
             workflow_concurrent_drivers_decide_each_step_once,
             workflow_query_list_events_and_idempotency,
             user_scoped_scheduling_across_mixed_node_ownership,
+            pending_task_no_node_can_take_times_out_on_schedule_to_start,
+            a_retry_restarts_the_schedule_to_start_clock,
+            reclaimed_and_retried_tasks_keep_their_place_in_the_queue,
+            retries_start_when_their_backoff_ends,
         );
     };
     (@each $factory:expr; $($name:ident),* $(,)?) => {

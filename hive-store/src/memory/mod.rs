@@ -114,8 +114,14 @@ impl TaskStore for MemoryStore {
 
     async fn claim(&self, req: ClaimRequest<'_>) -> Result<ClaimResult> {
         let epoch = self.work_epoch.load(Ordering::SeqCst);
-        let tasks = self.state.lock().claim(&req)?;
-        Ok(ClaimResult { tasks, epoch })
+        let mut state = self.state.lock();
+        let tasks = state.claim(&req)?;
+        let next_due = state.next_due(req.now);
+        Ok(ClaimResult {
+            tasks,
+            epoch,
+            next_due,
+        })
     }
 
     async fn wait_for_work(&self, epoch: u64, timeout: Duration) -> Result<()> {

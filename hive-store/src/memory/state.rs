@@ -63,6 +63,9 @@ struct Record {
     core: TaskCore,
     events: Vec<Arc<TaskEvent>>,
     waiting: Waiting,
+    /// Its place among tasks of equal priority: the submission order, kept
+    /// when the task goes back to the queue (a retry, a lost placement).
+    order: u64,
     deadline: Option<Timestamp>,
     waiters: Vec<oneshot::Sender<()>>,
 }
@@ -267,6 +270,7 @@ impl State {
                     priority,
                     order,
                 },
+                order,
                 deadline: None,
                 waiters: Vec::new(),
             });
@@ -384,8 +388,7 @@ impl State {
             let rec = self.tasks.get_mut(&id).expect("present above");
             let at = rec.core.available_at;
             if at <= now {
-                let order = self.next_order;
-                self.next_order += 1;
+                let order = rec.order;
                 let priority = rec.spec.priority;
                 self.queues[queue]
                     .ready
@@ -399,6 +402,8 @@ impl State {
             } else {
                 self.delayed.insert((at, id));
                 rec.waiting = Waiting::Delayed { queue, at };
+                // Waiting workers claim again and learn when it is due.
+                requeued_now = true;
             }
         }
         let rec = self.tasks.get_mut(&id).expect("present above");
@@ -486,8 +491,7 @@ impl State {
                 continue;
             };
             if let Waiting::Delayed { queue, .. } = rec.waiting {
-                let order = self.next_order;
-                self.next_order += 1;
+                let order = rec.order;
                 let priority = rec.spec.priority;
                 self.queues[queue]
                     .ready
@@ -501,6 +505,11 @@ impl State {
             }
         }
         any
+    }
+
+    /// When the earliest task in its backoff becomes claimable.
+    pub(super) fn next_due(&self, now: Timestamp) -> Option<Timestamp> {
+        self.delayed.iter().map(|&(at, _)| at).find(|&at| at > now)
     }
 
     pub(super) fn claim(&mut self, req: &ClaimRequest<'_>) -> Result<Vec<ClaimedTask>> {

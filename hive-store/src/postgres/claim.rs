@@ -62,6 +62,7 @@ impl PostgresStore {
             return Ok(ClaimResult {
                 tasks: Vec::new(),
                 epoch,
+                next_due: None,
             });
         }
         let (system, owner_tenant, owner_principal) = match &node.spec.owner {
@@ -100,10 +101,12 @@ impl PostgresStore {
             .await
             .map_err(|e| db("read candidates", e))?;
         if rows.is_empty() {
+            let next_due = next_due(&mut tx, now).await?;
             tx.commit().await.map_err(|e| db("commit", e))?;
             return Ok(ClaimResult {
                 tasks: Vec::new(),
                 epoch,
+                next_due,
             });
         }
         // The leases counted by the candidates' statement, which started after
@@ -191,12 +194,34 @@ impl PostgresStore {
         }
         debug_assert_eq!(batch.len(), candidates.len());
         batch.persist(&mut tx, &self.channel, now, &[]).await?;
+        // Only a worker that found less than it asked for goes idle and needs
+        // to know when the next retry is due.
+        let next_due = if claimed.len() < req.max as usize {
+            next_due(&mut tx, now).await?
+        } else {
+            None
+        };
         tx.commit().await.map_err(|e| db("commit", e))?;
         Ok(ClaimResult {
             tasks: claimed,
             epoch,
+            next_due,
         })
     }
+}
+
+/// When the earliest pending task in its backoff becomes claimable (an index
+/// lookup on `tasks_delayed`).
+async fn next_due(conn: &mut sqlx::PgConnection, now: Timestamp) -> Result<Option<Timestamp>> {
+    let at: Option<i64> = sqlx::query_scalar(
+        "SELECT min(available_at) FROM tasks \
+         WHERE state = 'pending' AND available_at > created_at AND available_at > $1",
+    )
+    .bind(now.as_millis())
+    .fetch_one(conn)
+    .await
+    .map_err(|e| db("read the next due retry", e))?;
+    Ok(at.map(Timestamp::from_millis))
 }
 
 /// The eligible, available pending tasks: for every tenant with pending tasks

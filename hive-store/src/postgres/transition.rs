@@ -39,7 +39,6 @@ pub(super) struct Loaded {
     pub(super) spec: Arc<TaskSpec>,
     pub(super) core: TaskCore,
     changed: bool,
-    requeued: bool,
 }
 
 impl Loaded {
@@ -57,7 +56,6 @@ impl Loaded {
             spec,
             core,
             changed: false,
-            requeued: false,
         }
     }
 }
@@ -129,10 +127,10 @@ impl Transitions {
         };
         t.changed = true;
         if t.core.state == TaskState::Pending && !was_pending {
-            t.requeued = true;
-            if t.core.available_at <= now {
-                self.signal.work();
-            }
+            // Requeued, keeping its place (`queue_order`). Waiting workers
+            // claim again: at once if it is claimable, else they learn when
+            // its backoff ends (`ClaimResult::next_due`).
+            self.signal.work();
         }
         self.signal.task(t.id);
         self.signal.feed(&t.tenant);
@@ -172,7 +170,6 @@ impl Transitions {
         let mut lease_nodes = Vec::with_capacity(n);
         let mut avoid_nodes = Vec::with_capacity(n);
         let mut deadlines = Vec::with_capacity(n);
-        let mut requeued = Vec::with_capacity(n);
         for t in changed {
             let facts = TaskFacts {
                 id: t.id,
@@ -187,7 +184,6 @@ impl Transitions {
             lease_nodes.push(t.core.lease.as_ref().map(|l| l.node.to_string()));
             avoid_nodes.push(t.core.avoid_node.map(|n| n.to_string()));
             deadlines.push(machine::deadline(&t.core, facts).map(|(at, _)| at.as_millis()));
-            requeued.push(t.requeued);
         }
         let m = self.events.len();
         let mut ev_tasks = Vec::with_capacity(m);
@@ -211,7 +207,6 @@ impl Transitions {
             .bind(lease_nodes)
             .bind(avoid_nodes)
             .bind(deadlines)
-            .bind(requeued)
             .bind(ev_tasks)
             .bind(ev_seqs)
             .bind(ev_tenants)
@@ -236,23 +231,22 @@ impl Transitions {
 const PERSIST: &str = r#"
 WITH u AS (
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[],
-                         $6::text[], $7::text[], $8::int8[], $9::bool[])
-        AS u(id, state, core, last_seq, available_at, lease_node, avoid_node, deadline_at, requeue)
+                         $6::text[], $7::text[], $8::int8[])
+        AS u(id, state, core, last_seq, available_at, lease_node, avoid_node, deadline_at)
 ), upd AS (
     UPDATE tasks t
     SET state = u.state, core = u.core::json, last_seq = u.last_seq,
         available_at = u.available_at, lease_node = u.lease_node::uuid,
-        avoid_node = u.avoid_node::uuid, deadline_at = u.deadline_at,
-        queue_order = CASE WHEN u.requeue THEN nextval('task_order') ELSE t.queue_order END
+        avoid_node = u.avoid_node::uuid, deadline_at = u.deadline_at
     FROM u
     WHERE t.id = u.id::uuid
     RETURNING 1
 ), ev AS (
-    SELECT * FROM UNNEST($10::text[], $11::int8[], $12::text[], $13::text[], $14::bool[])
+    SELECT * FROM UNNEST($9::text[], $10::int8[], $11::text[], $12::text[], $13::bool[])
         WITH ORDINALITY AS e(task, seq, tenant, kind, terminal, ord)
 ), seen AS (
-    UPDATE nodes SET last_seen = greatest(last_seen, $15)
-    WHERE id IN (SELECT id FROM nodes WHERE id = ANY($18::text[]::uuid[]) ORDER BY id FOR UPDATE)
+    UPDATE nodes SET last_seen = greatest(last_seen, $14)
+    WHERE id IN (SELECT id FROM nodes WHERE id = ANY($17::text[]::uuid[]) ORDER BY id FOR UPDATE)
     RETURNING 1
 ), counts AS (
     -- Reading `upd` and `seen` makes them finish before the feed heads are
@@ -267,12 +261,12 @@ WITH u AS (
     ON CONFLICT (tenant) DO UPDATE SET head = f.head + EXCLUDED.head
     RETURNING f.tenant, f.head
 ), note AS (
-    SELECT pg_notify($16, $17) WHERE $17::text IS NOT NULL
+    SELECT pg_notify($15, $16) WHERE $16::text IS NOT NULL
 )
 INSERT INTO task_events (task, seq, tenant, feed_cursor, at, terminal, kind)
 SELECT ev.task::uuid, ev.seq, ev.tenant,
        h.head - c.n + row_number() OVER (PARTITION BY ev.tenant ORDER BY ev.ord),
-       $15, ev.terminal, ev.kind::json
+       $14, ev.terminal, ev.kind::json
 FROM ev
 JOIN counts c ON c.tenant = ev.tenant
 JOIN heads h ON h.tenant = ev.tenant

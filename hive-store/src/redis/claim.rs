@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use hive_core::Result;
+use hive_core::clock::Timestamp;
 use hive_core::id::{LeaseId, TaskId};
 use hive_core::node::Node;
 use hive_core::principal::{PrincipalId, TenantId};
@@ -57,11 +58,17 @@ impl RedisStore {
             if rows.first().map(opt_str).transpose()?.flatten() != Some("ok") {
                 return Err(not_found("node", req.node));
             }
-            let [_, epoch, spec, status, registered, seen, in_flight] = rows
-                .get(..7)
+            let [_, epoch, spec, status, registered, seen, in_flight, due] = rows
+                .get(..8)
                 .ok_or_else(|| corrupt("a short claim answer"))?
             else {
                 return Err(corrupt("a short claim answer"));
+            };
+            let next_due = match opt_str(due)?.filter(|s| !s.is_empty()) {
+                Some(at) => Some(Timestamp::from_millis(
+                    parse::<f64>(at, "next due time")? as i64
+                )),
+                None => None,
             };
             let epoch = u64_of(epoch, "work epoch")?;
             self.notifier.saw_epoch(epoch);
@@ -74,21 +81,27 @@ impl RedisStore {
                 registered_at: time_of(registered, "node registered_at")?,
                 last_seen: time_of(seen, "node last_seen")?,
             };
-            let rows = &rows[7..];
+            let rows = &rows[8..];
             if rows.is_empty() {
                 return Ok(ClaimResult {
                     tasks: Vec::new(),
                     epoch,
+                    next_due,
                 });
             }
             let (tasks, missed) = self.finish_claim(&req, &node, &claim, rows).await?;
             if !tasks.is_empty() || !missed {
-                return Ok(ClaimResult { tasks, epoch });
+                return Ok(ClaimResult {
+                    tasks,
+                    epoch,
+                    next_due,
+                });
             }
         }
         Ok(ClaimResult {
             tasks: Vec::new(),
             epoch: first_epoch.unwrap_or(0),
+            next_due: None,
         })
     }
 
@@ -398,7 +411,7 @@ mod tests {
         drop(inv);
         assert_eq!(
             array(&reply).unwrap().len(),
-            7 + 3 * super::ROW,
+            8 + 3 * super::ROW,
             "three reserved"
         );
 

@@ -125,10 +125,13 @@ local function promote(now)
   local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', now, 'LIMIT', 0, 10000)
   for _, id in ipairs(due) do
     add('ZREM', KDELAYED, id)
-    local t = redis.call('HMGET', P .. 't:' .. id, 'state', 'q', 'prio')
+    local t = redis.call('HMGET', P .. 't:' .. id, 'state', 'q', 'prio', 'qm')
     if t[1] == 'pending' then
-      local m = new_member(id)
-      redis.call('HSET', P .. 't:' .. id, 'qm', m)
+      local m = t[4]
+      if not m or m == '' then
+        m = new_member(id)
+        redis.call('HSET', P .. 't:' .. id, 'qm', m)
+      end
       add_ready(t[2], t[3], m)
     end
   end
@@ -206,25 +209,25 @@ local function commit_one(i)
     fields[3] = 'state'
     fields[4] = ARGV[i + 4]
   end
+  -- A task keeps its queue member (`qm`: its submission order) for life, so
+  -- a retry or a lost placement goes back to its old place in the queue.
   if qa == 'x' then
-    if reserved[id] then
-      fields[#fields + 1] = 'qm'
-      fields[#fields + 1] = ''
-    else
-      if cur[4] and cur[4] ~= '' then
-        add('ZREM', key('q:', cur[2]), cur[4])
-        fields[#fields + 1] = 'qm'
-        fields[#fields + 1] = ''
-      end
+    if not reserved[id] then
+      if cur[4] and cur[4] ~= '' then add('ZREM', key('q:', cur[2]), cur[4]) end
       add('ZREM', KDELAYED, id)
     end
   elseif qa == 'r' then
-    local m = new_member(id)
-    fields[#fields + 1] = 'qm'
-    fields[#fields + 1] = m
+    local m = cur[4]
+    if not m or m == '' then
+      m = new_member(id)
+      fields[#fields + 1] = 'qm'
+      fields[#fields + 1] = m
+    end
     add_ready(cur[2], cur[3], m)
   elseif qa ~= '' then
     add('ZADD', KDELAYED, qa, id)
+    -- Waiting workers claim again and learn when it is due.
+    work = true
   end
   local dl = ARGV[i + 6]
   if dl == '' then
@@ -392,7 +395,8 @@ return out
 ///
 /// ARGV: prefix, now, node, max, claim id, agent count, agents…
 /// Returns: status ('ok' | 'nonode'), work epoch, node spec, status,
-/// registered, last seen, in flight, then per candidate: queue member
+/// registered, last seen, in flight, when the earliest task in its backoff is
+/// due ('' none), then per candidate: queue member
 /// (`{order:016}{task}`), score (−priority), the task's fields `c`, `r`, `o`, `err`, `x`, `in` (as stored: long
 /// values are redirects to the side hash, resolved by Rust), tenant.
 const CLAIM_PREPARE: &str = r#"
@@ -404,7 +408,8 @@ local epoch = redis.call('GET', P .. 'work') or '0'
 touch(node)
 local seen = redis.call('HGET', nk, 'seen')
 local inflight = redis.call('HLEN', P .. 'nl:' .. node)
-local out = {'ok', epoch, n[1], n[2], n[4], seen, inflight}
+local due = redis.call('ZRANGEBYSCORE', KDELAYED, '(' .. NOW, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+local out = {'ok', epoch, n[1], n[2], n[4], seen, inflight, due[2] or ''}
 if n[2] ~= 'ready' then return out end
 local max = math.min(tonumber(ARGV[4]), tonumber(n[3]) - inflight)
 if max <= 0 then return out end

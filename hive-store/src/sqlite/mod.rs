@@ -328,10 +328,13 @@ impl SqliteStore {
         self.shared.publish(fx);
         self.task_waiters.wake(&fx.tasks);
         self.feed_waiters.wake(&fx.tenants);
-        if !fx.delayed.is_empty() {
+        // A retry in its backoff also wakes the waiting workers: they claim
+        // again and learn its due time (`ClaimResult::next_due`).
+        let delayed = !fx.delayed.is_empty();
+        if delayed {
             self.work.delay(fx.delayed.drain(..));
         }
-        if fx.new_work {
+        if fx.new_work || delayed {
             self.work.signal();
         }
     }
@@ -403,7 +406,11 @@ impl TaskStore for SqliteStore {
         let tasks = self
             .with_tx(req.now, async |tx| tx.claim(&req).await)
             .await?;
-        Ok(ClaimResult { tasks, epoch })
+        Ok(ClaimResult {
+            tasks,
+            epoch,
+            next_due: self.work.next_due(req.now),
+        })
     }
 
     async fn wait_for_work(&self, epoch: u64, timeout: Duration) -> Result<()> {

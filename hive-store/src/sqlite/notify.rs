@@ -128,6 +128,17 @@ impl Work {
         }
     }
 
+    /// When the earliest retry requeued by this process that is not claimable
+    /// at `now` becomes claimable.
+    pub(super) fn next_due(&self, now: Timestamp) -> Option<Timestamp> {
+        let heap = self.delayed.lock();
+        heap.iter()
+            .map(|Reverse(t)| *t)
+            .filter(|&t| t > now.as_millis())
+            .min()
+            .map(Timestamp::from_millis)
+    }
+
     /// Whether a delayed retry has become claimable by `now` (and forgets it).
     pub(super) fn due(&self, now: Timestamp) -> bool {
         let mut heap = self.delayed.lock();

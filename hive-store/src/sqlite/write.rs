@@ -434,9 +434,7 @@ impl<'c> Tx<'c> {
         let state = t.core.state;
         let seq = t.core.last_seq;
         if state == TaskState::Pending && state_before != TaskState::Pending {
-            // Requeued: to the back of its queue.
-            t.ord = self.next_ord;
-            self.next_ord += 1;
+            // Requeued: it keeps its place (`ord`, the submission order).
             if t.core.available_at <= now {
                 self.fx.new_work = true;
             } else {
