@@ -45,3 +45,16 @@ pub async fn open_with(url: &str, config: HiveConfig) -> Result<Hive> {
         .config(config)
         .build()
 }
+
+/// What a host needs in scope, in one import: `use hive::prelude::*;`.
+pub mod prelude {
+    pub use hive_core::worker::handler_fn;
+    pub use hive_core::{
+        AgentRef, AuditOutcome, ClaimOptions, Error, EventKind, FeedEvent, Hive, HiveConfig,
+        LeaseToken, NodeOwner, NodeSpec, NodeStatus, Owner, Principal, Report, Result, RetryPolicy,
+        SkipReason, StepSpec, StepView, Task, TaskError, TaskEvent, TaskId, TaskQuery, TaskSpec,
+        TaskState, TenantId, Timeouts, WorkerOptions, WorkflowId, WorkflowQuery, WorkflowSpec,
+        WorkflowState, WorkflowView,
+    };
+    pub use hive_iam::{AuditQuery, AuditTrail, HiveIamExt, TokenService};
+}

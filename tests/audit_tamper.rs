@@ -2,10 +2,7 @@
 //! durable backend: an edited row and a deleted row, in SQLite and PostgreSQL
 //! (SQL) and in Redis (stream commands). `verify` names the broken seq.
 
-use std::sync::Arc;
-
 use hive::iam::{AuditTrail, BrokenLink, VerifyReport};
-use hive::store::RecordStore;
 use hive::{Hive, NodeSpec, Principal, TaskSpec};
 use hive_store::testing::{server_url, unique_name};
 use serde_json::json;
@@ -42,8 +39,7 @@ async fn trail(url: &str) -> (Hive, AuditTrail) {
     hive.submit(&alice, TaskSpec::new("echo", json!(null)))
         .await
         .unwrap();
-    let store: Arc<dyn RecordStore> = hive.store().clone();
-    let trail = AuditTrail::new(store);
+    let trail = AuditTrail::for_hive(&hive);
     let report = verify(&hive, &trail).await;
     assert!(report.ok, "{report:?}");
     assert_eq!(report.checked, 6);

@@ -28,18 +28,23 @@ pub mod task;
 pub mod worker;
 pub mod workflow;
 
+pub use audit::AuditOutcome;
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use engine::{Hive, HiveBuilder, HiveConfig};
+pub use engine::{
+    ClaimOptions, FeedSubscription, Hive, HiveBuilder, HiveConfig, Report, TaskSubscription,
+    WorkflowSubscription,
+};
 pub use error::{Error, Result};
 pub use id::{LeaseId, NodeId, TaskId};
 pub use node::{Node, NodeOwner, NodeSpec, NodeStatus, ShareTarget};
 pub use principal::{Principal, PrincipalId, PrincipalKind, Scope, Scopes, TenantId};
 pub use retry::{MaxAttempts, RetryOn, RetryOverride, RetryPlacement, RetryPolicy};
 pub use task::{
-    AgentRef, EventKind, FeedEvent, LeaseToken, Owner, Task, TaskError, TaskEvent, TaskSpec,
-    TaskState, TimeoutPhase, Timeouts,
+    AgentRef, EventKind, FeedEvent, LeaseToken, Owner, Page, Task, TaskError, TaskEvent, TaskQuery,
+    TaskSpec, TaskState, TimeoutPhase, Timeouts,
 };
 pub use worker::{TaskContext, TaskHandler, WorkerHandle, WorkerOptions};
 pub use workflow::{
-    JoinMode, StepSpec, StepState, Trigger, WorkflowId, WorkflowSpec, WorkflowState, WorkflowView,
+    JoinMode, SkipReason, StepSpec, StepState, StepView, Trigger, WorkflowId, WorkflowQuery,
+    WorkflowSpec, WorkflowState, WorkflowView,
 };

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::id::NodeId;
-use crate::principal::{PrincipalId, TenantId};
+use crate::principal::{Principal, PrincipalId, TenantId};
 use crate::task::Owner;
 
 /// Who owns a node.
@@ -24,6 +24,32 @@ pub enum NodeOwner {
         /// The owner.
         principal: PrincipalId,
     },
+}
+
+impl NodeOwner {
+    /// The user node owner `p` registers as: `p`'s tenant and id. (A worker
+    /// principal names its node, not a user; register user nodes as the user.)
+    pub fn user_of(p: &Principal) -> Self {
+        NodeOwner::User {
+            tenant: p.tenant.clone(),
+            principal: p.id.clone(),
+        }
+    }
+}
+
+impl From<&Principal> for NodeOwner {
+    fn from(p: &Principal) -> Self {
+        NodeOwner::user_of(p)
+    }
+}
+
+impl From<Owner> for NodeOwner {
+    fn from(o: Owner) -> Self {
+        NodeOwner::User {
+            tenant: o.tenant,
+            principal: o.principal,
+        }
+    }
 }
 
 /// Someone a user node is explicitly shared with.
@@ -90,14 +116,12 @@ impl NodeSpec {
         }
     }
 
-    /// A node owned by a user.
-    pub fn user(name: impl Into<String>, owner: Owner, capacity: u32) -> Self {
+    /// A node owned by a user: an [`Owner`], or the `&Principal` who
+    /// registers it (`NodeSpec::user("laptop", &alice, 4)`).
+    pub fn user(name: impl Into<String>, owner: impl Into<NodeOwner>, capacity: u32) -> Self {
         NodeSpec {
             name: name.into(),
-            owner: NodeOwner::User {
-                tenant: owner.tenant,
-                principal: owner.principal,
-            },
+            owner: owner.into(),
             labels: BTreeMap::new(),
             capacity,
             shared_with: Vec::new(),

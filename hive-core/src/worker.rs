@@ -158,7 +158,8 @@ pub struct WorkerOptions {
     /// heartbeat timeout.
     pub heartbeat_interval: Option<Duration>,
     /// How long an idle worker waits for a work notification before it claims
-    /// again (catches backoffs that expire). Default 250ms.
+    /// again. Default 250ms; the builder method of the same name says what it
+    /// trades.
     pub idle_poll: Duration,
     /// On shutdown, how long in-flight tasks may take to finish. Default 30s.
     pub shutdown_grace: Duration,
@@ -227,6 +228,24 @@ impl WorkerOptions {
     /// Sets the heartbeat interval.
     pub fn heartbeat_interval(mut self, every: Duration) -> Self {
         self.heartbeat_interval = Some(every);
+        self
+    }
+
+    /// Sets how long an idle worker waits for a work notification before it
+    /// claims again (default 250 ms). Notifications wake it earlier, and so
+    /// does the end of the earliest retry backoff it knows of; the poll only
+    /// bounds how late it sees work whose notification was missed (another
+    /// process on a backend without notifications, a dropped connection).
+    /// Lower means fresher at the cost of more claims while idle. At least 1 ms.
+    pub fn idle_poll(mut self, every: Duration) -> Self {
+        self.idle_poll = every.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Sets how long in-flight tasks may take to finish on a graceful
+    /// shutdown (default 30 s); those still running then are cancelled.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
         self
     }
 }

@@ -378,6 +378,55 @@ fn a_report_from_another_node_is_forbidden_and_a_foreign_token_is_refused() {
     assert_eq!(core, before);
 }
 
+/// Issue 18, item 5: the first report wins. The same lease reporting success
+/// again with a different output gets the first answer and changes nothing.
+#[test]
+fn a_repeated_report_with_a_different_output_gets_the_first_answer() {
+    let id = TaskId::new();
+    let node = NodeId::new();
+    let s = spec(3);
+    let mut core = core_in(TaskState::Running, id, &s, node);
+    let t = token(&core, id);
+    let first = machine::apply(
+        &mut core,
+        facts(id, &s),
+        Op::Succeed {
+            token: t,
+            node,
+            output: serde_json::json!("first"),
+        },
+        T0,
+    )
+    .unwrap();
+    assert_eq!(
+        first,
+        Outcome::Appended(EventKind::Succeeded {
+            output: serde_json::json!("first")
+        })
+    );
+    let after_first = core.clone();
+    let again = machine::apply(
+        &mut core,
+        facts(id, &s),
+        Op::Succeed {
+            token: t,
+            node,
+            output: serde_json::json!("second"),
+        },
+        T0,
+    )
+    .unwrap();
+    assert_eq!(
+        again,
+        Outcome::Duplicate {
+            seq: after_first.last_seq,
+            state: TaskState::Succeeded
+        }
+    );
+    assert_eq!(core, after_first, "nothing changed");
+    assert_eq!(core.output, Some(serde_json::json!("first")));
+}
+
 // ----- property test ------------------------------------------------------------
 
 #[derive(Clone, Debug)]

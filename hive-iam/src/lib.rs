@@ -54,6 +54,26 @@ pub use audit::{
     ChainVerifier, GENESIS_HASH, VerifyReport, canonical_json, verify_chain,
 };
 pub use policy::ScopePolicy;
+
+/// The identity services of an engine, from the engine itself:
+/// `hive.audit_trail().verify(&hive, &admin, &tenant)`, `hive.tokens().issue(…)`.
+/// In scope with `use hive::prelude::*` (or `use hive_iam::HiveIamExt`).
+pub trait HiveIamExt {
+    /// The audit trail in the engine's store ([`AuditTrail::for_hive`]).
+    fn audit_trail(&self) -> AuditTrail;
+    /// The API tokens in the engine's store ([`TokenService::for_hive`]).
+    fn tokens(&self) -> TokenService;
+}
+
+impl HiveIamExt for hive_core::Hive {
+    fn audit_trail(&self) -> AuditTrail {
+        AuditTrail::for_hive(self)
+    }
+
+    fn tokens(&self) -> TokenService {
+        TokenService::for_hive(self)
+    }
+}
 pub use role::Role;
 pub use token::{
     IssuedToken, TOKEN_KIND, TOKEN_PREFIX, TokenInfo, TokenKind, TokenRequest, TokenService,

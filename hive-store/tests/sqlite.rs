@@ -50,6 +50,14 @@ mod sqlite_specific {
         }
     }
 
+    /// The message of the `InvalidArgument` a wrong file or location gets.
+    fn invalid_message(r: Result<SqliteStore, Error>) -> String {
+        match r {
+            Err(Error::InvalidArgument { message }) => message,
+            other => panic!("expected Error::InvalidArgument, got {other:?}"),
+        }
+    }
+
     async fn raw(path: &Path) -> sqlx::SqliteConnection {
         sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
             .await
@@ -64,7 +72,7 @@ mod sqlite_specific {
     async fn a_missing_directory_is_an_error_naming_the_path() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("missing").join("sub").join("hive.db");
-        let message = backend_message(open(&path).await);
+        let message = invalid_message(open(&path).await);
         assert!(
             message.contains(&path.display().to_string()),
             "the error names the file: {message}"
@@ -74,12 +82,22 @@ mod sqlite_specific {
     }
 
     #[tokio::test]
+    async fn a_directory_in_place_of_the_file_is_an_invalid_argument() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hive.db");
+        std::fs::create_dir(&path).unwrap();
+        let message = invalid_message(open(&path).await);
+        assert!(message.contains("it is a directory"), "{message}");
+        assert!(message.contains(&path.display().to_string()), "{message}");
+    }
+
+    #[tokio::test]
     async fn a_file_that_is_not_sqlite_is_refused_and_left_untouched() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("garbage.db");
         let garbage: Vec<u8> = (0..16_384u32).map(|i| (i * 7 + 3) as u8).collect();
         std::fs::write(&path, &garbage).unwrap();
-        let message = backend_message(open(&path).await);
+        let message = invalid_message(open(&path).await);
         assert!(message.contains("not a SQLite database"), "{message}");
         assert!(message.contains(&path.display().to_string()), "{message}");
         assert_eq!(
@@ -103,7 +121,7 @@ mod sqlite_specific {
             .unwrap();
         conn.close().await.unwrap();
         let before = std::fs::read(&path).unwrap();
-        let message = backend_message(open(&path).await);
+        let message = invalid_message(open(&path).await);
         assert!(message.contains("no Hive schema"), "{message}");
         assert_eq!(
             std::fs::read(&path).unwrap(),

@@ -32,7 +32,7 @@ use crate::store::{
 };
 use crate::task::machine::Op;
 use crate::task::{
-    AgentRef, FeedEvent, LeaseToken, Owner, Page, Task, TaskError, TaskQuery, TaskSpec,
+    AgentRef, FeedEvent, LeaseToken, Owner, Page, Task, TaskError, TaskEvent, TaskQuery, TaskSpec,
 };
 
 /// Engine settings. The defaults suit a single host; every field is documented
@@ -572,6 +572,50 @@ impl Hive {
         Ok(TaskSubscription::new(self.detached(), id, after_seq))
     }
 
+    /// Up to `limit` (1..=10 000) events of a task after `after_seq`, in order,
+    /// without waiting for more: what is stored now. Another tenant's task is
+    /// `NotFound`. To follow live events, [`Hive::subscribe`].
+    #[instrument(level = "debug", skip_all, fields(task = %id, after_seq))]
+    pub async fn read_events(
+        &self,
+        p: &Principal,
+        id: TaskId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<TaskEvent>> {
+        let task = self.visible_task(p, id).await?;
+        self.authorize(p, Action::ReadTask, &task_resource(&task))
+            .await?;
+        self.inner
+            .store
+            .read_events(id, after_seq, limit.clamp(1, 10_000))
+            .await
+    }
+
+    /// Waits until a task ends and returns it in its terminal state (at once if
+    /// it has ended). Another tenant's task is `NotFound`. See
+    /// [`Hive::wait_timeout`] to bound the wait.
+    #[instrument(level = "debug", skip_all, fields(task = %id))]
+    pub async fn wait(&self, p: &Principal, id: TaskId) -> Result<Task> {
+        let task = self.get_task(p, id).await?;
+        if task.state.is_terminal() {
+            return Ok(task);
+        }
+        let mut sub = TaskSubscription::new(self.detached(), id, task.last_seq);
+        while let Some(event) = sub.next().await {
+            event?;
+        }
+        self.visible_task(p, id).await
+    }
+
+    /// [`Hive::wait`], giving up with [`Error::Timeout`] after `timeout` (the
+    /// task goes on).
+    pub async fn wait_timeout(&self, p: &Principal, id: TaskId, timeout: Duration) -> Result<Task> {
+        tokio::time::timeout(timeout, self.wait(p, id))
+            .await
+            .unwrap_or(Err(Error::Timeout(timeout)))
+    }
+
     /// The caller's tenant's feed after `cursor`, then live; never ends by itself.
     pub async fn feed(&self, p: &Principal, cursor: u64) -> Result<FeedSubscription> {
         self.authorize(p, Action::ReadTask, &Resource::Tenant(p.tenant.clone()))
@@ -599,6 +643,8 @@ impl Hive {
     }
 
     /// Acknowledges, as consumer `consumer`, the terminal events of `tasks`.
+    /// Acknowledging twice, or a task that has not ended, is harmless; a task
+    /// id of another tenant (or none) is `NotFound` and acknowledges nothing.
     pub async fn ack_terminal(
         &self,
         p: &Principal,
@@ -608,6 +654,17 @@ impl Hive {
         self.authorize(p, Action::ConsumeFeed, &Resource::Tenant(p.tenant.clone()))
             .await?;
         validate_consumer(consumer)?;
+        // Like every other call, another tenant's (or an unknown) task id is
+        // `NotFound`, and nothing is acknowledged.
+        let found = self.inner.store.get_tasks(tasks).await?;
+        let known: rustc_hash::FxHashSet<TaskId> = found
+            .iter()
+            .filter(|t| t.owner.tenant == p.tenant)
+            .map(|t| t.id)
+            .collect();
+        if let Some(missing) = tasks.iter().find(|id| !known.contains(id)) {
+            return Err(Error::not_found("task", missing));
+        }
         self.inner
             .store
             .ack_terminal(&p.tenant, consumer, tasks)

@@ -74,7 +74,7 @@ impl Hive {
         let now = self.inner.clock.now();
         let id = WorkflowId::new();
         if let Some(key) = &spec.idempotency_key {
-            let key_id = format!("{}:{key}", p.tenant);
+            let key_id = workflow::key_record_id(&p.tenant, key);
             if key_id.len() > crate::store::MAX_RECORD_KEY_LEN {
                 return Err(Error::InvalidSpec {
                     field: "idempotency_key".into(),
@@ -96,9 +96,21 @@ impl Hive {
             match claim {
                 Ok(_) => {}
                 Err(Error::Conflict { .. }) => {
-                    let existing = store
-                        .get_record(KEY_RECORD_KIND, &key_id)
-                        .await?
+                    let record = store.get_record(KEY_RECORD_KIND, &key_id).await?;
+                    if let Some(r) = &record
+                        && r.tenant != p.tenant
+                    {
+                        // Ids are unambiguous per tenant; a record of another
+                        // tenant here was not written by this engine.
+                        return Err(Error::Backend {
+                            message: format!(
+                                "workflow key record {key_id} belongs to tenant {}, not {}",
+                                r.tenant, p.tenant
+                            ),
+                            source: None,
+                        });
+                    }
+                    let existing = record
                         .and_then(|r| r.body.get("workflow").cloned())
                         .and_then(|v| serde_json::from_value::<WorkflowId>(v).ok())
                         .ok_or_else(|| Error::Backend {
@@ -166,9 +178,13 @@ impl Hive {
             Err(e) => return Err(e),
         }
         if !plan.submit.is_empty() {
+            let submitted: Vec<_> = plan.submit.iter().map(|t| t.id).collect();
             // A failure here is repaired by the driver's next pass.
-            if let Err(e) = self.inner.store.submit(plan.submit, now).await {
-                tracing::warn!(workflow = %id, error = %e, "could not submit step tasks yet");
+            match self.inner.store.submit(plan.submit, now).await {
+                Ok(_) => self.recheck_cancelled(id, submitted).await,
+                Err(e) => {
+                    tracing::warn!(workflow = %id, error = %e, "could not submit step tasks yet");
+                }
             }
         }
         if !record.state.is_terminal() {
@@ -266,7 +282,17 @@ impl Hive {
                 RECORD_KIND,
                 &RecordQuery {
                     tenant: Some(p.tenant.clone()),
-                    statuses: query.states.iter().map(|s| s.as_str().to_owned()).collect(),
+                    statuses: query
+                        .states
+                        .iter()
+                        .flat_map(|s| match s {
+                            WorkflowState::Cancelled => vec![
+                                s.as_str().to_owned(),
+                                workflow::STATUS_CANCELLING.to_owned(),
+                            ],
+                            s => vec![s.as_str().to_owned()],
+                        })
+                        .collect(),
                     after: query.after.map(|a| a.to_string()),
                     limit: Some(limit),
                 },
@@ -343,20 +369,34 @@ impl Hive {
             events.push(encode(&WorkflowEventKind::Finished {
                 state: WorkflowState::Cancelled,
             })?);
+            // Stored as `cancelling` until every step task has ended: a failed
+            // task cancel, or a crash right after this write, leaves it for
+            // the drivers (this process's or any other's, after a restart
+            // too) to finish.
             let write = RecordWrite {
                 kind: RECORD_KIND.into(),
                 id: id.to_string(),
                 tenant: rec.tenant.clone(),
                 expected_version: rec.version,
-                status: body.state.as_str().into(),
+                status: workflow::STATUS_CANCELLING.into(),
                 body: encode(&body)?,
                 events,
                 now,
             };
             match self.inner.store.write_record(write).await {
-                Ok(_) => {
-                    self.cancel_tasks(p.id.clone(), &reason, to_cancel).await;
-                    self.inner.workflows.active.lock().remove(&id);
+                Ok(written) => {
+                    let ended = self.cancel_tasks(p.id.clone(), &reason, to_cancel).await;
+                    let done = ended
+                        && self
+                            .mark_cancelled(id, &rec.tenant, written.version, &body)
+                            .await
+                            .is_ok();
+                    if done {
+                        self.inner.workflows.active.lock().remove(&id);
+                    } else {
+                        self.inner.workflows.active.lock().insert(id);
+                        self.inner.workflows.wake.notify_one();
+                    }
                     return Ok(());
                 }
                 Err(Error::Conflict { .. }) => continue,
@@ -368,14 +408,41 @@ impl Hive {
         })
     }
 
+    /// Sets a cancelled workflow's record status from `cancelling` to
+    /// `cancelled` (its step tasks have all ended). A lost race means another
+    /// writer got there first: its pass decides again.
+    async fn mark_cancelled(
+        &self,
+        id: WorkflowId,
+        tenant: &crate::principal::TenantId,
+        version: u64,
+        body: &WorkflowRecord,
+    ) -> Result<()> {
+        let write = RecordWrite {
+            kind: RECORD_KIND.into(),
+            id: id.to_string(),
+            tenant: tenant.clone(),
+            expected_version: version,
+            status: WorkflowState::Cancelled.as_str().into(),
+            body: encode(body)?,
+            events: Vec::new(),
+            now: self.inner.clock.now(),
+        };
+        self.inner.store.write_record(write).await.map(|_| ())
+    }
+
+    /// Cancels the step tasks of a cancelled workflow; whether every one of
+    /// them has ended now (cancelled by this call, or already terminal, or
+    /// never submitted: a driver that submits step tasks re-reads the record
+    /// afterwards and cancels what it submitted for a cancelled workflow).
     async fn cancel_tasks(
         &self,
         by: crate::principal::PrincipalId,
         reason: &str,
         ids: Vec<crate::id::TaskId>,
-    ) {
+    ) -> bool {
         if ids.is_empty() {
-            return;
+            return true;
         }
         let commands = ids
             .into_iter()
@@ -388,13 +455,53 @@ impl Hive {
             })
             .collect();
         // Tasks that already ended answer AlreadyTerminal: nothing to do.
-        if let Err(e) = self
+        match self
             .inner
             .store
             .apply(commands, self.inner.clock.now())
             .await
         {
-            tracing::warn!(error = %e, "could not cancel a cancelled workflow's tasks yet");
+            Ok(answers) => answers.iter().all(|a| match a {
+                Ok(ack) => ack.state.is_terminal(),
+                Err(Error::AlreadyTerminal { .. } | Error::NotFound { .. }) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not cancel a cancelled workflow's task yet");
+                    false
+                }
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not cancel a cancelled workflow's tasks yet");
+                false
+            }
+        }
+    }
+
+    /// After submitting step tasks: if the workflow was cancelled meanwhile
+    /// (its canceller may have found them not yet submitted), cancels them.
+    async fn recheck_cancelled(&self, id: WorkflowId, submitted: Vec<crate::id::TaskId>) {
+        let record = self
+            .inner
+            .store
+            .get_record(RECORD_KIND, &id.to_string())
+            .await;
+        let cancelled = match record {
+            Ok(Some(r)) => decode(&r)
+                .map(|b| (b.state == WorkflowState::Cancelled).then_some(b))
+                .ok()
+                .flatten(),
+            Ok(None) => None,
+            Err(e) => {
+                // The drivers' next pass over the cancelling record covers it.
+                tracing::warn!(workflow = %id, error = %e, "could not re-read a workflow after submitting its steps");
+                None
+            }
+        };
+        if let Some(body) = cancelled {
+            let by = body
+                .cancelled
+                .as_ref()
+                .map_or_else(|| body.owner.principal.clone(), |c| c.by.clone());
+            self.cancel_tasks(by, "workflow cancelled", submitted).await;
         }
     }
 
@@ -426,7 +533,8 @@ impl Hive {
         self.drive_active().await
     }
 
-    /// Adds every running workflow in the store to this process's active set.
+    /// Adds every running workflow in the store to this process's active set,
+    /// and every cancelled one whose step tasks may still be running.
     pub(crate) async fn scan_workflows(&self) -> Result<()> {
         let mut after = None;
         loop {
@@ -437,7 +545,10 @@ impl Hive {
                     RECORD_KIND,
                     &RecordQuery {
                         tenant: None,
-                        statuses: vec![WorkflowState::Running.as_str().into()],
+                        statuses: vec![
+                            WorkflowState::Running.as_str().into(),
+                            workflow::STATUS_CANCELLING.into(),
+                        ],
                         after: after.clone(),
                         limit: Some(1000),
                     },
@@ -508,6 +619,32 @@ impl Hive {
                 .into_iter()
                 .map(|t| (t.id, t))
                 .collect();
+            if cancelled {
+                if rec.status != workflow::STATUS_CANCELLING {
+                    return Ok(WorkflowState::Cancelled);
+                }
+                let live: Vec<_> = tasks
+                    .values()
+                    .filter(|t| !t.state.is_terminal())
+                    .map(|t| t.id)
+                    .collect();
+                let by = body
+                    .cancelled
+                    .as_ref()
+                    .map_or_else(|| body.owner.principal.clone(), |c| c.by.clone());
+                if !self.cancel_tasks(by, "workflow cancelled", live).await {
+                    // Still cancelling: stays active, tried again next pass.
+                    return Ok(WorkflowState::Running);
+                }
+                match self
+                    .mark_cancelled(id, &rec.tenant, rec.version, &body)
+                    .await
+                {
+                    Ok(()) => return Ok(WorkflowState::Cancelled),
+                    Err(Error::Conflict { .. }) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
             let now = self.inner.clock.now();
             let plan = workflow::plan(&mut body, &tasks, &self.inner.config.workflow_limits, now);
             if plan.changed {
@@ -532,21 +669,11 @@ impl Hive {
                 }
             }
             if !plan.submit.is_empty() {
+                let submitted: Vec<_> = plan.submit.iter().map(|t| t.id).collect();
                 store.submit(plan.submit, now).await?;
+                self.recheck_cancelled(id, submitted).await;
             }
-            if !plan.cancel.is_empty() {
-                let by = body
-                    .cancelled
-                    .as_ref()
-                    .map_or_else(|| body.owner.principal.clone(), |c| c.by.clone());
-                self.cancel_tasks(by, "workflow cancelled", plan.cancel)
-                    .await;
-            }
-            return Ok(if cancelled {
-                WorkflowState::Cancelled
-            } else {
-                body.state
-            });
+            return Ok(body.state);
         }
         Err(Error::Conflict {
             message: format!("workflow {id}: lost {CAS_RETRIES} races in a row"),

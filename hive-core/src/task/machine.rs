@@ -24,7 +24,9 @@
 //! Terminal states are absorbing. A report from a lease that is no longer current
 //! gets [`Error::LeaseLost`]; a repeated report from the lease whose report was
 //! accepted gets the same acknowledgement ([`Outcome::Duplicate`]) and appends
-//! nothing; a different report on an ended task gets [`Error::AlreadyTerminal`].
+//! nothing — the first report wins: a repeat with a different output or error
+//! gets the same answer, changes nothing and is logged as a warning; a report
+//! of the other kind on an ended task gets [`Error::AlreadyTerminal`].
 
 use std::fmt;
 
@@ -380,6 +382,13 @@ pub fn apply(core: &mut TaskCore, facts: TaskFacts<'_>, op: Op, now: Timestamp) 
             output,
         } => {
             if let Some(dup) = duplicate_report(core, facts, &token, ReportKind::Success)? {
+                if core.output.as_ref() != Some(&output) {
+                    tracing::warn!(
+                        task = %facts.id,
+                        "a repeated success report carries a different output; the first \
+                         report was accepted and stands"
+                    );
+                }
                 return Ok(dup);
             }
             check_lease(core, facts, &token, node, kind)?;
@@ -399,6 +408,13 @@ pub fn apply(core: &mut TaskCore, facts: TaskFacts<'_>, op: Op, now: Timestamp) 
         }
         Op::Fail { token, node, error } => {
             if let Some(dup) = duplicate_report(core, facts, &token, ReportKind::Failure)? {
+                if core.error.as_ref() != Some(&error) {
+                    tracing::warn!(
+                        task = %facts.id,
+                        "a repeated failure report carries a different error; the first \
+                         report was accepted and stands"
+                    );
+                }
                 return Ok(dup);
             }
             check_lease(core, facts, &token, node, kind)?;

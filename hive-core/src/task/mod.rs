@@ -29,6 +29,16 @@ pub struct Owner {
     pub principal: PrincipalId,
 }
 
+impl From<&crate::principal::Principal> for Owner {
+    /// The owner of what `p` submits: its tenant and id.
+    fn from(p: &crate::principal::Principal) -> Self {
+        Owner {
+            tenant: p.tenant.clone(),
+            principal: p.id.clone(),
+        }
+    }
+}
+
 /// A snapshot of a task, as returned by `get_task` and `list_tasks`.
 ///
 /// `last_seq` is the seq of the last event stored when the snapshot was taken:

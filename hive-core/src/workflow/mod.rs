@@ -64,6 +64,17 @@ use crate::task::{AgentRef, Owner, TaskError, TaskState, Timeouts};
 pub const RECORD_KIND: &str = "workflow";
 /// The record kind of workflow idempotency keys.
 pub const KEY_RECORD_KIND: &str = "workflow_key";
+/// The record status of a cancelled workflow whose step tasks may not all have
+/// ended yet: drivers keep cancelling them until they have, then set the status
+/// to `cancelled`. Its state (what readers see) is already `Cancelled`.
+pub const STATUS_CANCELLING: &str = "cancelling";
+
+/// The id of the record that holds `tenant`'s workflow idempotency key `key`:
+/// the tenant's length first, so no two (tenant, key) pairs share an id
+/// (`"a:b" + "c"` and `"a" + "b:c"` differ).
+pub fn key_record_id(tenant: &crate::principal::TenantId, key: &str) -> String {
+    format!("{}:{tenant}:{key}", tenant.as_str().len())
+}
 
 /// Identifies a workflow (UUIDv7: sorts by creation time).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

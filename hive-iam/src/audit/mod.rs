@@ -158,6 +158,15 @@ impl AuditTrail {
         }
     }
 
+    /// The trail in the engine's store: to read ([`AuditTrail::list`]) and
+    /// verify ([`AuditTrail::verify`]) what the engine audited. (The engine's
+    /// own auditor is the one given to [`hive_core::HiveBuilder::auditor`];
+    /// readers need not be that instance.)
+    pub fn for_hive(hive: &Hive) -> Self {
+        let store: Arc<dyn RecordStore> = hive.store().clone();
+        AuditTrail::new(store)
+    }
+
     fn chain(&self, tenant: &TenantId) -> Arc<TenantChain> {
         self.chains
             .lock()

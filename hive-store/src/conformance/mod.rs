@@ -32,9 +32,13 @@ use hive_core::{
 };
 use serde_json::json;
 
+mod api;
+mod faulty;
 mod queueing;
 mod scheduling;
 mod workflow;
+pub use api::*;
+pub use faulty::FailingApply;
 pub use queueing::*;
 pub use scheduling::*;
 pub use workflow::*;
@@ -91,6 +95,8 @@ macro_rules! conformance_tests {
             workflow_step_retries_follow_the_steps_policy,
             workflow_cancel_mid_flight_cancels_running_and_waiting_steps,
             workflow_restart_mid_flight_resumes_without_rerunning_steps,
+            workflow_cancel_converges_after_a_failed_task_cancel,
+            workflow_idempotency_keys_do_not_collide_across_tenants,
             workflow_concurrent_drivers_decide_each_step_once,
             workflow_query_list_events_and_idempotency,
             user_scoped_scheduling_across_mixed_node_ownership,
@@ -98,6 +104,8 @@ macro_rules! conformance_tests {
             a_retry_restarts_the_schedule_to_start_clock,
             reclaimed_and_retried_tasks_keep_their_place_in_the_queue,
             retries_start_when_their_backoff_ends,
+            ack_terminal_of_another_tenants_task_is_not_found,
+            read_events_does_not_wait_and_wait_returns_the_ended_task,
         );
     };
     (@each $factory:expr; $($name:ident),* $(,)?) => {

@@ -14,7 +14,7 @@ use hive_core::workflow::{
     JoinMode, SkipReason, StepSpec, StepState, Trigger, WorkflowEventKind, WorkflowId,
     WorkflowQuery, WorkflowSpec, WorkflowState, WorkflowView,
 };
-use hive_core::{Error, NodeId, Principal, RetryPolicy, TaskError};
+use hive_core::{Clock, Error, NodeId, Principal, RetryPolicy, TaskError};
 use serde_json::{Value, json};
 
 use super::{Harness, alice, carol};
@@ -753,4 +753,141 @@ pub async fn workflow_query_list_events_and_idempotency(store: Arc<dyn Store>) {
             .await
             .unwrap();
     assert_eq!(all.items.len(), 1);
+}
+
+/// Issue 11, item 2: a cancelled workflow converges. The cancel's task
+/// cancellations fail (the backend is unavailable for them, as if the process
+/// had crashed right after writing the cancelled record): the workflow reads
+/// `Cancelled` at once and stays listed as cancelled, its step task keeps
+/// running for now, and a driver — here a new engine on the same store, as
+/// after a restart — cancels the task and settles the record.
+pub async fn workflow_cancel_converges_after_a_failed_task_cancel(store: Arc<dyn Store>) {
+    let faulty = super::FailingApply::new(store.clone());
+    let f = Flow::new(faulty.clone()).await;
+    let spec = WorkflowSpec::new(
+        "converge",
+        vec![
+            StepSpec::new("long", "slow", json!(null)),
+            StepSpec::new("later", "echo", json!(null)).after(["long"]),
+        ],
+    );
+    let id = f.submit(spec).await;
+    f.run(&|agent: &str, input: &Value| {
+        if agent == "slow" {
+            None
+        } else {
+            echo_handler(agent, input)
+        }
+    })
+    .await;
+    let long_task = step(&f.view(id).await, "long").tasks[0];
+    assert_eq!(f.h.state(long_task).await, TaskState::Running);
+
+    faulty.fail(true);
+    f.h.hive
+        .cancel_workflow(&alice(), id, "stop")
+        .await
+        .expect("the cancel is recorded even if its tasks cannot be cancelled yet");
+    // The driver of this engine cannot cancel it either while the backend fails.
+    f.drive().await;
+    assert_eq!(f.view(id).await.state, WorkflowState::Cancelled);
+    assert_eq!(f.h.state(long_task).await, TaskState::Running);
+    let listed =
+        f.h.hive
+            .list_workflows(
+                &alice(),
+                &WorkflowQuery {
+                    states: vec![WorkflowState::Cancelled],
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    assert!(
+        listed.items.iter().any(|w| w.id == id),
+        "listed as cancelled"
+    );
+    let record = store
+        .get_record(hive_core::workflow::RECORD_KIND, &id.to_string())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, hive_core::workflow::STATUS_CANCELLING);
+
+    // "Restart": a new engine on the same store finds it and converges.
+    let restarted = Harness::new(store.clone());
+    restarted
+        .hive
+        .drive_workflows(&restarted.system)
+        .await
+        .unwrap();
+    assert_eq!(restarted.state(long_task).await, TaskState::Cancelled);
+    let record = store
+        .get_record(hive_core::workflow::RECORD_KIND, &id.to_string())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, WorkflowState::Cancelled.as_str());
+    // Settled: no driver picks it up again, and nothing else ran.
+    assert_eq!(
+        restarted
+            .hive
+            .drive_workflows(&restarted.system)
+            .await
+            .unwrap(),
+        0
+    );
+    let v = restarted.hive.get_workflow(&alice(), id).await.unwrap();
+    assert_eq!(step(&v, "later").state, StepState::Cancelled);
+    assert!(step(&v, "later").tasks.is_empty());
+}
+
+/// Issue 11, item 5: workflow idempotency keys are per tenant, whatever the
+/// tenant's and the key's characters: tenant `a:b` with key `c` and tenant
+/// `a` with key `b:c` are two workflows, and a key record of another tenant
+/// under a tenant's key id is refused, not followed.
+pub async fn workflow_idempotency_keys_do_not_collide_across_tenants(store: Arc<dyn Store>) {
+    let h = Harness::new(store.clone());
+    let spec = |key: &str| {
+        let mut s = WorkflowSpec::new("keyed", vec![StepSpec::new("a", "echo", json!(null))]);
+        s.idempotency_key = Some(key.into());
+        s
+    };
+    let ab = Principal::user("a:b", "u");
+    let a = Principal::user("a", "u");
+    let first = h.hive.submit_workflow(&ab, spec("c")).await.unwrap();
+    let second = h.hive.submit_workflow(&a, spec("b:c")).await.unwrap();
+    assert!(first.created && second.created);
+    assert_ne!(first.id, second.id);
+    // The same key in the same tenant is the same workflow.
+    let again = h.hive.submit_workflow(&a, spec("b:c")).await.unwrap();
+    assert_eq!(again.id, second.id);
+    assert!(!again.created);
+    assert!(h.hive.get_workflow(&a, first.id).await.is_err());
+
+    // A key record that another tenant owns under this tenant's id.
+    let forged_for = Principal::user("globex", "u");
+    let key_id = hive_core::workflow::key_record_id(&forged_for.tenant, "k");
+    store
+        .write_record(hive_core::store::RecordWrite {
+            kind: hive_core::workflow::KEY_RECORD_KIND.into(),
+            id: key_id,
+            tenant: "acme".into(),
+            expected_version: 0,
+            status: "taken".into(),
+            body: json!({ "workflow": first.id }),
+            events: Vec::new(),
+            now: h.clock.now(),
+        })
+        .await
+        .unwrap();
+    let e = h
+        .hive
+        .submit_workflow(&forged_for, spec("k"))
+        .await
+        .unwrap_err();
+    assert!(
+        !matches!(e, Error::NotFound { .. }) && e.to_string().contains("belongs to tenant"),
+        "{e:?}"
+    );
 }

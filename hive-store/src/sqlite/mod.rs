@@ -340,25 +340,24 @@ impl SqliteStore {
     }
 }
 
-/// A missing directory or a directory in place of the file is refused before
-/// SQLite is asked to create anything.
+/// A missing directory or a directory in place of the file is refused
+/// (`InvalidArgument` naming the path) before SQLite is asked to create
+/// anything.
 fn check_location(path: &Path) -> Result<()> {
     let p = path.display();
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.is_dir()
     {
-        return Err(Error::Backend {
+        return Err(Error::InvalidArgument {
             message: format!(
                 "cannot open the SQLite store {p}: directory {} does not exist",
                 dir.display()
             ),
-            source: None,
         });
     }
     if path.is_dir() {
-        return Err(Error::Backend {
+        return Err(Error::InvalidArgument {
             message: format!("cannot open the SQLite store {p}: it is a directory"),
-            source: None,
         });
     }
     Ok(())

@@ -156,16 +156,16 @@ async fn header(conn: &mut SqliteConnection, path: &Path) -> Result<Header> {
     })
 }
 
-/// Refuses a file that is not Hive's, or whose schema is newer than this build.
+/// Refuses a file that is not Hive's (`InvalidArgument`: the caller named the
+/// wrong file), or whose schema is newer than this build (`Backend`).
 fn check(h: &Header, path: &Path) -> Result<()> {
     let p = path.display();
     if h.application_id != 0 && h.application_id != APPLICATION_ID {
-        return Err(Error::Backend {
+        return Err(Error::InvalidArgument {
             message: format!(
                 "{p} is a SQLite database of another application (application_id {:#x}), not a Hive store",
                 h.application_id
             ),
-            source: None,
         });
     }
     if h.version > VERSION {
@@ -179,13 +179,12 @@ fn check(h: &Header, path: &Path) -> Result<()> {
         });
     }
     if h.version == 0 && h.application_id == 0 && h.objects > 0 {
-        return Err(Error::Backend {
+        return Err(Error::InvalidArgument {
             message: format!(
                 "{p} is a SQLite database with {} schema objects but no Hive schema; \
                  refusing to add Hive's tables to another application's database",
                 h.objects
             ),
-            source: None,
         });
     }
     Ok(())
@@ -231,10 +230,9 @@ pub(super) async fn prepare(conn: &mut SqliteConnection, path: &Path) -> Result<
 pub(super) fn open_error(path: &Path, e: sqlx::Error) -> Error {
     let p = path.display();
     match sqlite_code(&e) {
-        // SQLITE_NOTADB
-        Some(26) => Error::Backend {
+        // SQLITE_NOTADB: the caller named the wrong file.
+        Some(26) => Error::InvalidArgument {
             message: format!("{p} is not a SQLite database (or it is encrypted or damaged): {e}"),
-            source: Some(Box::new(e)),
         },
         // SQLITE_CORRUPT
         Some(11) => Error::Backend {
