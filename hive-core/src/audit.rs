@@ -2,8 +2,9 @@
 //! attempt to an [`Auditor`]. `hive-iam` provides the hash-chained trail over a
 //! record store; [`NoAudit`] keeps nothing (tests, benchmarks with `iam=off`).
 //!
-//! Privileged actions are audited after authorization and *before* they run,
-//! and fail closed: if the auditor cannot record the entry, the action is
+//! Privileged actions are audited after authorization and validation and
+//! *before* they run (a valid request as `Allowed`, an invalid one as
+//! `Refused`), and fail closed: if the auditor cannot record the entry, the action is
 //! refused with the auditor's error, so nothing privileged happens unrecorded.
 //! A denial is reported whether or not recording it succeeds (the caller gets
 //! `Forbidden` either way).
@@ -17,14 +18,18 @@ use crate::clock::Timestamp;
 use crate::error::Result;
 use crate::principal::{PrincipalId, TenantId};
 
-/// Whether the audited attempt was allowed.
+/// What became of the audited attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditOutcome {
     /// The action was authorized (and is about to run).
     Allowed,
-    /// The action was refused.
+    /// The action was refused: the caller may not do it.
     Denied,
+    /// The caller may do it, but the request was invalid (a spec that fails
+    /// validation, a batch over the limit); nothing ran. The details carry
+    /// the reason.
+    Refused,
 }
 
 impl fmt::Display for AuditOutcome {
@@ -32,6 +37,7 @@ impl fmt::Display for AuditOutcome {
         f.write_str(match self {
             AuditOutcome::Allowed => "allowed",
             AuditOutcome::Denied => "denied",
+            AuditOutcome::Refused => "refused",
         })
     }
 }

@@ -29,8 +29,12 @@ pub enum Action {
     ConsumeFeed,
     /// Register a node.
     RegisterNode,
-    /// Drain or remove a node.
+    /// Drain a node.
     DrainNode,
+    /// Remove a node (its leases are reclaimed at once). Its owner, an
+    /// operator or an admin may; so may the node's own worker, for its node
+    /// only (a worker that shuts down removes its node).
+    RemoveNode,
     /// Read nodes.
     ReadNode,
     /// Claim, start, heartbeat, log or report tasks of a node.
@@ -68,7 +72,7 @@ impl Action {
             Action::SubmitTask => Scope::TaskSubmit,
             Action::ReadTask | Action::ConsumeFeed | Action::ReadNode => Scope::TaskRead,
             Action::CancelTask => Scope::TaskCancel,
-            Action::RegisterNode | Action::DrainNode => Scope::NodeRegister,
+            Action::RegisterNode | Action::DrainNode | Action::RemoveNode => Scope::NodeRegister,
             Action::WorkNode => Scope::NodeWork,
             Action::Supervise | Action::ManageTenant => Scope::SystemAdmin,
             Action::SubmitWorkflow => Scope::WorkflowSubmit,
@@ -90,6 +94,7 @@ impl Action {
                 | Action::CancelTask
                 | Action::RegisterNode
                 | Action::DrainNode
+                | Action::RemoveNode
                 | Action::SubmitWorkflow
                 | Action::CancelWorkflow
                 | Action::IssueToken
@@ -101,13 +106,14 @@ impl Action {
     }
 
     /// Every action, in declaration order.
-    pub const ALL: [Action; 20] = [
+    pub const ALL: [Action; 21] = [
         Action::SubmitTask,
         Action::ReadTask,
         Action::CancelTask,
         Action::ConsumeFeed,
         Action::RegisterNode,
         Action::DrainNode,
+        Action::RemoveNode,
         Action::ReadNode,
         Action::WorkNode,
         Action::Supervise,
@@ -133,6 +139,7 @@ impl Action {
             Action::ConsumeFeed => "feed.consume",
             Action::RegisterNode => "node.register",
             Action::DrainNode => "node.drain",
+            Action::RemoveNode => "node.remove",
             Action::ReadNode => "node.read",
             Action::WorkNode => "node.work",
             Action::Supervise => "system.supervise",
@@ -240,10 +247,19 @@ impl Authorizer for ScopeAuthorizer {
             })
         };
         let is_worker = matches!(principal.kind, PrincipalKind::Worker { .. });
-        if is_worker && action != Action::WorkNode {
+        // A worker may remove its own node (as it shuts down), with the scope
+        // it works that node with.
+        let own_removal = is_worker
+            && action == Action::RemoveNode
+            && matches!(resource, Resource::Node { id, .. } if principal.worker_node() == Some(*id));
+        if is_worker && action != Action::WorkNode && !own_removal {
             return deny("a worker may only work its own node's tasks".into());
         }
-        let scope = action.required_scope();
+        let scope = if own_removal {
+            Scope::NodeWork
+        } else {
+            action.required_scope()
+        };
         if !principal.scopes.contains(scope) && !principal.scopes.contains(Scope::SystemAdmin) {
             return deny(format!("missing scope {scope}"));
         }
@@ -261,6 +277,11 @@ impl Authorizer for ScopeAuthorizer {
                 if owner.as_ref() != Some(&principal.id) && !elevated =>
             {
                 deny("only the node's owner, an operator or an admin may drain it".into())
+            }
+            (Action::RemoveNode, Resource::Node { owner, .. })
+                if owner.as_ref() != Some(&principal.id) && !elevated && !own_removal =>
+            {
+                deny("only the node's owner, an operator or an admin may remove it".into())
             }
             (Action::CancelWorkflow, Resource::Workflow { owner, .. })
                 if *owner != principal.id && !elevated =>

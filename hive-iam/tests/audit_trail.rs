@@ -731,3 +731,76 @@ async fn a_chain_stored_as_reformatted_json_still_verifies() {
     assert!(report.ok, "{report:?}");
     assert_eq!(report.checked, 2);
 }
+
+/// Issue 11, item 8: a submit that is authorized but invalid (a spec that
+/// fails validation, a batch over the limit, an invalid workflow, a bad node
+/// spec) is audited as `Refused` with the reason — never as `Allowed` — and
+/// nothing is stored; a valid one is `Allowed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_requests_are_audited_as_refused_not_allowed() {
+    let store = Arc::new(MemoryStore::default());
+    let hive = Hive::builder()
+        .store(store.clone())
+        .auditor(Arc::new(AuditTrail::new(store.clone())))
+        .config(HiveConfig {
+            run_supervisor: false,
+            max_submit_batch: 2,
+            ..HiveConfig::default()
+        })
+        .build()
+        .expect("hive");
+    let alice = Principal::user("acme", "alice");
+    let mut bad = TaskSpec::new("echo", json!(null));
+    bad.idempotency_key = Some(String::new());
+    assert!(hive.submit(&alice, bad).await.is_err());
+    let batch = vec![TaskSpec::new("echo", json!(null)); 3];
+    assert!(hive.submit_batch(&alice, batch).await.is_err());
+    let empty = hive_core::WorkflowSpec::new("empty", Vec::new());
+    assert!(hive.submit_workflow(&alice, empty).await.is_err());
+    let node = NodeSpec::user("zero", &alice, 0);
+    assert!(hive.register_node(&alice, node).await.is_err());
+    hive.submit(&alice, TaskSpec::new("echo", json!(null)))
+        .await
+        .expect("a valid submit");
+
+    let trail = AuditTrail::new(store.clone());
+    let page = trail
+        .list(
+            &hive,
+            &Principal::operator("acme", "olga"),
+            &AuditQuery::default(),
+        )
+        .await
+        .expect("list");
+    let seen: Vec<(String, AuditOutcome)> = page
+        .events
+        .iter()
+        .map(|e| (e.action.clone(), e.outcome))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("task.submit".to_owned(), AuditOutcome::Refused),
+            ("task.submit".to_owned(), AuditOutcome::Refused),
+            ("workflow.submit".to_owned(), AuditOutcome::Refused),
+            ("node.register".to_owned(), AuditOutcome::Refused),
+            ("task.submit".to_owned(), AuditOutcome::Allowed),
+        ]
+    );
+    for e in &page.events[..4] {
+        assert!(
+            e.details["reason"].as_str().is_some_and(|r| !r.is_empty()),
+            "{e:?}"
+        );
+    }
+    let stored = hive
+        .list_tasks(&alice, &TaskQuery::default())
+        .await
+        .expect("list");
+    assert_eq!(stored.items.len(), 1, "only the valid submit stored a task");
+    let report = trail
+        .verify(&hive, &Principal::operator("acme", "olga"), &"acme".into())
+        .await
+        .expect("verify");
+    assert!(report.ok, "{report:?}");
+}

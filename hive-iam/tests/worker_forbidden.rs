@@ -310,10 +310,41 @@ async fn worker_cannot_drain_or_remove_nodes() {
     );
     denied!(
         w,
-        "node.drain",
+        "node.remove",
         node_b,
         w.f.hive.remove_node(&w.worker_a, w.node_b.id)
     );
+}
+
+/// Issue 11, item 4: a worker removing its own node is its own action,
+/// authorized by the policy and audited (`node.remove`, allowed, by the
+/// worker); a user's removal is audited the same way, not as a drain.
+#[tokio::test]
+async fn removing_a_node_is_authorized_and_audited_as_node_remove() {
+    let w = world().await;
+    let before = w.f.count("acme").await;
+    w.f.hive
+        .remove_node(&w.worker_a, w.node_a.id)
+        .await
+        .expect("a worker removes its own node");
+    let new = w.f.events_since("acme", before).await;
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert_eq!(new[0].action, "node.remove");
+    assert_eq!(new[0].outcome, AuditOutcome::Allowed);
+    assert_eq!(new[0].actor, w.worker_a.id);
+    assert_eq!(new[0].resource, format!("node/{}", w.node_a.id));
+
+    let bob = Principal::user("acme", "bob");
+    let before = w.f.count("acme").await;
+    w.f.hive
+        .remove_node(&bob, w.node_b.id)
+        .await
+        .expect("bob removes his node");
+    let new = w.f.events_since("acme", before).await;
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert_eq!(new[0].action, "node.remove");
+    assert_eq!(new[0].outcome, AuditOutcome::Allowed);
+    assert_eq!(new[0].actor, bob.id);
 }
 
 #[tokio::test]

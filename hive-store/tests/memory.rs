@@ -8,6 +8,43 @@ hive_store::conformance_tests!(|| async {
     Some(Arc::new(MemoryStore::default()) as Arc<dyn hive_core::store::Store>)
 });
 
+/// Issue 11, item 10: a store that always says more deadlines are due (a row
+/// that keeps failing) does not pin the supervisor: one sweep makes at most
+/// `sweep_max_batches` store calls and reports that more is due.
+#[tokio::test]
+async fn a_sweep_is_capped_when_the_store_always_has_more() {
+    use std::sync::atomic::Ordering;
+
+    use hive_core::engine::HiveConfig;
+    use hive_core::{Hive, Principal};
+    use hive_store::conformance::FailingApply;
+
+    let store = FailingApply::new(Arc::new(MemoryStore::default()));
+    store.endless_sweep.store(true, Ordering::SeqCst);
+    let hive = Hive::builder()
+        .store(store.clone())
+        .config(HiveConfig {
+            run_supervisor: false,
+            run_workflows: false,
+            sweep_max_batches: 5,
+            ..HiveConfig::default()
+        })
+        .build()
+        .unwrap();
+    let report = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        hive.sweep(&Principal::system()),
+    )
+    .await
+    .expect("the sweep returns")
+    .unwrap();
+    assert!(report.more);
+    assert_eq!(store.sweeps.load(Ordering::SeqCst), 5);
+    store.endless_sweep.store(false, Ordering::SeqCst);
+    assert!(!hive.sweep(&Principal::system()).await.unwrap().more);
+    assert_eq!(store.sweeps.load(Ordering::SeqCst), 6);
+}
+
 mod memory_specific {
     use std::sync::Arc;
     use std::time::Duration;

@@ -802,7 +802,7 @@ impl PyHive {
     /// A page of the tenant's audit trail, oldest first, as a dict
     /// (`events`, `next_after_seq`). Needs `audit:read`; another `tenant`
     /// needs `system:admin` (otherwise `hive.NotFound`). `outcome` is
-    /// `allowed` or `denied`; `limit` is clamped to 1..=1000. Awaitable.
+    /// `allowed`, `denied` or `refused`; `limit` is clamped to 1..=1000. Awaitable.
     #[pyo3(signature = (principal, *, tenant = None, action = None, actor = None, outcome = None,
                         after = 0, limit = 100))]
     #[allow(clippy::too_many_arguments)]
@@ -822,10 +822,11 @@ impl PyHive {
             None => None,
             Some("allowed") => Some(hive::audit::AuditOutcome::Allowed),
             Some("denied") => Some(hive::audit::AuditOutcome::Denied),
+            Some("refused") => Some(hive::audit::AuditOutcome::Refused),
             Some(other) => {
                 return Err(crate::errors::invalid_argument(
                     py,
-                    format!("outcome must be 'allowed' or 'denied', got {other:?}"),
+                    format!("outcome must be 'allowed', 'denied' or 'refused', got {other:?}"),
                 ));
             }
         };

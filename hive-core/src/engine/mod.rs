@@ -48,6 +48,11 @@ pub struct HiveConfig {
     pub sweep_interval: Duration,
     /// At most this many deadlines are expired per store call of a sweep.
     pub sweep_batch: usize,
+    /// At most this many store calls per sweep (default 16, so 160 000
+    /// deadlines with the default batch): what is left waits for the next
+    /// sweep, so a backlog — or a row that keeps coming back — never pins the
+    /// supervisor.
+    pub sweep_max_batches: usize,
     /// How often in-process workers heartbeat their node; a node not seen for
     /// three intervals is Lost.
     #[serde(with = "humantime_serde")]
@@ -79,6 +84,7 @@ impl Default for HiveConfig {
             run_supervisor: true,
             sweep_interval: Duration::from_secs(1),
             sweep_batch: 10_000,
+            sweep_max_batches: 16,
             node_heartbeat_interval: Duration::from_secs(2),
             max_submit_batch: 100_000,
             subscription_poll: Duration::from_secs(5),
@@ -342,6 +348,53 @@ impl Hive {
         }
     }
 
+    /// [`Hive::authorize_with`] for a request that must also pass `check`
+    /// (validation): a caller who may not act is denied (audited `Denied`); a
+    /// request that fails `check` is audited `Refused` with the reason and its
+    /// error returned; a valid one is audited `Allowed` (fail closed) and
+    /// `check`'s value returned. Nothing is audited as allowed that is then
+    /// refused.
+    pub async fn authorize_checked<T>(
+        &self,
+        p: &Principal,
+        action: Action,
+        resource: &Resource,
+        details: impl FnOnce() -> serde_json::Value,
+        check: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        if let Err(e) = self.inner.authorizer.authorize(p, action, resource) {
+            return Err(self.denied(p, action, resource, e).await);
+        }
+        match check() {
+            Ok(value) => {
+                if action.is_privileged() {
+                    self.audit(p, action, resource, AuditOutcome::Allowed, details())
+                        .await?;
+                }
+                Ok(value)
+            }
+            Err(e) => {
+                if action.is_privileged() {
+                    let mut d = details();
+                    let reason = serde_json::Value::String(e.to_string());
+                    match d.as_object_mut() {
+                        Some(map) => {
+                            map.insert("reason".into(), reason);
+                        }
+                        None => d = serde_json::json!({ "reason": reason }),
+                    }
+                    if let Err(audit) = self
+                        .audit(p, action, resource, AuditOutcome::Refused, d)
+                        .await
+                    {
+                        tracing::warn!(error = %audit, "could not audit a refused request");
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Refuses `action` with `reason`: audits the denial and returns the
     /// `Forbidden` error to hand back to the caller.
     pub async fn deny(
@@ -458,31 +511,31 @@ impl Hive {
     ) -> Result<Vec<Submitted>> {
         self.check_live()?;
         let n = specs.len();
-        self.authorize_with(
+        let max = self.inner.config.max_submit_batch;
+        self.authorize_checked(
             p,
             Action::SubmitTask,
             &Resource::Tenant(p.tenant.clone()),
             || serde_json::json!({ "tasks": n }),
+            || {
+                if n > max {
+                    return Err(Error::InvalidArgument {
+                        message: format!("batch of {n} tasks exceeds max_submit_batch {max}"),
+                    });
+                }
+                for (i, spec) in specs.iter().enumerate() {
+                    spec.validate().map_err(|e| match e {
+                        Error::InvalidSpec { field, message } if n > 1 => Error::InvalidSpec {
+                            field: format!("[{i}].{field}"),
+                            message,
+                        },
+                        e => e,
+                    })?;
+                }
+                Ok(())
+            },
         )
         .await?;
-        if specs.len() > self.inner.config.max_submit_batch {
-            return Err(Error::InvalidArgument {
-                message: format!(
-                    "batch of {} tasks exceeds max_submit_batch {}",
-                    specs.len(),
-                    self.inner.config.max_submit_batch
-                ),
-            });
-        }
-        for (i, spec) in specs.iter().enumerate() {
-            spec.validate().map_err(|e| match e {
-                Error::InvalidSpec { field, message } if specs.len() > 1 => Error::InvalidSpec {
-                    field: format!("[{i}].{field}"),
-                    message,
-                },
-                e => e,
-            })?;
-        }
         let owner = Owner {
             tenant: p.tenant.clone(),
             principal: p.id.clone(),
@@ -719,14 +772,14 @@ impl Hive {
             }
             return Err(self.deny(p, Action::RegisterNode, &resource, reason).await);
         }
-        self.authorize_with(
+        self.authorize_checked(
             p,
             Action::RegisterNode,
             &resource,
             || serde_json::json!({ "name": spec.name, "capacity": spec.capacity }),
+            || spec.validate(),
         )
         .await?;
-        spec.validate()?;
         let now = self.inner.clock.now();
         let node = Node {
             id,
@@ -777,21 +830,21 @@ impl Hive {
     }
 
     /// Removes a node; its leases are reclaimed at once (as placement lost).
+    /// Its owner, an operator or an admin may, and its own worker (as it shuts
+    /// down); every removal is authorized and audited as `node.remove`.
     pub async fn remove_node(&self, p: &Principal, id: NodeId) -> Result<()> {
         let node = match self.worker_node(p) {
+            // A worker sees no nodes, but its own it may remove.
             Some(own) if own == id => self
                 .inner
                 .store
                 .get_node(id)
                 .await?
                 .ok_or_else(|| Error::not_found("node", id))?,
-            _ => {
-                let node = self.visible_node(p, id).await?;
-                self.authorize(p, Action::DrainNode, &node_resource(&node))
-                    .await?;
-                node
-            }
+            _ => self.visible_node(p, id).await?,
         };
+        self.authorize(p, Action::RemoveNode, &node_resource(&node))
+            .await?;
         self.inner
             .store
             .remove_node(node.id, self.inner.clock.now())
@@ -1023,7 +1076,8 @@ impl Hive {
             node_lost_after: self.inner.config.node_lost_after(),
         };
         let mut total = SweepReport::default();
-        loop {
+        let rounds = self.inner.config.sweep_max_batches.max(1);
+        for _ in 0..rounds {
             let r = self
                 .inner
                 .store
@@ -1032,13 +1086,23 @@ impl Hive {
             total.expired += r.expired;
             total.nodes_lost += r.nodes_lost;
             total.placements_lost += r.placements_lost;
+            total.more = r.more;
             if !r.more {
-                if total.expired + total.placements_lost > 0 {
-                    self.wake_workflows();
-                }
-                return Ok(total);
+                break;
             }
         }
+        if total.more {
+            tracing::warn!(
+                rounds,
+                expired = total.expired,
+                "sweep stopped after sweep_max_batches store calls with more due; \
+                 the rest waits for the next sweep"
+            );
+        }
+        if total.expired + total.placements_lost > 0 {
+            self.wake_workflows();
+        }
+        Ok(total)
     }
 }
 

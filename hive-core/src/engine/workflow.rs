@@ -62,25 +62,32 @@ impl Hive {
     ) -> Result<WorkflowSubmitted> {
         self.check_live()?;
         let steps = spec.steps.len();
-        self.authorize_with(
-            p,
-            Action::SubmitWorkflow,
-            &Resource::Tenant(p.tenant.clone()),
-            || serde_json::json!({ "name": spec.name, "steps": steps }),
-        )
-        .await?;
-        let order = workflow::validate(&spec, &self.inner.config.workflow_limits)?;
+        let order = self
+            .authorize_checked(
+                p,
+                Action::SubmitWorkflow,
+                &Resource::Tenant(p.tenant.clone()),
+                || serde_json::json!({ "name": spec.name, "steps": steps }),
+                || {
+                    let order = workflow::validate(&spec, &self.inner.config.workflow_limits)?;
+                    if let Some(key) = &spec.idempotency_key
+                        && workflow::key_record_id(&p.tenant, key).len()
+                            > crate::store::MAX_RECORD_KEY_LEN
+                    {
+                        return Err(Error::InvalidSpec {
+                            field: "idempotency_key".into(),
+                            message: "too long together with the tenant's name".into(),
+                        });
+                    }
+                    Ok(order)
+                },
+            )
+            .await?;
         let store = &self.inner.store;
         let now = self.inner.clock.now();
         let id = WorkflowId::new();
         if let Some(key) = &spec.idempotency_key {
             let key_id = workflow::key_record_id(&p.tenant, key);
-            if key_id.len() > crate::store::MAX_RECORD_KEY_LEN {
-                return Err(Error::InvalidSpec {
-                    field: "idempotency_key".into(),
-                    message: "too long together with the tenant's name".into(),
-                });
-            }
             let claim = store
                 .write_record(RecordWrite {
                     kind: KEY_RECORD_KIND.into(),

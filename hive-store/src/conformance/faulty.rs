@@ -3,7 +3,7 @@
 //! two writes leaves behind).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,12 +18,17 @@ use hive_core::task::{FeedEvent, Page, Task, TaskEvent, TaskQuery};
 use hive_core::{Error, NodeId, Result, TaskId, Timestamp};
 
 /// Delegates to a backend; while `fail_apply` is set, every `apply` answers
-/// `BackendUnavailable` without reaching it.
+/// `BackendUnavailable` without reaching it; while `endless_sweep` is set,
+/// every `sweep` says more is due (a row that keeps coming back).
 #[derive(Debug)]
 pub struct FailingApply {
     inner: Arc<dyn Store>,
     /// Whether `apply` fails.
     pub fail_apply: AtomicBool,
+    /// Whether `sweep` always answers `more`.
+    pub endless_sweep: AtomicBool,
+    /// How many times `sweep` was called.
+    pub sweeps: AtomicUsize,
 }
 
 impl FailingApply {
@@ -32,6 +37,8 @@ impl FailingApply {
         Arc::new(FailingApply {
             inner,
             fail_apply: AtomicBool::new(false),
+            endless_sweep: AtomicBool::new(false),
+            sweeps: AtomicUsize::new(0),
         })
     }
 
@@ -132,7 +139,12 @@ impl TaskStore for FailingApply {
         self.inner.remove_node(id, now).await
     }
     async fn sweep(&self, now: Timestamp, options: &SweepOptions) -> Result<SweepReport> {
-        self.inner.sweep(now, options).await
+        self.sweeps.fetch_add(1, Ordering::SeqCst);
+        let mut report = self.inner.sweep(now, options).await?;
+        if self.endless_sweep.load(Ordering::SeqCst) {
+            report.more = true;
+        }
+        Ok(report)
     }
 }
 

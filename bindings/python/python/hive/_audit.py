@@ -24,7 +24,7 @@ class AuditEvent(TypedDict):
     resource: str
     """On what (``task/<id>``, ``token/<id>``, ``tenant/<name>``, ``system``)."""
     outcome: str
-    """``allowed`` or ``denied``."""
+    """``allowed``, ``denied`` or ``refused`` (authorized, but invalid)."""
     details: Any
     """The rest: a denial's reason, the number of tasks submitted…"""
     prev_hash: str

@@ -555,8 +555,8 @@ class Hive:
         limit: int = 100,
     ) -> AuditPage:
         """A page of the tenant's audit trail, oldest first (needs ``audit:read``;
-        another ``tenant`` needs ``system:admin``). ``outcome``: ``allowed`` or
-        ``denied``; pass ``next_after_seq`` as ``after`` for the next page."""
+        another ``tenant`` needs ``system:admin``). ``outcome``: ``allowed``,
+        ``denied`` or ``refused``; pass ``next_after_seq`` as ``after`` for the next page."""
     async def verify_audit(self, principal: Principal, tenant: Optional[str] = None) -> AuditReport:
         """Walks the tenant's whole hash chain and reports the first broken link
         (needs ``audit:read``)."""
