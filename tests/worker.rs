@@ -518,3 +518,80 @@ async fn a_blocking_handler_costs_only_its_own_lease() {
     );
     worker.shutdown().await;
 }
+
+/// Issue 11, item 7, in-process side: an output over the limit ends the task
+/// `Failed` with the non-retryable `output_too_large` (the handler would only
+/// return it again), and an error message over its limit is shortened, not
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_handler_results_fit_the_limits() {
+    let hive = Hive::builder()
+        .store(Arc::new(MemoryStore::default()))
+        .config(HiveConfig {
+            limits: hive::engine::ValueLimits {
+                max_output_bytes: 1_000,
+                max_error_message_bytes: 100,
+                ..Default::default()
+            },
+            ..HiveConfig::default()
+        })
+        .build()
+        .unwrap();
+    let alice = Principal::user("acme", "alice");
+    let worker = hive
+        .start_worker(
+            &alice,
+            WorkerOptions::new("big")
+                .handler(
+                    "big",
+                    handler_fn(|_| async { Ok(json!("x".repeat(5_000))) }),
+                )
+                .handler(
+                    "wordy",
+                    handler_fn(|_| async { Err(TaskError::new("wordy", "é".repeat(500))) }),
+                ),
+        )
+        .await
+        .unwrap();
+    let retry = RetryPolicy::attempts(3, Duration::from_millis(10));
+    let big = hive
+        .submit(
+            &alice,
+            TaskSpec::new("big", json!(null)).retry(retry.clone()),
+        )
+        .await
+        .unwrap();
+    let wordy = hive
+        .submit(
+            &alice,
+            TaskSpec::new("wordy", json!(null)).retry(RetryPolicy::attempts(1, Duration::ZERO)),
+        )
+        .await
+        .unwrap();
+    let events = wait_end(&hive, &alice, big.id).await;
+    match &events.last().unwrap().kind {
+        EventKind::Failed { error } => {
+            assert_eq!(error.code, "output_too_large");
+            assert!(error.message.contains("5002 bytes"), "{error:?}");
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Started { .. }))
+            .count(),
+        1,
+        "not retried"
+    );
+    let events = wait_end(&hive, &alice, wordy.id).await;
+    match &events.last().unwrap().kind {
+        EventKind::Failed { error } => {
+            assert_eq!(error.code, "wordy");
+            assert!(error.message.len() <= 100, "{}", error.message.len());
+            assert!(error.message.ends_with("(truncated)"), "{}", error.message);
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    worker.shutdown().await;
+}

@@ -105,6 +105,18 @@ pub enum Error {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// A value is larger than its configured limit (a worker's output, error
+    /// message, log line or progress: see `HiveConfig::limits`); nothing was
+    /// stored.
+    #[error("{what} is {size} bytes; at most {limit} allowed")]
+    TooLarge {
+        /// What was too large (`output`, `error.message`, `log line`, `progress`).
+        what: String,
+        /// Its size in bytes (serialized JSON for JSON values).
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// An operation did not finish in time.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
@@ -149,6 +161,7 @@ impl Error {
             Error::OffsetExpired { .. } => "offset_expired",
             Error::BackendUnavailable { .. } => "backend_unavailable",
             Error::Backend { .. } => "backend",
+            Error::TooLarge { .. } => "too_large",
             Error::Timeout(_) => "timeout",
             Error::Shutdown => "shutdown",
         }

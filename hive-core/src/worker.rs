@@ -669,10 +669,13 @@ impl WorkerLoop {
         };
         // Aborted because the lease was lost: nothing to report.
         let Some(result) = result else { return };
-        let outcome = match result {
-            Ok(output) => ReportOutcome::Success { output },
-            Err(error) => ReportOutcome::Failure { error },
-        };
+        let outcome = fit_to_limits(
+            &self.hive.config().limits,
+            match result {
+                Ok(output) => ReportOutcome::Success { output },
+                Err(error) => ReportOutcome::Failure { error },
+            },
+        );
         self.reports.push(Report {
             token: inflight.token,
             outcome,
@@ -751,6 +754,58 @@ impl WorkerLoop {
     }
 }
 
+/// What an in-process handler returned, made to fit the engine's limits: an
+/// output over the limit becomes a non-retryable `output_too_large` failure
+/// (the handler would return it again), an error code or message over its
+/// limit is shortened.
+fn fit_to_limits(limits: &crate::engine::ValueLimits, outcome: ReportOutcome) -> ReportOutcome {
+    match outcome {
+        ReportOutcome::Success { output } => {
+            let size = crate::engine::json_size(&output);
+            if size > limits.max_output_bytes {
+                ReportOutcome::Failure {
+                    error: TaskError::new(
+                        "output_too_large",
+                        format!(
+                            "the handler's output is {size} bytes; at most {} allowed \
+                             (HiveConfig::limits.max_output_bytes)",
+                            limits.max_output_bytes
+                        ),
+                    )
+                    .non_retryable(),
+                }
+            } else {
+                ReportOutcome::Success { output }
+            }
+        }
+        ReportOutcome::Failure { mut error } => {
+            truncate_utf8(&mut error.code, 128, "");
+            truncate_utf8(
+                &mut error.message,
+                limits.max_error_message_bytes,
+                " … (truncated)",
+            );
+            ReportOutcome::Failure { error }
+        }
+    }
+}
+
+/// Shortens `s` to at most `max` bytes, on a character boundary, ending with
+/// `marker` when it was cut (the marker counts toward `max`).
+fn truncate_utf8(s: &mut String, max: usize, marker: &str) {
+    if s.len() <= max {
+        return;
+    }
+    let mut end = max.saturating_sub(marker.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    if marker.len() <= max {
+        s.push_str(marker);
+    }
+}
+
 /// The node's and the in-flight attempts' heartbeats, on a task of their own.
 struct Heartbeats {
     hive: Hive,
@@ -793,6 +848,7 @@ impl Heartbeats {
     /// its handler blocks its thread, so it loses its lease (and only it).
     async fn beat_leases(&self) {
         let now = Instant::now();
+        let limits = &self.hive.config().limits;
         let beats: Vec<(LeaseToken, Option<serde_json::Value>)> = {
             let mut inflight = self.inflight.lock();
             inflight
@@ -816,7 +872,14 @@ impl Heartbeats {
                     }
                     f.seen_polls = polls;
                     f.blocked = false;
-                    Some((f.token, f.progress.lock().take()))
+                    let progress = f.progress.lock().take().filter(|p| {
+                        let fits = limits.check_progress(Some(p));
+                        if let Err(e) = &fits {
+                            tracing::warn!(task = %f.token.task, error = %e, "progress dropped");
+                        }
+                        fits.is_ok()
+                    });
+                    Some((f.token, progress))
                 })
                 .collect()
         };

@@ -15,7 +15,7 @@ fn class_name(e: &hive::Error) -> &'static str {
         "not_found" => "NotFound",
         "forbidden" => "Forbidden",
         "invalid_spec" => "InvalidSpec",
-        "invalid_argument" => "InvalidArgument",
+        "invalid_argument" | "too_large" => "InvalidArgument",
         "invalid_transition" => "InvalidTransition",
         "already_terminal" => "AlreadyTerminal",
         "lease_lost" => "LeaseLost",

@@ -76,6 +76,105 @@ pub struct HiveConfig {
     pub workflow_scan: Duration,
     /// Size limits of workflow specs.
     pub workflow_limits: crate::workflow::ValidationLimits,
+    /// Size limits of what workers send: outputs, error messages, log lines,
+    /// progress. Enforced by the engine for every worker, in-process or remote.
+    pub limits: ValueLimits,
+}
+
+/// Size limits of the values workers send, in bytes (JSON values serialized).
+/// A value over its limit is refused with [`Error::TooLarge`] and nothing is
+/// stored; the in-process worker turns an oversized output into a
+/// non-retryable `output_too_large` failure and shortens an oversized error
+/// message itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ValueLimits {
+    /// A success report's output. Default 4 MiB (the input's limit).
+    pub max_output_bytes: usize,
+    /// A failure report's error message (its code is at most 128 bytes).
+    /// Default 64 KiB.
+    pub max_error_message_bytes: usize,
+    /// One log line. Default 64 KiB.
+    pub max_log_line_bytes: usize,
+    /// A heartbeat's progress. Default 64 KiB.
+    pub max_progress_bytes: usize,
+}
+
+impl Default for ValueLimits {
+    fn default() -> Self {
+        ValueLimits {
+            max_output_bytes: crate::task::TaskSpec::MAX_INPUT_BYTES,
+            max_error_message_bytes: 64 << 10,
+            max_log_line_bytes: 64 << 10,
+            max_progress_bytes: 64 << 10,
+        }
+    }
+}
+
+/// The longest error code a report may carry.
+const MAX_ERROR_CODE_BYTES: usize = 128;
+
+impl ValueLimits {
+    fn check(what: &str, size: usize, limit: usize) -> Result<()> {
+        if size > limit {
+            Err(Error::TooLarge {
+                what: what.into(),
+                size,
+                limit,
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Checks a report's output or error against the limits.
+    pub fn check_report(&self, outcome: &ReportOutcome) -> Result<()> {
+        match outcome {
+            ReportOutcome::Success { output } => {
+                Self::check("output", json_size(output), self.max_output_bytes)
+            }
+            ReportOutcome::Failure { error } => {
+                Self::check("error.code", error.code.len(), MAX_ERROR_CODE_BYTES)?;
+                Self::check(
+                    "error.message",
+                    error.message.len(),
+                    self.max_error_message_bytes,
+                )
+            }
+        }
+    }
+
+    /// Checks a heartbeat's progress against its limit.
+    pub fn check_progress(&self, progress: Option<&serde_json::Value>) -> Result<()> {
+        match progress {
+            Some(p) => Self::check("progress", json_size(p), self.max_progress_bytes),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks a log line against its limit.
+    pub fn check_log_line(&self, line: &str) -> Result<()> {
+        Self::check("log line", line.len(), self.max_log_line_bytes)
+    }
+}
+
+/// The size of `v` serialized as JSON, without building the bytes.
+pub(crate) fn json_size(v: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    match serde_json::to_writer(&mut c, v) {
+        Ok(()) => c.0,
+        Err(_) => usize::MAX,
+    }
 }
 
 impl Default for HiveConfig {
@@ -92,6 +191,7 @@ impl Default for HiveConfig {
             workflow_poll: Duration::from_millis(250),
             workflow_scan: Duration::from_secs(2),
             workflow_limits: crate::workflow::ValidationLimits::default(),
+            limits: ValueLimits::default(),
         }
     }
 }
@@ -946,20 +1046,57 @@ impl Hive {
     ) -> Result<Vec<Result<Ack>>> {
         let node = self.acting_node(p).await?;
         self.check_worker(p, node).await?;
-        let cmds: Vec<Command> = beats
+        let limits = &self.inner.config.limits;
+        let checked: Vec<Result<Command>> = beats
             .into_iter()
-            .map(|(token, progress)| Command {
-                task: token.task,
-                op: Op::Heartbeat {
-                    token,
-                    node,
-                    progress,
-                },
+            .map(|(token, progress)| {
+                limits.check_progress(progress.as_ref())?;
+                Ok(Command {
+                    task: token.task,
+                    op: Op::Heartbeat {
+                        token,
+                        node,
+                        progress,
+                    },
+                })
             })
             .collect();
+        self.apply_checked(p, checked).await
+    }
+
+    /// Applies the commands that passed their checks, and answers each item in
+    /// order: the check's error, or the store's answer.
+    async fn apply_checked(
+        &self,
+        p: &Principal,
+        checked: Vec<Result<Command>>,
+    ) -> Result<Vec<Result<Ack>>> {
+        let mut refused: Vec<Option<Error>> = Vec::with_capacity(checked.len());
+        let mut cmds = Vec::with_capacity(checked.len());
+        for c in checked {
+            match c {
+                Ok(cmd) => {
+                    refused.push(None);
+                    cmds.push(cmd);
+                }
+                Err(e) => refused.push(Some(e)),
+            }
+        }
         let tasks: Vec<TaskId> = cmds.iter().map(|c| c.task).collect();
-        let out = self.inner.store.apply(cmds, self.inner.clock.now()).await?;
-        Ok(self.audit_refusals(p, &tasks, out).await)
+        let out = if cmds.is_empty() {
+            Vec::new()
+        } else {
+            let out = self.inner.store.apply(cmds, self.inner.clock.now()).await?;
+            self.audit_refusals(p, &tasks, out).await
+        };
+        let mut applied = out.into_iter();
+        Ok(refused
+            .into_iter()
+            .map(|r| match r {
+                Some(e) => Err(e),
+                None => applied.next().unwrap_or_else(empty_batch),
+            })
+            .collect())
     }
 
     /// Appends a log line to a task the caller's node holds.
@@ -977,6 +1114,7 @@ impl Hive {
                 message: "log stream names are 1 to 64 bytes".into(),
             });
         }
+        self.inner.config.limits.check_log_line(line)?;
         let ack = self
             .apply_one(
                 token.task,
@@ -997,32 +1135,36 @@ impl Hive {
     /// Reports the outcome of leases. Each answer is the [`Ack`] with the seq of the
     /// stored terminal (or `AttemptFailed`) event; a duplicate of an accepted report
     /// gets the same answer; a report on a lease that was taken away gets
-    /// `LeaseLost`. Retry on an `Err` of the whole call until an answer arrives.
+    /// `LeaseLost`; an output or error over [`HiveConfig::limits`] gets
+    /// [`Error::TooLarge`] and stores nothing. Retry on an `Err` of the whole
+    /// call until an answer arrives.
     #[instrument(level = "debug", skip_all, fields(n = reports.len()))]
     pub async fn report(&self, p: &Principal, reports: Vec<Report>) -> Result<Vec<Result<Ack>>> {
         let node = self.acting_node(p).await?;
         self.check_worker(p, node).await?;
-        let cmds: Vec<Command> = reports
+        let limits = &self.inner.config.limits;
+        let checked: Vec<Result<Command>> = reports
             .into_iter()
-            .map(|r| Command {
-                task: r.token.task,
-                op: match r.outcome {
-                    ReportOutcome::Success { output } => Op::Succeed {
-                        token: r.token,
-                        node,
-                        output,
+            .map(|r| {
+                limits.check_report(&r.outcome)?;
+                Ok(Command {
+                    task: r.token.task,
+                    op: match r.outcome {
+                        ReportOutcome::Success { output } => Op::Succeed {
+                            token: r.token,
+                            node,
+                            output,
+                        },
+                        ReportOutcome::Failure { error } => Op::Fail {
+                            token: r.token,
+                            node,
+                            error,
+                        },
                     },
-                    ReportOutcome::Failure { error } => Op::Fail {
-                        token: r.token,
-                        node,
-                        error,
-                    },
-                },
+                })
             })
             .collect();
-        let tasks: Vec<TaskId> = cmds.iter().map(|c| c.task).collect();
-        let out = self.inner.store.apply(cmds, self.inner.clock.now()).await?;
-        let out = self.audit_refusals(p, &tasks, out).await;
+        let out = self.apply_checked(p, checked).await?;
         if out
             .iter()
             .any(|a| a.as_ref().is_ok_and(|a| a.state.is_terminal()))

@@ -132,3 +132,114 @@ pub async fn read_events_does_not_wait_and_wait_returns_the_ended_task(store: Ar
     let all = h.hive.read_events(&alice(), id, 0, 100).await.unwrap();
     assert_eq!(all.len() as u64, ended.last_seq);
 }
+
+/// Issue 11, item 7: what a worker sends is bounded by `HiveConfig::limits`,
+/// enforced by the engine (remote workers go through the same calls): an
+/// oversized output, error message, log line or progress is `TooLarge` for
+/// that item only, nothing of it is stored, and the rest of the batch goes on.
+pub async fn oversized_worker_values_are_refused_and_nothing_is_stored(store: Arc<dyn Store>) {
+    use hive_core::engine::{Report, ReportOutcome};
+    use hive_core::task::TaskError;
+
+    let h = Harness::with_config(store, |c| {
+        c.limits.max_output_bytes = 100;
+        c.limits.max_error_message_bytes = 50;
+        c.limits.max_log_line_bytes = 40;
+        c.limits.max_progress_bytes = 30;
+    });
+    let (node, w) = h.system_node(8).await;
+    for _ in 0..3 {
+        h.hive.submit(&alice(), spec("echo")).await.unwrap();
+    }
+    let leases = h.claim(&w, node, 3, true).await;
+    let (a, b, c) = (leases[0].token, leases[1].token, leases[2].token);
+    let too_large = |r: &hive_core::Result<hive_core::store::Ack>, what: &str| {
+        assert!(
+            matches!(r, Err(Error::TooLarge { what: w, .. }) if w == what),
+            "{what}: {r:?}"
+        );
+    };
+
+    let e = h
+        .hive
+        .log(&w, a, "stdout", &"x".repeat(41))
+        .await
+        .map(|_| ());
+    assert!(matches!(e, Err(Error::TooLarge { .. })), "{e:?}");
+    h.hive.log(&w, a, "stdout", &"x".repeat(40)).await.unwrap();
+    let beats = h
+        .hive
+        .heartbeat(
+            &w,
+            vec![
+                (a, Some(json!("p".repeat(40)))),
+                (b, Some(json!({"step": 1}))),
+            ],
+        )
+        .await
+        .unwrap();
+    too_large(&beats[0], "progress");
+    assert!(beats[1].is_ok(), "{:?}", beats[1]);
+
+    let answers = h
+        .hive
+        .report(
+            &w,
+            vec![
+                Report {
+                    token: a,
+                    outcome: ReportOutcome::Success {
+                        output: json!("o".repeat(200)),
+                    },
+                },
+                Report {
+                    token: b,
+                    outcome: ReportOutcome::Failure {
+                        error: TaskError::new("boom", "m".repeat(51)),
+                    },
+                },
+                Report {
+                    token: c,
+                    outcome: ReportOutcome::Success {
+                        output: json!({"ok": true}),
+                    },
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    too_large(&answers[0], "output");
+    too_large(&answers[1], "error.message");
+    assert_eq!(answers[2].as_ref().unwrap().state, TaskState::Succeeded);
+
+    // Nothing of the refused values was stored: a and b still run, their
+    // events hold only what fit.
+    assert_eq!(h.state(a.task).await, TaskState::Running);
+    assert_eq!(h.state(b.task).await, TaskState::Running);
+    let events = h.hive.read_events(&alice(), a.task, 0, 100).await.unwrap();
+    let logs: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Log { line, .. } => Some(line.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(logs, vec![40]);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::Heartbeat { progress: Some(p), .. } if p.as_str().is_some_and(|s| s.len() > 30))),
+        "{events:?}"
+    );
+    // Within the limits, the same leases report.
+    h.hive
+        .report_success(&w, a, json!("o".repeat(50)))
+        .await
+        .unwrap();
+    h.hive
+        .report_failure(&w, b, TaskError::new("boom", "short").non_retryable())
+        .await
+        .unwrap();
+    assert_eq!(h.state(a.task).await, TaskState::Succeeded);
+    assert_eq!(h.state(b.task).await, TaskState::Failed);
+}

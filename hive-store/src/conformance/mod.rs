@@ -106,6 +106,7 @@ macro_rules! conformance_tests {
             retries_start_when_their_backoff_ends,
             ack_terminal_of_another_tenants_task_is_not_found,
             read_events_does_not_wait_and_wait_returns_the_ended_task,
+            oversized_worker_values_are_refused_and_nothing_is_stored,
         );
     };
     (@each $factory:expr; $($name:ident),* $(,)?) => {
@@ -136,14 +137,20 @@ pub struct Harness {
 impl Harness {
     /// Builds the harness.
     pub fn new(store: Arc<dyn Store>) -> Self {
+        Self::with_config(store, |_| {})
+    }
+
+    /// Builds the harness with engine settings changed by `edit`.
+    pub fn with_config(store: Arc<dyn Store>, edit: impl FnOnce(&mut HiveConfig)) -> Self {
         let clock = Arc::new(ManualClock::default());
-        let config = HiveConfig {
+        let mut config = HiveConfig {
             run_supervisor: false,
             run_workflows: false,
             node_heartbeat_interval: Duration::from_secs(2),
             subscription_poll: Duration::from_millis(200),
             ..HiveConfig::default()
         };
+        edit(&mut config);
         let hive = Hive::builder()
             .store(store)
             .clock(clock.clone())
