@@ -52,6 +52,22 @@ impl From<Owner> for NodeOwner {
     }
 }
 
+/// The longest label key, in bytes.
+pub const MAX_LABEL_KEY_LEN: usize = 128;
+/// The longest label value, in bytes.
+pub const MAX_LABEL_VALUE_LEN: usize = 256;
+
+/// Checks labels (of a task or a node): keys 1 to [`MAX_LABEL_KEY_LEN`]
+/// bytes, values up to [`MAX_LABEL_VALUE_LEN`], neither with control
+/// characters or NUL — the same on every backend.
+pub(crate) fn check_labels(labels: &BTreeMap<String, String>) -> Result<()> {
+    for (k, v) in labels {
+        crate::principal::check_text("labels", k, MAX_LABEL_KEY_LEN, false)?;
+        crate::principal::check_text(&format!("labels.{k}"), v, MAX_LABEL_VALUE_LEN, true)?;
+    }
+    Ok(())
+}
+
 /// Someone a user node is explicitly shared with.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -155,11 +171,23 @@ impl NodeSpec {
                 ),
             ));
         }
-        if let Some(k) = self.labels.keys().find(|k| k.is_empty() || k.len() > 128) {
+        if self.name.chars().any(char::is_control) {
             return Err(Error::invalid_spec(
-                "labels",
-                format!("label keys must be 1 to 128 characters, got {k:?}"),
+                "name",
+                "must not contain control characters or NUL",
             ));
+        }
+        check_labels(&self.labels)?;
+        for target in &self.shared_with {
+            let (tenant, principal) = match target {
+                ShareTarget::Tenant { tenant } => (tenant, None),
+                ShareTarget::User { tenant, principal } => (tenant, Some(principal)),
+            };
+            let bad = |e: Error| Error::invalid_spec("shared_with", e.to_string());
+            tenant.validate().map_err(bad)?;
+            if let Some(p) = principal {
+                p.validate().map_err(bad)?;
+            }
         }
         if self.owner == NodeOwner::System && !self.shared_with.is_empty() {
             return Err(Error::invalid_spec(

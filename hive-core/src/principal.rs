@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::id::NodeId;
 
 macro_rules! str_id {
@@ -60,10 +61,100 @@ str_id!(
 );
 
 impl TenantId {
+    /// The longest tenant id, in bytes.
+    pub const MAX_LEN: usize = 64;
+
     /// The tenant of system principals and system-owned worker nodes.
     pub fn system() -> Self {
         TenantId::new("_system")
     }
+
+    /// A tenant id from outside (a header, a config file), checked: see
+    /// [`TenantId::validate`].
+    pub fn parse(s: &str) -> Result<Self> {
+        let t = TenantId::new(s);
+        t.validate()?;
+        Ok(t)
+    }
+
+    /// Checks the id: 1 to [`TenantId::MAX_LEN`] bytes of ASCII letters,
+    /// digits, `-`, `_` and `.` — no `/` or `:` (they separate the parts of
+    /// token subjects and record keys), no whitespace, control characters or
+    /// NUL (which some backends cannot store). The engine checks every
+    /// caller's tenant before it acts.
+    pub fn validate(&self) -> Result<()> {
+        let s = self.as_str();
+        if s.is_empty()
+            || s.len() > Self::MAX_LEN
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(Error::InvalidArgument {
+                message: format!(
+                    "tenant id {s:?}: must be 1 to {} ASCII letters, digits, '-', '_' or '.'",
+                    Self::MAX_LEN
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl PrincipalId {
+    /// The longest principal id, in bytes.
+    pub const MAX_LEN: usize = 256;
+
+    /// A principal id from outside, checked: see [`PrincipalId::validate`].
+    pub fn parse(s: &str) -> Result<Self> {
+        let p = PrincipalId::new(s);
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Checks the id: 1 to [`PrincipalId::MAX_LEN`] bytes with no `/` (it
+    /// separates tenant and principal in token subjects), whitespace, control
+    /// characters or NUL. (`:` is allowed: worker ids are `worker:<node>`.)
+    pub fn validate(&self) -> Result<()> {
+        let s = self.as_str();
+        if s.is_empty()
+            || s.len() > Self::MAX_LEN
+            || s.chars()
+                .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+        {
+            return Err(Error::InvalidArgument {
+                message: format!(
+                    "principal id {s:?}: must be 1 to {} bytes with no '/', whitespace or \
+                     control characters",
+                    Self::MAX_LEN
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Checks a free-form name (a label key or value, an idempotency key, a
+/// stream): at most `max` bytes (at least one unless `may_be_empty`), no
+/// control characters or NUL.
+pub(crate) fn check_text(field: &str, s: &str, max: usize, may_be_empty: bool) -> Result<()> {
+    if (!may_be_empty && s.is_empty()) || s.len() > max {
+        return Err(Error::invalid_spec(
+            field,
+            format!(
+                "must be {} to {max} bytes, got {}",
+                usize::from(!may_be_empty),
+                s.len()
+            ),
+        ));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(Error::invalid_spec(
+            field,
+            format!("must not contain control characters or NUL, got {s:?}"),
+        ));
+    }
+    Ok(())
 }
 
 /// What kind of actor a principal is.
@@ -338,6 +429,13 @@ impl Principal {
     /// Whether the principal may act across tenants (`system:admin`).
     pub fn is_cross_tenant(&self) -> bool {
         self.scopes.contains(Scope::SystemAdmin)
+    }
+
+    /// Checks the tenant and the id (see [`TenantId::validate`] and
+    /// [`PrincipalId::validate`]); the engine checks every caller.
+    pub fn validate(&self) -> Result<()> {
+        self.tenant.validate()?;
+        self.id.validate()
     }
 
     /// The node a worker principal is bound to.

@@ -438,6 +438,8 @@ impl Hive {
         resource: &Resource,
         details: impl FnOnce() -> serde_json::Value,
     ) -> Result<()> {
+        // A caller whose tenant or id is malformed cannot even be audited.
+        p.validate()?;
         match self.inner.authorizer.authorize(p, action, resource) {
             Ok(()) if action.is_privileged() => {
                 self.audit(p, action, resource, AuditOutcome::Allowed, details())
@@ -462,6 +464,7 @@ impl Hive {
         details: impl FnOnce() -> serde_json::Value,
         check: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
+        p.validate()?;
         if let Err(e) = self.inner.authorizer.authorize(p, action, resource) {
             return Err(self.denied(p, action, resource, e).await);
         }
@@ -1109,9 +1112,9 @@ impl Hive {
     ) -> Result<Ack> {
         let node = self.acting_node(p).await?;
         self.check_worker(p, node).await?;
-        if stream.is_empty() || stream.len() > 64 {
+        if stream.is_empty() || stream.len() > 64 || stream.chars().any(char::is_control) {
             return Err(Error::InvalidArgument {
-                message: "log stream names are 1 to 64 bytes".into(),
+                message: "log stream names are 1 to 64 bytes with no control characters".into(),
             });
         }
         self.inner.config.limits.check_log_line(line)?;

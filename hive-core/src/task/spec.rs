@@ -188,12 +188,7 @@ impl TaskSpec {
                 ),
             ));
         }
-        if let Some(k) = self.labels.keys().find(|k| k.is_empty() || k.len() > 128) {
-            return Err(Error::invalid_spec(
-                "labels",
-                format!("label keys must be 1 to 128 characters, got {k:?}"),
-            ));
-        }
+        crate::node::check_labels(&self.labels)?;
         if let Some(key) = &self.idempotency_key
             && key.starts_with("hive:")
         {
@@ -202,13 +197,8 @@ impl TaskSpec {
                 "keys starting with \"hive:\" are reserved for Hive's own tasks (workflow steps)",
             ));
         }
-        if let Some(key) = &self.idempotency_key
-            && (key.is_empty() || key.len() > Self::MAX_KEY_LEN)
-        {
-            return Err(Error::invalid_spec(
-                "idempotency_key",
-                format!("must be 1 to {} bytes", Self::MAX_KEY_LEN),
-            ));
+        if let Some(key) = &self.idempotency_key {
+            crate::principal::check_text("idempotency_key", key, Self::MAX_KEY_LEN, false)?;
         }
         let t = &self.timeouts;
         for (name, d) in [

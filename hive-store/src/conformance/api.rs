@@ -243,3 +243,90 @@ pub async fn oversized_worker_values_are_refused_and_nothing_is_stored(store: Ar
     assert_eq!(h.state(a.task).await, TaskState::Succeeded);
     assert_eq!(h.state(b.task).await, TaskState::Failed);
 }
+
+/// Issue 11, item 6: identifiers are checked the same way on every backend,
+/// with typed errors, before anything is stored or audited: empty, oversized
+/// or separator-bearing tenant ids, malformed principal ids, NUL and control
+/// characters in labels, idempotency keys and node names.
+pub async fn malformed_identifiers_are_refused_the_same_on_every_backend(store: Arc<dyn Store>) {
+    use hive_core::{NodeSpec, Principal, TaskSpec};
+
+    let h = Harness::new(store);
+    let invalid_argument = |r: hive_core::Result<hive_core::store::Submitted>, what: &str| {
+        assert!(
+            matches!(r, Err(Error::InvalidArgument { .. })),
+            "{what}: {r:?}"
+        );
+    };
+    let invalid_spec = |r: hive_core::Result<hive_core::store::Submitted>, what: &str| {
+        assert!(matches!(r, Err(Error::InvalidSpec { .. })), "{what}: {r:?}");
+    };
+    for tenant in ["", "a/b", "a:b", "nul\0", "white space", &"t".repeat(65)] {
+        let p = Principal::user(tenant, "alice");
+        invalid_argument(h.hive.submit(&p, spec("echo")).await, tenant);
+    }
+    for id in ["", "a/b", "al\0ice", "tab\there", &"p".repeat(257)] {
+        let p = Principal::user("acme", id);
+        invalid_argument(h.hive.submit(&p, spec("echo")).await, id);
+    }
+    invalid_spec(
+        h.hive
+            .submit(&alice(), spec("echo").label("gpu", "h\0x"))
+            .await,
+        "NUL in a label value",
+    );
+    invalid_spec(
+        h.hive
+            .submit(&alice(), spec("echo").label("g\u{1}pu", "x"))
+            .await,
+        "control character in a label key",
+    );
+    invalid_spec(
+        h.hive
+            .submit(&alice(), spec("echo").label("gpu", "v".repeat(257)))
+            .await,
+        "oversized label value",
+    );
+    invalid_spec(
+        h.hive
+            .submit(&alice(), spec("echo").idempotency_key("k\0"))
+            .await,
+        "NUL in an idempotency key",
+    );
+    let node = h
+        .hive
+        .register_node(&alice(), NodeSpec::user("n\0", &alice(), 1))
+        .await;
+    assert!(matches!(node, Err(Error::InvalidSpec { .. })), "{node:?}");
+    let node = h
+        .hive
+        .register_node(&alice(), NodeSpec::user("n", &alice(), 1).label("k", "\0"))
+        .await;
+    assert!(matches!(node, Err(Error::InvalidSpec { .. })), "{node:?}");
+    assert!(matches!(
+        hive_core::TenantId::parse("a/b"),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(hive_core::TenantId::parse("acme-2.eu_west").is_ok());
+    assert!(hive_core::PrincipalId::parse("worker:3").is_ok());
+
+    // Nothing was stored, and valid identifiers (NUL-free Unicode values
+    // included) work.
+    let page = h
+        .hive
+        .list_tasks(&alice(), &hive_core::TaskQuery::default())
+        .await
+        .unwrap();
+    assert!(page.items.is_empty(), "{:?}", page.items);
+    let ok = h
+        .hive
+        .submit(
+            &Principal::user("acme-2.eu_west", "alice@example.com"),
+            TaskSpec::new("echo", json!(null))
+                .label("région", "île-de-france")
+                .idempotency_key("clé:1/2"),
+        )
+        .await
+        .unwrap();
+    assert!(ok.created);
+}

@@ -107,6 +107,7 @@ macro_rules! conformance_tests {
             ack_terminal_of_another_tenants_task_is_not_found,
             read_events_does_not_wait_and_wait_returns_the_ended_task,
             oversized_worker_values_are_refused_and_nothing_is_stored,
+            malformed_identifiers_are_refused_the_same_on_every_backend,
         );
     };
     (@each $factory:expr; $($name:ident),* $(,)?) => {

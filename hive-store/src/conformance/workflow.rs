@@ -843,9 +843,10 @@ pub async fn workflow_cancel_converges_after_a_failed_task_cancel(store: Arc<dyn
 }
 
 /// Issue 11, item 5: workflow idempotency keys are per tenant, whatever the
-/// tenant's and the key's characters: tenant `a:b` with key `c` and tenant
-/// `a` with key `b:c` are two workflows, and a key record of another tenant
-/// under a tenant's key id is refused, not followed.
+/// key's characters: tenant `a.b` with key `c` and tenant `a` with key `b:c`
+/// (or `.b:c`) are separate workflows, a tenant id with a separator is refused
+/// (item 6), and a key record of another tenant under a tenant's key id is
+/// refused, not followed.
 pub async fn workflow_idempotency_keys_do_not_collide_across_tenants(store: Arc<dyn Store>) {
     let h = Harness::new(store.clone());
     let spec = |key: &str| {
@@ -853,12 +854,20 @@ pub async fn workflow_idempotency_keys_do_not_collide_across_tenants(store: Arc<
         s.idempotency_key = Some(key.into());
         s
     };
-    let ab = Principal::user("a:b", "u");
+    let ab = Principal::user("a.b", "u");
     let a = Principal::user("a", "u");
     let first = h.hive.submit_workflow(&ab, spec("c")).await.unwrap();
     let second = h.hive.submit_workflow(&a, spec("b:c")).await.unwrap();
-    assert!(first.created && second.created);
+    let third = h.hive.submit_workflow(&a, spec(".b:c")).await.unwrap();
+    assert!(first.created && second.created && third.created);
     assert_ne!(first.id, second.id);
+    assert_ne!(second.id, third.id);
+    assert!(matches!(
+        h.hive
+            .submit_workflow(&Principal::user("a:b", "u"), spec("c"))
+            .await,
+        Err(Error::InvalidArgument { .. })
+    ));
     // The same key in the same tenant is the same workflow.
     let again = h.hive.submit_workflow(&a, spec("b:c")).await.unwrap();
     assert_eq!(again.id, second.id);
