@@ -199,6 +199,13 @@ impl FeedSubscription {
         self.after
     }
 
+    /// Where the next read from the store starts: after the last event read
+    /// ahead (buffered), or after the last one handed out. Reading from
+    /// `after` while events are buffered would hand those out twice.
+    fn read_from(&self) -> u64 {
+        self.buffer.back().map_or(self.after, |e| e.cursor)
+    }
+
     /// The next event. `OffsetExpired` if retention dropped events after the
     /// cursor; `Shutdown` once the engine stops.
     pub async fn next(&mut self) -> Result<FeedEvent> {
@@ -249,15 +256,24 @@ impl FeedSubscription {
     }
 
     /// The events available now, without waiting (possibly none): what is
-    /// buffered plus at most [`FeedSubscription::DRAIN_LIMIT`] more from the store.
+    /// buffered plus at most [`FeedSubscription::DRAIN_LIMIT`] more from the
+    /// store, each handed out once whatever came before (`next` and
+    /// `next_batch` may have read ahead). If the store cannot be read, the
+    /// buffered events are still handed out; with none, the error is.
     pub async fn drain_ready(&mut self) -> Result<Vec<FeedEvent>> {
-        let mut out: Vec<FeedEvent> = self.buffer.drain(..).collect();
-        let events = self
+        let read = self
             .hive
             .store()
-            .read_feed(&self.tenant, self.after, Self::DRAIN_LIMIT)
-            .await?;
-        out.extend(events);
+            .read_feed(&self.tenant, self.read_from(), Self::DRAIN_LIMIT)
+            .await;
+        let mut out: Vec<FeedEvent> = self.buffer.drain(..).collect();
+        match read {
+            Ok(events) => out.extend(events),
+            Err(e) if out.is_empty() => return Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e, "feed read failed; handing out what was buffered")
+            }
+        }
         if let Some(last) = out.last() {
             self.after = last.cursor;
         }

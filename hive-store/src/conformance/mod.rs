@@ -36,11 +36,13 @@ mod api;
 mod faulty;
 mod queueing;
 mod scheduling;
+mod subscriptions;
 mod workflow;
 pub use api::*;
 pub use faulty::FailingApply;
 pub use queueing::*;
 pub use scheduling::*;
+pub use subscriptions::*;
 pub use workflow::*;
 
 /// Every test of the suite, by name. [`conformance_tests!`](crate::conformance_tests)
@@ -108,6 +110,8 @@ macro_rules! conformance_tests {
             read_events_does_not_wait_and_wait_returns_the_ended_task,
             oversized_worker_values_are_refused_and_nothing_is_stored,
             malformed_identifiers_are_refused_the_same_on_every_backend,
+            feed_calls_in_any_order_hand_out_each_event_once,
+            task_subscription_calls_in_any_order_hand_out_each_event_once,
         );
     };
     (@each $factory:expr; $($name:ident),* $(,)?) => {
