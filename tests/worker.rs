@@ -595,3 +595,64 @@ async fn oversized_handler_results_fit_the_limits() {
     }
     worker.shutdown().await;
 }
+
+/// Issue 18, item 4 (the engine side): `shutdown_now` does not wait the grace
+/// period: the running handler is cancelled at once, the node is removed and
+/// its lease goes back to the queue (placement lost, retried).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_now_cancels_handlers_at_once_and_requeues_their_tasks() {
+    let hive = fast_hive();
+    let alice = Principal::user("acme", "alice");
+    let started = Arc::new(AtomicBool::new(false));
+    let s = started.clone();
+    let slow = handler_fn(move |_| {
+        let s = s.clone();
+        async move {
+            s.store(true, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(json!("late"))
+        }
+    });
+    let worker = hive
+        .start_worker(
+            &alice,
+            WorkerOptions::new("interrupted")
+                .shutdown_grace(Duration::from_secs(30))
+                .handler("slow", slow),
+        )
+        .await
+        .unwrap();
+    let node = worker.node();
+    let t = hive
+        .submit(
+            &alice,
+            TaskSpec::new("slow", json!(null))
+                .retry(RetryPolicy::attempts(3, Duration::from_secs(60))),
+        )
+        .await
+        .unwrap();
+    while !started.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let at = tokio::time::Instant::now();
+    worker.shutdown_now().await;
+    assert!(
+        at.elapsed() < Duration::from_secs(1),
+        "stopped in {:?}",
+        at.elapsed()
+    );
+    let task = hive.get_task(&alice, t.id).await.unwrap();
+    assert_eq!(task.state, TaskState::Pending, "back in the queue");
+    let events = hive.read_events(&alice, t.id, 0, 100).await.unwrap();
+    assert!(events.iter().any(
+        |e| matches!(&e.kind, EventKind::AttemptFailed { error, .. } if error.code == "lost")
+    ));
+    assert!(
+        hive.list_nodes(&alice)
+            .await
+            .unwrap()
+            .iter()
+            .all(|n| n.id != node),
+        "the node is removed"
+    );
+}

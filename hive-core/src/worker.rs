@@ -256,6 +256,8 @@ pub struct WorkerHandle {
     node: NodeId,
     principal: Arc<Principal>,
     stop: CancellationToken,
+    /// Set before `stop` for a stop without the grace period.
+    immediate: Arc<std::sync::atomic::AtomicBool>,
     join: tokio::task::JoinHandle<()>,
 }
 
@@ -273,6 +275,17 @@ impl WorkerHandle {
     /// Stops claiming, lets in-flight tasks finish (up to `shutdown_grace`),
     /// reports them, and removes the node.
     pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.join.await;
+    }
+
+    /// Stops at once: no new claims, in-flight handlers are cancelled now
+    /// (no grace period, nothing reported for them), finished results are
+    /// reported, and the node is removed, so its leases go back to the queue
+    /// at once as placement lost (retried by their policies). For an
+    /// interrupted host (Ctrl-C), where waiting for handlers helps no one.
+    pub async fn shutdown_now(self) {
+        self.immediate.store(true, Ordering::SeqCst);
         self.stop.cancel();
         let _ = self.join.await;
     }
@@ -335,6 +348,7 @@ impl Hive {
             inflight: inflight.clone(),
         };
         tokio::spawn(beats.run(beats_stop.clone()));
+        let immediate = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let run = WorkerLoop {
             hive: self.detached(),
             principal: principal.clone(),
@@ -342,6 +356,7 @@ impl Hive {
             agents: options.handlers.keys().cloned().collect(),
             options,
             stop: stop.clone(),
+            immediate: immediate.clone(),
             attempts: Attempts::default(),
             inflight,
             reports: Vec::new(),
@@ -352,6 +367,7 @@ impl Hive {
             node: node.id,
             principal,
             stop,
+            immediate,
             join,
         })
     }
@@ -426,6 +442,8 @@ struct WorkerLoop {
     agents: Vec<AgentRef>,
     options: WorkerOptions,
     stop: CancellationToken,
+    /// A stop without the grace period ([`WorkerHandle::shutdown_now`]).
+    immediate: Arc<std::sync::atomic::AtomicBool>,
     /// The attempts' futures, polled by the worker loop itself (no task spawn
     /// and no cross-thread wake-up per attempt) — also while the loop awaits the
     /// store, so a handler that awaits the store too (a log line) never waits
@@ -719,7 +737,12 @@ impl WorkerLoop {
     async fn drain(mut self) {
         // Keep heartbeating while in-flight attempts finish: the node must not be
         // declared Lost mid-drain, and a lease lost meanwhile stops its attempt.
-        let deadline = Instant::now() + self.options.shutdown_grace;
+        let grace = if self.immediate.load(Ordering::SeqCst) {
+            Duration::ZERO
+        } else {
+            self.options.shutdown_grace
+        };
+        let deadline = Instant::now() + grace;
         while !self.attempts.running.is_empty() || !self.attempts.finished.is_empty() {
             self.collect_ready();
             if self.attempts.running.is_empty() {

@@ -39,9 +39,15 @@ impl Engine {
         workers.push(Arc::downgrade(w));
     }
 
-    /// Stops the workers, then the engine (supervisor, workflow driver).
-    async fn close(hive: hive::Hive, workers: Vec<Arc<WorkerShared>>) {
-        futures::future::join_all(workers.iter().map(|w| w.shutdown())).await;
+    /// Stops the workers — gracefully (in-flight handlers finish, up to each
+    /// worker's grace period) or at once (handlers cancelled now, their tasks
+    /// back in the queue) — then the engine (supervisor, workflow driver).
+    async fn close(hive: hive::Hive, workers: Vec<Arc<WorkerShared>>, graceful: bool) {
+        if graceful {
+            futures::future::join_all(workers.iter().map(|w| w.shutdown())).await;
+        } else {
+            futures::future::join_all(workers.iter().map(|w| w.shutdown_now())).await;
+        }
         hive.shutdown();
     }
 
@@ -69,7 +75,7 @@ pub(crate) fn close_all(py: Python<'_>, timeout: Duration) {
         return;
     }
     crate::runtime::block_on(py, async move {
-        let closes = all.into_iter().map(|(h, w)| Engine::close(h, w));
+        let closes = all.into_iter().map(|(h, w)| Engine::close(h, w, true));
         let _ = tokio::time::timeout(timeout, futures::future::join_all(closes)).await;
     });
 }
@@ -156,16 +162,20 @@ impl PyHive {
         self.engine.hive.lock().is_none()
     }
 
-    /// Stops the workers started on this engine (each finishes its in-flight
-    /// handlers, reports them and removes its node), then the engine. Later
-    /// calls raise `hive.Shutdown`. Awaitable; closing twice is harmless.
-    fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    /// Stops the workers started on this engine, then the engine. With
+    /// `graceful=True` (the default) each worker finishes its in-flight
+    /// handlers (up to its `shutdown_grace`), reports them and removes its
+    /// node; with `graceful=False` the handlers are cancelled at once and
+    /// their tasks go back to the queue. Later calls raise `hive.Shutdown`.
+    /// Awaitable; closing twice is harmless.
+    #[pyo3(signature = (*, graceful = true))]
+    fn close<'py>(&self, py: Python<'py>, graceful: bool) -> PyResult<Bound<'py, PyAny>> {
         let taken = self.engine.take();
         bridge::call(
             py,
             async move {
                 if let Some((h, w)) = taken {
-                    Engine::close(h, w).await;
+                    Engine::close(h, w, graceful).await;
                 }
                 Ok(())
             },
@@ -177,13 +187,19 @@ impl PyHive {
         bridge::Call::ready(py, Ok(slf.clone().into_any().unbind()))
     }
 
-    #[pyo3(signature = (*_args))]
+    /// Closes the engine: gracefully on a normal exit; at once when the
+    /// block is left by an exception (Ctrl-C's `KeyboardInterrupt`, a
+    /// cancellation, an error), since the handlers would be cancelled anyway.
+    #[pyo3(signature = (exc_type = None, _exc = None, _tb = None))]
     fn __aexit__<'py>(
         &self,
         py: Python<'py>,
-        _args: &Bound<'py, pyo3::types::PyTuple>,
+        exc_type: Option<&Bound<'py, PyAny>>,
+        _exc: Option<&Bound<'py, PyAny>>,
+        _tb: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.close(py)
+        let graceful = exc_type.is_none_or(|t| t.is_none());
+        self.close(py, graceful)
     }
 
     fn __repr__(&self) -> String {

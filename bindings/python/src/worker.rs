@@ -105,6 +105,17 @@ impl WorkerShared {
         self.bridge.forget_worker(self.id);
     }
 
+    /// Stops the worker at once: in-flight handlers are cancelled without a
+    /// grace period, the node is removed (its leases go back to the queue).
+    pub(crate) async fn shutdown_now(&self) {
+        self.stop_requested.store(true, Ordering::SeqCst);
+        let mut handle = self.handle.lock().await;
+        if let Some(h) = handle.take() {
+            h.shutdown_now().await;
+        }
+        self.bridge.forget_worker(self.id);
+    }
+
     /// [`WorkerShared::shutdown`] on the runtime, without waiting.
     pub(crate) fn stop_in_background(self: &Arc<Self>) {
         let me = self.clone();

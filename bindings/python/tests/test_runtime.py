@@ -259,6 +259,102 @@ async def test_ctrl_c_ends_the_running_tasks(tmp_path: Path) -> None:
         await h.close()
 
 
+ASYNC_WITH_SIGINT_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    import hive
+
+    async def main() -> None:
+        try:
+            async with await hive.Hive.open(sys.argv[1]) as h:
+                alice = hive.Principal.user("acme", "alice")
+                worker = hive.Worker("ctrl-c", shutdown_grace=30)
+
+                @worker.handler("forever")
+                async def forever(ctx):
+                    print("started", ctx.task_id, flush=True)
+                    await asyncio.sleep(3600)
+
+                await h.start_worker(alice, worker)
+                await h.submit(alice, agent="forever", retry={"max_attempts": 3})
+                await asyncio.sleep(3600)
+        finally:
+            print("closed", time.time(), flush=True)
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_ctrl_c_under_async_with_closes_at_once(tmp_path: Path) -> None:
+    """Issue 18, item 4: leaving ``async with`` by Ctrl-C does not wait the
+    workers' 30 s grace for handlers that are cancelled anyway: the close
+    takes at most a second and the interrupted task goes back to the queue."""
+    url = f"sqlite://{tmp_path / 'ctrl-c-with.db'}"
+    probe = await open_backend(url)
+    await probe.close()
+    script = tmp_path / "sigint_with_script.py"
+    script.write_text(ASYNC_WITH_SIGINT_SCRIPT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    loop = asyncio.get_running_loop()
+    line = await loop.run_in_executor(None, proc.stdout.readline)
+    assert line.startswith("started"), (line, proc.stderr.read() if proc.stderr else "")
+    task_id = line.split()[1]
+    sent = time.time()
+    proc.send_signal(signal.SIGINT)
+    rc = await loop.run_in_executor(None, proc.wait, 30)
+    out = proc.stdout.read()
+    err = proc.stderr.read() if proc.stderr else ""
+    exited = time.time() - sent
+    assert rc in (1, 130, -signal.SIGINT), (rc, err)
+    assert "KeyboardInterrupt" in err and "Fatal Python error" not in err, err
+    closed = [float(x.split()[1]) for x in out.splitlines() if x.startswith("closed")]
+    assert closed, (out, err)
+    took = closed[0] - sent
+    print(f"ctrl-c under async with: closed {took:.3f}s after SIGINT, exited after {exited:.3f}s")
+    assert took <= 1.0, f"the close took {took:.2f}s"
+    h = await hive.Hive.open(url)
+    try:
+        alice = hive.Principal.user("acme", "alice")
+        t = await h.get_task(alice, task_id)
+        assert t.state == "pending", f"back in the queue, not {t.state}"
+    finally:
+        await h.close()
+
+
+async def test_async_with_drains_gracefully_on_a_normal_exit(tmp_path: Path) -> None:
+    """Without an exception, leaving ``async with`` lets running handlers
+    finish and report before the engine closes."""
+    url = f"sqlite://{tmp_path / 'graceful.db'}"
+    alice = hive.Principal.user("acme", "alice")
+    started = asyncio.Event()
+    async with await open_backend(url) as h:
+        worker = hive.Worker("graceful")
+
+        @worker.handler("slowish")
+        async def slowish(ctx: hive.TaskContext) -> Any:
+            started.set()
+            await asyncio.sleep(0.3)
+            return "finished"
+
+        await h.start_worker(alice, worker)
+        submitted = await h.submit(alice, agent="slowish")
+        await asyncio.wait_for(started.wait(), 30)
+    h2 = await hive.Hive.open(url)
+    try:
+        t = await h2.get_task(alice, submitted.id)
+        assert t.state == "succeeded", t.state
+        assert t.output == "finished"
+    finally:
+        await h2.close()
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() on this platform")
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 async def test_the_runtime_refuses_to_run_after_fork(h: hive.Hive, alice: hive.Principal, agent: str) -> None:

@@ -6,6 +6,7 @@ awaited (``await``, ``asyncio.run``, ``asyncio.create_task``, ``gather``).
 """
 
 from datetime import datetime
+from types import TracebackType
 from typing import Any, Awaitable, Dict, Generator, Iterator, List, Mapping, Optional, Sequence, Tuple, Union, final
 
 from hive._audit import AuditPage, AuditReport
@@ -465,10 +466,19 @@ class Hive:
     def url(self) -> str: ...
     @property
     def closed(self) -> bool: ...
-    async def close(self) -> None:
-        """Stops this engine's workers (gracefully), then the engine."""
+    async def close(self, *, graceful: bool = True) -> None:
+        """Stops this engine's workers, then the engine: gracefully (in-flight
+        handlers finish, up to ``shutdown_grace``) or, with ``graceful=False``,
+        at once (handlers cancelled, their tasks back in the queue)."""
     async def __aenter__(self) -> Hive: ...
-    async def __aexit__(self, *args: object) -> None: ...
+    async def __aexit__(
+        self,
+        exc_type: Optional[type[BaseException]] = None,
+        _exc: Optional[BaseException] = None,
+        _tb: Optional[TracebackType] = None,
+    ) -> None:
+        """Closes gracefully on a normal exit, at once on an exception
+        (Ctrl-C, cancellation)."""
     async def submit(
         self,
         principal: Principal,
