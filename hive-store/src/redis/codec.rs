@@ -112,22 +112,18 @@ impl<'a> Fixed<'a> {
 
 // ----- ids ----------------------------------------------------------------------
 
-/// A content id: FNV-1a, 128 bits, as 32 hex digits. Not collision resistant:
-/// whoever stores under a content id checks that what is there is theirs.
+/// A content id: SHA-256 over the length-prefixed parts, as 64 hex digits.
+/// Collision resistant, so two different contents (a queue's owner, agent and
+/// labels; a spec) never share an id; whoever stores under one still checks
+/// that what is there is theirs (a record written by something else).
 pub(super) fn content_id(parts: &[&[u8]]) -> String {
-    let mut a: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut b: u64 = 0x6c62_272e_07bb_0142;
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
     for bytes in parts {
-        for chunk in [&(bytes.len() as u64).to_le_bytes()[..], bytes] {
-            for &x in chunk {
-                a = (a ^ u64::from(x)).wrapping_mul(0x0000_0100_0000_01b3);
-                b = (b ^ u64::from(x))
-                    .wrapping_mul(0x0000_0100_0000_01b3)
-                    .rotate_left(7);
-            }
-        }
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
     }
-    format!("{a:016x}{b:016x}")
+    hex::encode(h.finalize())
 }
 
 fn uuid_from(bytes: &[u8]) -> Result<u128> {

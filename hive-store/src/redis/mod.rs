@@ -110,6 +110,7 @@ pub struct RedisStore {
     notifier: Notifier,
     cache: tasks::CoreCache,
     specs: tasks::SpecCache,
+    queues: tasks::CheckedQueues,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -170,6 +171,7 @@ impl RedisStore {
             notifier,
             cache: tasks::CoreCache::default(),
             specs: tasks::SpecCache::default(),
+            queues: tasks::CheckedQueues::default(),
         })
     }
 

@@ -194,6 +194,27 @@ impl CoreCache {
     }
 }
 
+/// Ready queues whose stored owner record this process has checked (or
+/// written): the owner check at submit costs a round trip once per queue.
+#[derive(Default)]
+pub(super) struct CheckedQueues(parking_lot::Mutex<rustc_hash::FxHashSet<String>>);
+
+impl CheckedQueues {
+    const CAPACITY: usize = 65_536;
+
+    fn contains(&self, q: &str) -> bool {
+        self.0.lock().contains(q)
+    }
+
+    fn add<'a>(&self, qs: impl IntoIterator<Item = &'a str>) {
+        let mut set = self.0.lock();
+        if set.len() >= Self::CAPACITY {
+            set.clear();
+        }
+        set.extend(qs.into_iter().map(str::to_owned));
+    }
+}
+
 /// Stored specs by id. Ids name content that never changes, so entries never
 /// go stale.
 #[derive(Default)]
@@ -654,6 +675,54 @@ impl RedisStore {
         Ok(out)
     }
 
+    /// Checks, once per ready queue, that the queue's stored owner record
+    /// (what the claim script decides eligibility from) is the record of
+    /// these tasks' owner, agent and labels, writing it if the queue is new.
+    /// A record of anyone else under the id — which a collision-resistant id
+    /// makes impossible unless something else wrote it — refuses the whole
+    /// batch before anything is written: one user's tasks must never land in
+    /// a queue another owner's nodes may claim from.
+    async fn check_queue_owners(&self, shapes: &[Shape]) -> Result<()> {
+        let mut todo: Vec<&Shape> = Vec::new();
+        for sh in shapes {
+            if !self.queues.contains(&sh.queue) && !todo.iter().any(|t| t.queue == sh.queue) {
+                todo.push(sh);
+            }
+        }
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for sh in &todo {
+            pipe.cmd("HSETNX")
+                .arg(self.keys.queue_meta())
+                .arg(&sh.queue)
+                .arg(&sh.meta)
+                .ignore();
+            pipe.cmd("HGET").arg(self.keys.queue_meta()).arg(&sh.queue);
+        }
+        let stored: Vec<Option<String>> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(driver("checking ready queue owners"))?;
+        for (sh, got) in todo.iter().zip(&stored) {
+            if got.as_deref() != Some(sh.meta.as_str()) {
+                return Err(Error::Backend {
+                    message: format!(
+                        "ready queue {} is recorded for {}, not for {}: refusing to submit \
+                         into another owner's queue (nothing was stored)",
+                        sh.queue,
+                        got.as_deref().unwrap_or("nobody"),
+                        sh.meta
+                    ),
+                    source: None,
+                });
+            }
+        }
+        self.queues.add(todo.iter().map(|sh| sh.queue.as_str()));
+        Ok(())
+    }
+
     /// Stores each shape's spec under its content id (once: `SET NX`), and
     /// sets the shapes' spec ids. A different spec already under an id (a hash
     /// collision) moves the shape to the next free `{id}-{n}`. With `order`,
@@ -1044,6 +1113,7 @@ impl RedisStore {
         out: &mut Vec<Submitted>,
     ) -> Result<()> {
         let (mut shapes, shape_of) = shapes_of(chunk, core, now)?;
+        self.check_queue_owners(&shapes).await?;
         self.store_specs(&mut shapes, None).await?;
         let mut inv = self.scripts.submit.prepare_invoke();
         inv.arg(&self.keys.prefix)
@@ -1104,6 +1174,7 @@ impl RedisStore {
     ) -> Result<()> {
         let n = chunk.len() as u64;
         let (mut shapes, shape_of) = shapes_of(chunk, core, now)?;
+        self.check_queue_owners(&shapes).await?;
         let last = self.store_specs(&mut shapes, Some(n)).await?;
         let first = (last + 1)
             .checked_sub(n)
@@ -1411,20 +1482,114 @@ mod tests {
     use hive_core::{Owner, TaskId, TaskSpec, Timestamp};
 
     use super::super::RedisStore;
-    use super::{content_id, shared_spec};
+    use super::{content_id, queue_id, shared_spec};
     use crate::OpenOptions;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_different_spec_under_a_content_id_moves_the_new_one_aside() {
-        let url = match std::env::var("HIVE_TEST_REDIS_URL") {
-            Ok(u) if !u.trim().is_empty() => u,
+    fn redis_url() -> Option<String> {
+        match std::env::var("HIVE_TEST_REDIS_URL") {
+            Ok(u) if !u.trim().is_empty() => Some(u),
             _ => {
                 let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
                 assert!(!ci, "HIVE_TEST_REDIS_URL is not set and CI=true");
                 eprintln!("SKIPPED: HIVE_TEST_REDIS_URL is not set");
-                return;
+                None
             }
+        }
+    }
+
+    fn owner(tenant: &str, principal: &str) -> Owner {
+        Owner {
+            tenant: tenant.into(),
+            principal: principal.into(),
+        }
+    }
+
+    /// Issue 11, item 1: queue ids are SHA-256 over length-prefixed parts, so
+    /// parts that concatenate alike, or labels that shift between key and
+    /// value, name different queues.
+    #[test]
+    fn queue_ids_are_collision_resistant_and_unambiguous() {
+        let spec = TaskSpec::new("echo", serde_json::Value::Null);
+        let a = queue_id(&owner("ab", "c"), &spec);
+        let b = queue_id(&owner("a", "bc"), &spec);
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 64, "256 bits, hex");
+        let l1 = spec.clone().label("k", "v=x");
+        let l2 = spec.clone().label("k=v", "x");
+        assert_ne!(
+            queue_id(&owner("t", "p"), &l1),
+            queue_id(&owner("t", "p"), &l2)
+        );
+        assert_eq!(
+            queue_id(&owner("t", "p"), &l1),
+            queue_id(&owner("t", "p"), &l1.clone())
+        );
+        assert_ne!(content_id(&[b"ab", b"c"]), content_id(&[b"a", b"bc"]));
+    }
+
+    /// Issue 11, item 1: a ready queue whose stored owner record is someone
+    /// else's (forged, or a collision) refuses the submit before anything is
+    /// written, on both submit paths (plain and with idempotency keys).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_queue_recorded_for_another_owner_refuses_the_submit() {
+        let Some(url) = redis_url() else { return };
+        let options = OpenOptions {
+            prefix: format!("hive_unit_{:016x}", TaskId::new().as_u128() as u64),
+            ..OpenOptions::default()
         };
+        let s = RedisStore::connect(&url, &options).await.expect("connect");
+        let alice = owner("acme", "alice");
+        let spec = TaskSpec::new("echo", serde_json::json!({ "a": 1 }));
+        let q = queue_id(&alice, &spec);
+        // Bob's record under the queue id of Alice's tasks.
+        let forged = serde_json::json!({
+            "tenant": "acme", "principal": "bob", "agent": "echo", "labels": {}
+        });
+        let _: () = redis::cmd("HSET")
+            .arg(s.keys.queue_meta())
+            .arg(&q)
+            .arg(forged.to_string())
+            .query_async(&mut s.conn())
+            .await
+            .unwrap();
+        for keyed in [false, true] {
+            let mut spec = spec.clone();
+            if keyed {
+                spec.idempotency_key = Some("k1".into());
+            }
+            let t = NewTask {
+                id: TaskId::new(),
+                owner: alice.clone(),
+                spec: Arc::new(spec),
+            };
+            let e = s
+                .submit(vec![t.clone()], Timestamp::from_millis(1))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&e, hive_core::Error::Backend { message, .. } if message.contains("another owner")),
+                "{e:?}"
+            );
+            assert!(s.get_task(t.id).await.unwrap().is_none(), "nothing stored");
+        }
+        let queued: u64 = redis::cmd("ZCARD")
+            .arg(s.keys.queue(&q))
+            .query_async(&mut s.conn())
+            .await
+            .unwrap();
+        assert_eq!(queued, 0, "nothing in the queue");
+        // Another owner's own tasks (a different queue) are unaffected.
+        let t = NewTask {
+            id: TaskId::new(),
+            owner: owner("acme", "carol"),
+            spec: Arc::new(TaskSpec::new("echo", serde_json::json!({ "a": 1 }))),
+        };
+        s.submit(vec![t], Timestamp::from_millis(1)).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_different_spec_under_a_content_id_moves_the_new_one_aside() {
+        let Some(url) = redis_url() else { return };
         let options = OpenOptions {
             prefix: format!("hive_unit_{:016x}", TaskId::new().as_u128() as u64),
             ..OpenOptions::default()
