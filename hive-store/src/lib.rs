@@ -133,15 +133,22 @@ impl StoreUrl {
                 "unknown store URL scheme {scheme:?} in {url:?}; {expected}"
             )));
         }
-        let (base, query) = match rest.split_once('?') {
-            Some((b, q)) => (b, Some(q)),
+        // The query starts at the first '?' after the credentials (a
+        // password may hold a '?'), and its pairs are percent-decoded.
+        let after_auth = match rest.find('/') {
+            Some(slash) => rest[..slash].rfind('@').map_or(0, |at| at + 1),
+            None => rest.rfind('@').map_or(0, |at| at + 1),
+        };
+        let (base, query) = match rest[after_auth..].find('?') {
+            Some(q) => (&rest[..after_auth + q], Some(&rest[after_auth + q + 1..])),
             None => (rest, None),
         };
         let mut options = defaults;
-        let mut passed = Vec::new();
-        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            match k {
+        let mut passed = url::form_urlencoded::Serializer::new(String::new());
+        let mut any_passed = false;
+        for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            let v = v.as_ref();
+            match k.as_ref() {
                 "pool_size" => {
                     options.pool_size = v.parse().map_err(|_| {
                         invalid(format!("pool_size must be a positive integer, got {v:?}"))
@@ -156,7 +163,10 @@ impl StoreUrl {
                 }
                 "schema" => options.schema = v.to_owned(),
                 "prefix" => options.prefix = v.to_owned(),
-                _ => passed.push(pair),
+                _ => {
+                    passed.append_pair(&k, v);
+                    any_passed = true;
+                }
             }
         }
         options.validate()?;
@@ -166,9 +176,9 @@ impl StoreUrl {
             scheme
         };
         let mut driver_url = format!("{scheme}://{base}");
-        if !passed.is_empty() {
+        if any_passed {
             driver_url.push('?');
-            driver_url.push_str(&passed.join("&"));
+            driver_url.push_str(&passed.finish());
         }
         Ok(StoreUrl {
             scheme,
@@ -222,6 +232,34 @@ fn invalid(message: impl Into<String>) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 11, item 11: the query is parsed as a query (percent-decoded),
+    /// and a '?' in the password does not start it.
+    #[test]
+    fn query_values_are_percent_decoded_and_passwords_may_hold_a_question_mark() {
+        let u = StoreUrl::parse(
+            "postgres://u:p%3Fw@h:5432/db?schema=t%5F1&application_name=my%20app",
+            OpenOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(u.options.schema, "t_1");
+        assert_eq!(
+            u.driver_url,
+            "postgres://u:p%3Fw@h:5432/db?application_name=my+app"
+        );
+        let u = StoreUrl::parse(
+            "redis://:se?cret@127.0.0.1:6379/0?prefix=a%2Db",
+            OpenOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(u.options.prefix, "a-b");
+        assert_eq!(u.driver_url, "redis://:se?cret@127.0.0.1:6379/0");
+        let e = StoreUrl::parse("redis://h/?prefix=a%2Fb", OpenOptions::default()).unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidArgument { message } if message.contains("prefix")),
+            "{e:?}"
+        );
+    }
 
     #[tokio::test]
     async fn bad_urls_are_clear_errors() {
