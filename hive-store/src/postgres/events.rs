@@ -94,7 +94,7 @@ impl PostgresStore {
         if codec::count("seq", last)? > after {
             return Ok(());
         }
-        let _ = tokio::time::timeout(timeout, woken).await;
+        woken.wait(timeout).await;
         Ok(())
     }
 
@@ -132,7 +132,7 @@ impl PostgresStore {
         if codec::count("feed cursor", head.unwrap_or(0))? > after {
             return Ok(());
         }
-        let _ = tokio::time::timeout(timeout, woken).await;
+        woken.wait(timeout).await;
         Ok(())
     }
 

@@ -130,13 +130,53 @@ pub(super) struct Hub {
     records: Waiters<(String, String)>,
 }
 
-fn register<K: std::hash::Hash + Eq>(map: &Waiters<K>, key: K) -> oneshot::Receiver<()> {
+/// One registered waiter. Dropped — woken, timed out, or abandoned — it
+/// takes its entry out of the map, and the key with it when it was the last
+/// waiter there: the maps hold only live waiters, however many keys were
+/// waited on.
+pub(super) struct Waiter<'a, K: std::hash::Hash + Eq> {
+    rx: Option<oneshot::Receiver<()>>,
+    map: &'a Waiters<K>,
+    key: Option<K>,
+}
+
+impl<K: std::hash::Hash + Eq> Waiter<'_, K> {
+    /// Waits to be woken, at most `timeout`.
+    pub(super) async fn wait(mut self, timeout: Duration) {
+        if let Some(rx) = self.rx.as_mut() {
+            let _ = tokio::time::timeout(timeout, rx).await;
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq> Drop for Waiter<'_, K> {
+    fn drop(&mut self) {
+        // Our sender is closed once the receiver is gone.
+        drop(self.rx.take());
+        let Some(key) = self.key.take() else { return };
+        let mut map = self.map.lock();
+        if let Some(list) = map.get_mut(&key) {
+            list.retain(|w| !w.is_closed());
+            if list.is_empty() {
+                map.remove(&key);
+            }
+        }
+    }
+}
+
+fn register<K: std::hash::Hash + Eq + Clone>(map: &Waiters<K>, key: K) -> Waiter<'_, K> {
     let (tx, rx) = oneshot::channel();
-    let mut map = map.lock();
-    let list = map.entry(key).or_default();
-    list.retain(|w| !w.is_closed());
-    list.push(tx);
-    rx
+    {
+        let mut m = map.lock();
+        let list = m.entry(key.clone()).or_default();
+        list.retain(|w| !w.is_closed());
+        list.push(tx);
+    }
+    Waiter {
+        rx: Some(rx),
+        map,
+        key: Some(key),
+    }
 }
 
 fn wake<K: std::hash::Hash + Eq>(map: &Waiters<K>, key: &K) {
@@ -170,15 +210,15 @@ impl Hub {
         let _ = tokio::time::timeout(timeout, notified).await;
     }
 
-    pub(super) fn task_waiter(&self, task: TaskId) -> oneshot::Receiver<()> {
+    pub(super) fn task_waiter(&self, task: TaskId) -> Waiter<'_, u16> {
         register(&self.tasks, bucket(task))
     }
 
-    pub(super) fn feed_waiter(&self, tenant: &TenantId) -> oneshot::Receiver<()> {
+    pub(super) fn feed_waiter(&self, tenant: &TenantId) -> Waiter<'_, TenantId> {
         register(&self.feeds, tenant.clone())
     }
 
-    pub(super) fn record_waiter(&self, kind: &str, id: &str) -> oneshot::Receiver<()> {
+    pub(super) fn record_waiter(&self, kind: &str, id: &str) -> Waiter<'_, (String, String)> {
         register(&self.records, (kind.to_owned(), id.to_owned()))
     }
 
@@ -279,5 +319,49 @@ pub(super) async fn listen(mut listener: PgListener, hub: Arc<Hub>) {
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use hive_core::principal::TenantId;
+
+    use super::{Hub, wake};
+
+    /// Issue 11, item 11: waiters that time out (or are dropped) leave no
+    /// entry behind, and one leaving does not unregister another on the same
+    /// key.
+    #[tokio::test]
+    async fn timed_out_waiters_leave_the_maps_empty() {
+        let hub: &'static Hub = Box::leak(Box::default());
+        for i in 0..200 {
+            let tenant = TenantId::new(format!("t{i}"));
+            hub.feed_waiter(&tenant)
+                .wait(Duration::from_millis(1))
+                .await;
+            drop(hub.record_waiter("workflow", &format!("w{i}")));
+        }
+        assert!(hub.feeds.lock().is_empty());
+        assert!(hub.records.lock().is_empty());
+
+        let t = TenantId::new("shared");
+        let stays = hub.feed_waiter(&t);
+        hub.feed_waiter(&t).wait(Duration::from_millis(1)).await;
+        assert_eq!(hub.feeds.lock().get(&t).map(Vec::len), Some(1));
+        let woken = tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            stays.wait(Duration::from_secs(10)).await;
+            started.elapsed()
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        wake(&hub.feeds, &t);
+        let took = woken.await.unwrap();
+        assert!(
+            took < Duration::from_secs(5),
+            "woken, not timed out: {took:?}"
+        );
+        assert!(hub.feeds.lock().is_empty());
     }
 }

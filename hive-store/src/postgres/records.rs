@@ -206,7 +206,7 @@ impl PostgresStore {
         if codec::count("record seq", last)? > after {
             return Ok(());
         }
-        let _ = tokio::time::timeout(timeout, woken).await;
+        woken.wait(timeout).await;
         Ok(())
     }
 }
