@@ -204,6 +204,15 @@ pub async fn verify(
     }
     let mut first_mismatch = None;
     for (layer, key_id) in matching {
+        // sigstore-rs checks this too; Hive does not rely on it: the signed
+        // payload must name the manifest that was pulled.
+        if let Err(e) = check_signed_digest(
+            &layer.simple_signing.critical.image.docker_manifest_digest,
+            digest,
+        ) {
+            first_mismatch.get_or_insert(e);
+            continue;
+        }
         let annotations: BTreeMap<String, String> = layer
             .simple_signing
             .optional
@@ -243,6 +252,19 @@ pub async fn verify(
             reason: "no signature layer".into(),
         },
     )))
+}
+
+/// The digest a verified signature signs must be the digest of the pulled
+/// manifest.
+fn check_signed_digest(signed: &str, pulled: &str) -> std::result::Result<(), VerifyError> {
+    if signed == pulled {
+        Ok(())
+    } else {
+        Err(VerifyError::SignedDigestMismatch {
+            signed: signed.to_owned(),
+            pulled: pulled.to_owned(),
+        })
+    }
 }
 
 /// sigstore-rs found no usable signature layer: look at the `.sig` manifest to
@@ -327,4 +349,24 @@ async fn explain_missing(
     fail(VerifyError::MalformedSignature {
         reason: format!("the {tag} manifest has no usable simple-signing layer"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_signed_digest;
+    use hive_core::registry::VerifyError;
+
+    /// Issue 11, item 11: a verified signature whose payload names another
+    /// manifest is refused by Hive's own comparison.
+    #[test]
+    fn a_signature_for_another_digest_is_refused() {
+        assert!(check_signed_digest("sha256:aa", "sha256:aa").is_ok());
+        match check_signed_digest("sha256:aa", "sha256:bb") {
+            Err(VerifyError::SignedDigestMismatch { signed, pulled }) => {
+                assert_eq!(signed, "sha256:aa");
+                assert_eq!(pulled, "sha256:bb");
+            }
+            other => panic!("expected SignedDigestMismatch, got {other:?}"),
+        }
+    }
 }

@@ -231,12 +231,29 @@ impl Session {
         self.client
             .store_auth_if_needed(image.resolve_registry(), &self.auth)
             .await;
-        let mut out = Vec::new();
-        self.client
-            .pull_blob(&image, descriptor, &mut out)
-            .await
-            .map_err(|e| map_err("pull blob", repository, e))?;
-        Ok(out)
+        let expected = u64::try_from(descriptor.size).unwrap_or(0);
+        let size_error = |actual: String| ApiaryError::Verification {
+            reference: format!("{repository}@{}", descriptor.digest),
+            source: VerifyError::SizeMismatch {
+                what: format!("blob {}", descriptor.digest),
+                expected,
+                actual,
+            },
+        };
+        let mut out = Bounded {
+            buf: Vec::with_capacity(usize::try_from(expected.min(64 << 20)).unwrap_or(0)),
+            limit: expected,
+            exceeded: false,
+        };
+        let pulled = self.client.pull_blob(&image, descriptor, &mut out).await;
+        if out.exceeded {
+            return Err(size_error("more".into()));
+        }
+        pulled.map_err(|e| map_err("pull blob", repository, e))?;
+        if out.buf.len() as u64 != expected {
+            return Err(size_error(format!("{} bytes", out.buf.len())));
+        }
+        Ok(out.buf)
     }
 
     /// The registry's catalog (every page).
@@ -257,6 +274,45 @@ impl Session {
                 return Ok(all);
             }
         }
+    }
+}
+
+/// A blob's bytes, refusing (with an I/O error that stops the pull) any byte
+/// past the size its descriptor states.
+struct Bounded {
+    buf: Vec<u8>,
+    limit: u64,
+    exceeded: bool,
+}
+
+impl tokio::io::AsyncWrite for Bounded {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.buf.len() as u64 + data.len() as u64 > self.limit {
+            self.exceeded = true;
+            return std::task::Poll::Ready(Err(std::io::Error::other(
+                "the blob is larger than its descriptor states",
+            )));
+        }
+        self.buf.extend_from_slice(data);
+        std::task::Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
     }
 }
 
@@ -324,5 +380,37 @@ pub(crate) fn map_err(operation: &str, repository: &str, e: OciDistributionError
             message: other.to_string(),
             source: Some(Box::new(other)),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Bounded;
+    use tokio::io::AsyncWriteExt;
+
+    fn bounded(limit: u64) -> Bounded {
+        Bounded {
+            buf: Vec::new(),
+            limit,
+            exceeded: false,
+        }
+    }
+
+    /// Issue 11, item 11: a blob is read up to its stated size and not one
+    /// byte further.
+    #[tokio::test]
+    async fn a_blob_past_its_stated_size_is_refused() {
+        let mut exact = bounded(6);
+        exact.write_all(b"abc").await.unwrap();
+        exact.write_all(b"def").await.unwrap();
+        assert_eq!(exact.buf, b"abcdef");
+        assert!(!exact.exceeded);
+
+        let mut over = bounded(4);
+        over.write_all(b"abc").await.unwrap();
+        let err = over.write_all(b"def").await.unwrap_err();
+        assert!(err.to_string().contains("larger than its descriptor"));
+        assert!(over.exceeded);
+        assert_eq!(over.buf, b"abc", "nothing past the limit is kept");
     }
 }

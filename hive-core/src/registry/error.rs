@@ -55,6 +55,19 @@ pub enum VerifyError {
         /// The digest of what was received.
         actual: String,
     },
+    /// Content is not the size its descriptor states (a layer larger or
+    /// smaller than the signed manifest says): refused as soon as it is
+    /// known, without reading past the stated size.
+    #[error("{what} is not {expected} bytes as its descriptor states ({actual})")]
+    SizeMismatch {
+        /// What was checked (`layer sha256:…`).
+        what: String,
+        /// The size the descriptor states.
+        expected: u64,
+        /// What was received: the full size, or `more` when the stream went
+        /// past the stated size (reading stopped there).
+        actual: String,
+    },
     /// The signature's payload signs another artifact.
     #[error("the signature is for {signed}, not for the pulled artifact {pulled}")]
     SignedDigestMismatch {

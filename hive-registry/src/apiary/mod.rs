@@ -674,6 +674,20 @@ impl AgentRegistry for Apiary {
                         actual,
                     },
                 },
+                ApiaryError::Verification {
+                    source:
+                        VerifyError::SizeMismatch {
+                            expected, actual, ..
+                        },
+                    ..
+                } => ApiaryError::Verification {
+                    reference: reference.to_string(),
+                    source: VerifyError::SizeMismatch {
+                        what: format!("layer {}", descriptor.digest),
+                        expected,
+                        actual,
+                    },
+                },
                 other => other,
             })?;
             layers.push(PulledLayer {
