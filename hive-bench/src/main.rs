@@ -14,12 +14,15 @@
 //!   a second run paced at half the measured `e2e_per_s`.
 //!
 //! Run: `cargo run --release -p hive-bench -- --backend memory`
+//!
+//! `--workflows` and `--unacked` measure other things (see those modules).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+mod acks;
 mod baseline;
 mod workflows;
 
@@ -72,6 +75,10 @@ struct Args {
     /// 1,000-wide fan-out/fan-in end to end.
     #[arg(long)]
     workflows: bool,
+    /// Measure `unacked_terminal(limit = 10)` with one old unacknowledged
+    /// terminal event before `--tasks` (default 1,000,000) acknowledged ones.
+    #[arg(long)]
+    unacked: bool,
     /// Width of the workflow fan-out.
     #[arg(long, default_value_t = 1_000)]
     width: usize,
@@ -336,6 +343,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     if args.workflows {
         return workflows::bench(&args).await;
+    }
+    if args.unacked {
+        return acks::bench(&args).await;
     }
     {
         let mut best: Option<RunResult> = None;

@@ -753,4 +753,178 @@ mod redis_specific {
             Err(Error::Backend { .. })
         ));
     }
+
+    /// Issue 11, item 14: one old unacknowledged terminal event followed by
+    /// 10,000 acknowledged ones (acknowledged both after being listed and
+    /// before the consumer's mark reached them, more than one script call's
+    /// budget) still lists exactly the old one, and what was taken in is kept
+    /// in the consumer's own set rather than scanned again on every call.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_old_unacked_terminal_event_does_not_make_listing_scan_the_rest() {
+        let Some(url) = server_url("HIVE_TEST_REDIS_URL") else {
+            return;
+        };
+        let prefix = unique_name("hive_ack");
+        let (store, _) = pair(&url, &prefix).await;
+        let tenant: hive_core::TenantId = owner().tenant;
+        let batch = tasks(10_001);
+        let ids: Vec<TaskId> = batch.iter().map(|t| t.id).collect();
+        store.submit(batch, T0).await.unwrap();
+        let cancel = |id: TaskId| Command {
+            task: id,
+            op: Op::Cancel {
+                by: "oscar".into(),
+                reason: "ended".into(),
+            },
+        };
+        for chunk in ids.chunks(1_000) {
+            let acks = store
+                .apply(chunk.iter().copied().map(cancel).collect(), T0)
+                .await
+                .unwrap();
+            assert!(acks.iter().all(|a| a.is_ok()));
+        }
+        // The consumer lists and acknowledges the first half page by page,
+        // keeping the very first task unacknowledged ...
+        let mut acked = 0;
+        while acked < 5_000 {
+            let page = store
+                .unacked_terminal(&tenant, "mailer", 1_001)
+                .await
+                .unwrap();
+            assert_eq!(page[0].event.task, ids[0]);
+            let ack: Vec<TaskId> = page[1..].iter().map(|e| e.event.task).collect();
+            acked += ack.len();
+            store.ack_terminal(&tenant, "mailer", &ack).await.unwrap();
+        }
+        // ... then acknowledges the rest before ever listing them.
+        store
+            .ack_terminal(&tenant, "mailer", &ids[acked + 1..])
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            let left = store.unacked_terminal(&tenant, "mailer", 10).await.unwrap();
+            let left: Vec<TaskId> = left.iter().map(|e| e.event.task).collect();
+            assert_eq!(left, vec![ids[0]]);
+        }
+        let mut conn = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let waiting: usize = redis::cmd("ZCARD")
+            .arg(format!("{prefix}:cu:acme%3Acorp:mailer"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let ahead: usize = redis::cmd("SCARD")
+            .arg(format!("{prefix}:ca:acme%3Acorp:mailer"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            (waiting, ahead),
+            (1, 0),
+            "only the unacknowledged task is kept"
+        );
+    }
+
+    /// Issue 11, item 11: a script that fails half-way through a batch (here
+    /// the second tenant's feed key holds the wrong type) writes nothing at
+    /// all: the first task keeps its state and seq, and its feed and events
+    /// agree. Before, the first task's hash was written at once and its feed
+    /// entry, batched for the end, was lost with the error.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_that_fails_half_way_writes_nothing() {
+        let Some(url) = server_url("HIVE_TEST_REDIS_URL") else {
+            return;
+        };
+        let prefix = unique_name("hive_half");
+        let (store, _) = pair(&url, &prefix).await;
+        let task = |tenant: &str, key: Option<&str>| {
+            let mut spec = TaskSpec::new("echo", json!(null));
+            spec.idempotency_key = key.map(str::to_owned);
+            NewTask {
+                id: TaskId::new(),
+                owner: Owner {
+                    tenant: tenant.into(),
+                    principal: "alice".into(),
+                },
+                spec: Arc::new(spec),
+            }
+        };
+        let good = task("good", None);
+        let bad = task("bad", None);
+        let (a, b) = (good.id, bad.id);
+        store.submit(vec![good, bad], T0).await.unwrap();
+        let mut conn = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let _: () = redis::pipe()
+            .cmd("DEL")
+            .arg(format!("{prefix}:f:bad"))
+            .cmd("SET")
+            .arg(format!("{prefix}:f:bad"))
+            .arg("not a list")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let cancel = |id: TaskId| Command {
+            task: id,
+            op: Op::Cancel {
+                by: "oscar".into(),
+                reason: "x".into(),
+            },
+        };
+        let r = store.apply(vec![cancel(a), cancel(b)], T0).await;
+        assert!(r.is_err(), "the script fails: {r:?}");
+        let t = store.get_task(a).await.unwrap().unwrap();
+        assert_eq!(
+            t.state,
+            TaskState::Pending,
+            "nothing of the batch was written"
+        );
+        let events = store.read_events(a, 0, 100).await.unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(t.last_seq, 1);
+        let good_tenant: hive_core::TenantId = "good".into();
+        let feed = store.read_feed(&good_tenant, 0, 100).await.unwrap();
+        assert_eq!(feed.len(), 1, "the feed agrees with the task");
+
+        // The same for a scripted submit (idempotency keys): the good
+        // tenant's task, key and queue entry are not stored either.
+        let good = task("good", Some("k1"));
+        let bad = task("bad", Some("k2"));
+        let good_id = good.id;
+        assert!(store.submit(vec![good, bad], T0).await.is_err());
+        assert!(store.get_task(good_id).await.unwrap().is_none());
+        let keys: Option<String> = redis::cmd("HGET")
+            .arg(format!("{prefix}:idem:good"))
+            .arg("k1")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(keys, None);
+        assert_eq!(
+            store.read_feed(&good_tenant, 0, 100).await.unwrap().len(),
+            1
+        );
+
+        // Once the key is repaired, the same batch goes through whole.
+        let _: () = redis::cmd("DEL")
+            .arg(format!("{prefix}:f:bad"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let acks = store.apply(vec![cancel(a), cancel(b)], T0).await.unwrap();
+        assert!(acks.iter().all(|a| a.is_ok()), "{acks:?}");
+        let events = store.read_events(a, 0, 100).await.unwrap();
+        hive_store::conformance::assert_event_contract(&events);
+        assert_eq!(
+            store.read_feed(&good_tenant, 0, 100).await.unwrap().len(),
+            2
+        );
+    }
 }

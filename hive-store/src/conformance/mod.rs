@@ -112,6 +112,7 @@ macro_rules! conformance_tests {
             malformed_identifiers_are_refused_the_same_on_every_backend,
             feed_calls_in_any_order_hand_out_each_event_once,
             task_subscription_calls_in_any_order_hand_out_each_event_once,
+            terminal_acknowledgements_in_any_order_list_exactly_the_unacked,
         );
     };
     (@each $factory:expr; $($name:ident),* $(,)?) => {

@@ -185,3 +185,99 @@ pub async fn task_subscription_calls_in_any_order_hand_out_each_event_once(store
         assert_eq!(seen, (1..=last).collect::<Vec<_>>(), "seed {seed}");
     }
 }
+
+/// Terminal acknowledgements under random sequences of ends, acknowledgements
+/// (of ended tasks not listed yet, of tasks listed, twice, of tasks still
+/// pending) and listings with random limits: `unacked_terminal` always answers
+/// the oldest `limit` ended tasks not acknowledged, in the order they ended
+/// (issue 11, item 14: Redis now keeps a per-consumer unacknowledged set instead
+/// of scanning every later terminal event).
+pub async fn terminal_acknowledgements_in_any_order_list_exactly_the_unacked(
+    store: Arc<dyn Store>,
+) {
+    let h = Harness::new(store);
+    for seed in 1..=6u64 {
+        let mut rng = Rng::new(seed);
+        let p = Principal::user(format!("ack{seed}"), "alice");
+        let consumer = format!("c{seed}");
+        let mut pending: Vec<hive_core::TaskId> = Vec::new();
+        // Ended tasks not acknowledged, in the order they ended.
+        let mut unacked: Vec<hive_core::TaskId> = Vec::new();
+        let mut ended: Vec<hive_core::TaskId> = Vec::new();
+        for step in 0..50 {
+            match rng.below(6) {
+                0 => {
+                    let n = 1 + rng.below(20) as usize;
+                    let specs = vec![TaskSpec::new("echo", json!(null)); n];
+                    let got = h.hive.submit_batch(&p, specs).await.unwrap();
+                    pending.extend(got.iter().map(|s| s.id));
+                }
+                1 | 2 if !pending.is_empty() => {
+                    for _ in 0..1 + rng.below(pending.len() as u64 + 1) {
+                        if pending.is_empty() {
+                            break;
+                        }
+                        let id = pending.remove(rng.below(pending.len() as u64) as usize);
+                        h.hive.cancel(&p, id, "ended").await.unwrap();
+                        unacked.push(id);
+                        ended.push(id);
+                    }
+                }
+                3 if !ended.is_empty() => {
+                    // Any ended tasks, listed or not, acknowledged or not,
+                    // and sometimes a pending one (harmless).
+                    let mut ack = Vec::new();
+                    for _ in 0..1 + rng.below(8) {
+                        ack.push(ended[rng.below(ended.len() as u64) as usize]);
+                    }
+                    if !pending.is_empty() && rng.below(3) == 0 {
+                        ack.push(pending[rng.below(pending.len() as u64) as usize]);
+                    }
+                    h.hive.ack_terminal(&p, &consumer, &ack).await.unwrap();
+                    unacked.retain(|id| !ack.contains(id));
+                }
+                _ => {
+                    let limit = 1 + rng.below(12) as usize;
+                    let listed: Vec<_> = h
+                        .hive
+                        .unacked_terminal(&p, &consumer, limit)
+                        .await
+                        .unwrap()
+                        .iter()
+                        .map(|e| e.event.task)
+                        .collect();
+                    let expected: Vec<_> = unacked.iter().copied().take(limit).collect();
+                    assert_eq!(listed, expected, "seed {seed} step {step}");
+                    if rng.below(2) == 0 && !listed.is_empty() {
+                        h.hive.ack_terminal(&p, &consumer, &listed).await.unwrap();
+                        unacked.retain(|id| !listed.contains(id));
+                    }
+                }
+            }
+        }
+        let all: Vec<_> = h
+            .hive
+            .unacked_terminal(&p, &consumer, 10_000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.event.task)
+            .collect();
+        assert_eq!(
+            all, unacked,
+            "seed {seed}: the rest, in the order they ended"
+        );
+        let fresh: Vec<_> = h
+            .hive
+            .unacked_terminal(&p, "newcomer", 10_000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.event.task)
+            .collect();
+        assert_eq!(
+            fresh, ended,
+            "seed {seed}: a new consumer sees every ended task"
+        );
+    }
+}

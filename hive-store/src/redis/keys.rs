@@ -15,7 +15,7 @@
 //! | `dl` | zset | every non-terminal task with a deadline, by time |
 //! | `f:{tenant}` | list | the tenant feed: entry `cursor − 1` is `{task} {seq} {at} {kind}` |
 //! | `term:{tenant}` | zset | terminal events: task → cursor |
-//! | `cf:{tenant}` / `ca:{tenant}:{consumer}` | hash / set | consumers' floors; tasks acknowledged above a floor |
+//! | `cf:{tenant}` / `cu:{tenant}:{consumer}` / `ca:{tenant}:{consumer}` | hash / zset / set | consumers' marks (terminal events taken in up to this cursor); unacknowledged tasks at or below the mark, by cursor; tasks acknowledged above the mark |
 //! | `n:{node}` / `nodes` / `seen` | hash / set / zset | a node; every node; nodes not Lost by last seen |
 //! | `nl:{node}` | hash | the node's leases: task → lease id (`in_flight` is its length) |
 //! | `reclaim` | hash | leases of lost or removed nodes still to end: task → `node\|lease` |

@@ -27,6 +27,12 @@ local border = {}    -- batches in first-use order
 local reserved = {}  -- task ids reserved by the claim being committed
 local reclaiming = nil -- whether the reclaim list has entries (read once)
 local LEASE_NODE = nil -- the node new leases go to (set by the claim commit)
+-- A script that commits several tasks reads and checks everything first and
+-- writes only in finish(): an error half-way (a key of the wrong type, say)
+-- then leaves every task as it was, never a task hash without its feed entry
+-- or index update.
+local writes = {}    -- {cmd, key, args}: single-key writes, run first by finish()
+local staged = {}    -- task id -> {seq, queue member} this call will write
 
 -- Keys built once per call (every string a script builds costs the server).
 local KDL, KDELAYED, KRECLAIM, KQREADY = P .. 'dl', P .. 'delayed', P .. 'reclaim', P .. 'qready'
@@ -203,8 +209,15 @@ local function commit_one(i)
     cur = {redis.call('HGET', tk, 'seq')}
   end
   if not cur[1] then return -1 end
+  local st = staged[id]
+  if st then
+    -- An earlier command of this call changed the task: compare with that.
+    cur[1] = st[1]
+    if st[2] then cur[4] = st[2] end
+  end
   if cur[1] ~= exp then return 0 end
   local fields = {'seq', ARGV[i + 3]}
+  local qm = st and st[2]
   if ARGV[i + 4] ~= '' then
     fields[3] = 'state'
     fields[4] = ARGV[i + 4]
@@ -223,6 +236,7 @@ local function commit_one(i)
       fields[#fields + 1] = 'qm'
       fields[#fields + 1] = m
     end
+    qm = m
     add_ready(cur[2], cur[3], m)
   elseif qa ~= '' then
     add('ZADD', KDELAYED, qa, id)
@@ -252,7 +266,7 @@ local function commit_one(i)
   j = j + 2 * math.abs(nf)
   if nf < 0 then
     local ns = tonumber(ARGV[j])
-    if ns > 0 then redis.call('HSET', P .. 'tx:' .. id, unpack(ARGV, j + 1, j + 2 * ns)) end
+    if ns > 0 then writes[#writes + 1] = {'HSET', P .. 'tx:' .. id, {unpack(ARGV, j + 1, j + 2 * ns)}} end
     j = j + 1 + 2 * ns
   end
   local nev = tonumber(ARGV[j])
@@ -265,13 +279,16 @@ local function commit_one(i)
     c = feed_push(et, ARGV[k + 2])
   end
   if term then add('ZADD', key('term:', et), c, id) end
-  redis.call('HSET', tk, unpack(fields))
+  writes[#writes + 1] = {'HSET', tk, fields}
+  staged[id] = {ARGV[i + 3], qm}
   if nev > 0 then touched[#touched + 1] = id end
   return 1
 end
 
 -- Runs the batches, writes back the caches and publishes the wake-ups.
 local function finish()
+  for _, w in ipairs(writes) do redis.call(w[1], w[2], unpack(w[3])) end
+  writes = {}
   flush()
   if order ~= nil then redis.call('SET', P .. 'order', fmt(order)) end
   for et, c in pairs(fc) do
@@ -299,30 +316,42 @@ local queued = ARGV[3]
 local n = tonumber(ARGV[4])
 local out = {}
 local metas = {}
+local keys = {}  -- idempotency hash -> key -> id, stored by this call
+local KQMETA = P .. 'qmeta'
 local i = 5
 for _ = 1, n do
   local id, et, ten, key = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local existing = false
+  local ik = P .. 'idem:' .. et
   if key ~= '' then
-    existing = redis.call('HGET', P .. 'idem:' .. et, key)
-    if not existing then redis.call('HSET', P .. 'idem:' .. et, key, id) end
+    existing = (keys[ik] or {})[key] or redis.call('HGET', ik, key)
+    if not existing then
+      keys[ik] = keys[ik] or {}
+      keys[ik][key] = id
+      add('HSET', ik, key, id)
+    end
   end
   if existing then
     out[#out + 1] = existing
     out[#out + 1] = 0
-    out[#out + 1] = tonumber(redis.call('HGET', P .. 't:' .. existing, 'seq') or '0')
+    if staged[existing] then
+      out[#out + 1] = 1
+    else
+      out[#out + 1] = tonumber(redis.call('HGET', P .. 't:' .. existing, 'seq') or '0')
+    end
   else
     local q, prio = ARGV[i + 4], ARGV[i + 6]
     local m = new_member(id)
-    redis.call('HSET', P .. 't:' .. id, 'ten', ten, 'x', ARGV[i + 7], 'in', ARGV[i + 9],
+    writes[#writes + 1] = {'HSET', P .. 't:' .. id, {'ten', ten, 'x', ARGV[i + 7], 'in', ARGV[i + 9],
       'c', ARGV[i + 11], 'seq', '1', 'state', 'pending', 'q', q, 'prio', prio, 'qm', m,
-      'e1', NOW .. ' ' .. queued)
-    if ARGV[i + 8] ~= '' then redis.call('HSET', P .. 'tx:' .. id, 'x1', ARGV[i + 8]) end
-    if ARGV[i + 10] ~= '' then redis.call('HSET', P .. 'tx:' .. id, 'in1', ARGV[i + 10]) end
+      'e1', NOW .. ' ' .. queued}}
+    staged[id] = {'1', m}
+    if ARGV[i + 8] ~= '' then writes[#writes + 1] = {'HSET', P .. 'tx:' .. id, {'x1', ARGV[i + 8]}} end
+    if ARGV[i + 10] ~= '' then writes[#writes + 1] = {'HSET', P .. 'tx:' .. id, {'in1', ARGV[i + 10]}} end
     add('ZADD', P .. 'tl:' .. et, 0, id)
     if not metas[q] then
       metas[q] = true
-      redis.call('HSETNX', P .. 'qmeta', q, ARGV[i + 5])
+      writes[#writes + 1] = {'HSETNX', KQMETA, {q, ARGV[i + 5]}}
     end
     add_ready(q, prio, m)
     if ARGV[i + 12] ~= '' then add('ZADD', P .. 'dl', ARGV[i + 12], id) end
@@ -371,9 +400,7 @@ end
 local ns = tonumber(ARGV[i])
 for k = 0, ns - 1 do
   local task, entry = ARGV[i + 1 + 2 * k], ARGV[i + 2 + 2 * k]
-  if redis.call('HGET', P .. 'reclaim', task) == entry then
-    redis.call('HDEL', P .. 'reclaim', task)
-  end
+  if redis.call('HGET', KRECLAIM, task) == entry then add('HDEL', KRECLAIM, task) end
 end
 finish()
 return out
@@ -451,9 +478,8 @@ for _, qid in ipairs(redis.call('SMEMBERS', P .. 'qready')) do
     local meta = redis.call('HGET', P .. 'qmeta', qid)
     local m = meta and cjson.decode(meta)
     if m and (any_agent or agents[m.agent]) and owner_ok(m) and labels_ok(m) then
-      -- Taken members stay in the queue until the end of this loop, avoided
-      -- ones stay for good, stale ones are dropped at once: the next page
-      -- starts after the taken and the avoided.
+      -- Every member stays in the queue until finish(): the next page
+      -- starts after the taken, the avoided and the stale (dropped then).
       local taken = {}
       local skipped = 0
       while #taken < max do
@@ -466,7 +492,8 @@ for _, qid in ipairs(redis.call('SMEMBERS', P .. 'qready')) do
           local t = redis.call('HMGET', P .. 't:' .. id, 'state', 'avoid', 'c', 'x', 'in')
           if t[1] ~= 'pending' then
             -- Not pending: a stale queue entry; drop it.
-            redis.call('ZREM', qk, member)
+            add('ZREM', qk, member)
+            skipped = skipped + 1
           elseif t[2] == node then
             skipped = skipped + 1
           else
@@ -493,7 +520,7 @@ for _, qid in ipairs(redis.call('SMEMBERS', P .. 'qready')) do
       end
       if skipped == 0 and #taken > 0 then
         -- The taken members are the queue's first ones.
-        redis.call('ZREMRANGEBYRANK', qk, 0, #taken - 1)
+        writes[#writes + 1] = {'ZREMRANGEBYRANK', qk, {0, #taken - 1}}
       else
         for _, member in ipairs(taken) do add('ZREM', qk, member) end
       end
@@ -502,8 +529,8 @@ for _, qid in ipairs(redis.call('SMEMBERS', P .. 'qready')) do
   end
 end
 if #rids > 0 then
-  redis.call('SET', rk, table.concat(rids, ' '))
-  redis.call('ZADD', P .. 'rsvs', NOW, claim)
+  writes[#writes + 1] = {'SET', rk, {table.concat(rids, ' ')}}
+  add('ZADD', P .. 'rsvs', NOW, claim)
 end
 finish()
 return out
@@ -521,8 +548,11 @@ return out
 const CLAIM_COMMIT: &str = r#"
 local node, claim = ARGV[3], ARGV[4]
 LEASE_NODE = node
-local valid = redis.call('DEL', P .. 'rsv:' .. claim) == 1
-redis.call('ZREM', P .. 'rsvs', claim)
+-- Only a claim that still finds its reservation may commit; the reservation
+-- is deleted with the other writes, at the end.
+local valid = redis.call('EXISTS', P .. 'rsv:' .. claim) == 1
+writes[#writes + 1] = {'DEL', P .. 'rsv:' .. claim, {}}
+add('ZREM', P .. 'rsvs', claim)
 local nk = P .. 'n:' .. node
 local n = redis.call('HMGET', nk, 'status', 'cap')
 local free = 0
@@ -668,62 +698,68 @@ finish()
 return out
 "#;
 
-/// Acknowledges terminal events for a consumer and advances its floor.
+/// Acknowledges terminal events for a consumer. A task at or below the
+/// consumer's mark leaves its unacknowledged set; one past the mark is
+/// remembered in `ca` until the mark passes it.
 /// ARGV: prefix, now, escaped tenant, tenant, escaped consumer, consumer, task ids…
 const ACK_TERMINAL: &str = r#"
 local et, ten, ec, consumer = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local ak = P .. 'ca:' .. et .. ':' .. ec
+local uk = P .. 'cu:' .. et .. ':' .. ec
+local tk = P .. 'term:' .. et
 local terminal = {succeeded = true, failed = true, cancelled = true, timed_out = true}
+local mark = tonumber(redis.call('HGET', P .. 'cf:' .. et, consumer) or '0')
 for k = 7, #ARGV do
   local t = redis.call('HMGET', P .. 't:' .. ARGV[k], 'ten', 'state')
-  if t[1] == ten and terminal[t[2]] then redis.call('SADD', ak, ARGV[k]) end
-end
-local floor = tonumber(redis.call('HGET', P .. 'cf:' .. et, consumer) or '0')
-local tk = P .. 'term:' .. et
-local advancing = true
-while advancing do
-  local page = redis.call('ZRANGEBYSCORE', tk, '(' .. fmt(floor), '+inf', 'WITHSCORES', 'LIMIT', 0, 256)
-  if #page == 0 then break end
-  for k = 1, #page, 2 do
-    if redis.call('SREM', ak, page[k]) == 1 then
-      floor = tonumber(page[k + 1])
-    else
-      advancing = false
-      break
-    end
+  if t[1] == ten and terminal[t[2]] and redis.call('ZREM', uk, ARGV[k]) == 0 then
+    local c = redis.call('ZSCORE', tk, ARGV[k])
+    if c and tonumber(c) > mark then redis.call('SADD', ak, ARGV[k]) end
   end
 end
-redis.call('HSET', P .. 'cf:' .. et, consumer, fmt(floor))
 return 1
 "#;
 
-/// Terminal events a consumer has not acknowledged, oldest first.
-/// ARGV: prefix, now, escaped tenant, escaped consumer, consumer, limit.
-/// Returns per event: cursor, packed feed entry.
+/// Terminal events a consumer has not acknowledged, oldest first. Terminal
+/// events past the consumer's mark are taken in (into its unacknowledged set,
+/// unless already acknowledged) only until `limit` are waiting, at most
+/// `budget` per call, so the work is O(limit + newly ended tasks), not
+/// O(every terminal event since the oldest unacknowledged one).
+/// ARGV: prefix, now, escaped tenant, escaped consumer, consumer, limit, budget.
+/// Returns: 1 when the budget ran out before `limit` were found (call again),
+/// else 0; then per event: cursor, packed feed entry.
 const UNACKED_TERMINAL: &str = r#"
-local et, ec, consumer, limit = ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+local et, ec, consumer = ARGV[3], ARGV[4], ARGV[5]
+local limit, budget = tonumber(ARGV[6]), tonumber(ARGV[7])
 redis.call('HSETNX', P .. 'cf:' .. et, consumer, '0')
-local floor = redis.call('HGET', P .. 'cf:' .. et, consumer)
+local mark = redis.call('HGET', P .. 'cf:' .. et, consumer)
 local ak = P .. 'ca:' .. et .. ':' .. ec
+local uk = P .. 'cu:' .. et .. ':' .. ec
 local tk = P .. 'term:' .. et
-local out = {}
-local found = 0
-local offset = 0
-while found < limit do
-  local page = redis.call('ZRANGEBYSCORE', tk, '(' .. floor, '+inf', 'WITHSCORES', 'LIMIT', offset, 256)
+local more = 0
+local moved = false
+while redis.call('ZCARD', uk) < limit do
+  if budget <= 0 then more = 1 break end
+  local page = redis.call('ZRANGEBYSCORE', tk, '(' .. mark, '+inf', 'WITHSCORES', 'LIMIT', 0, math.min(256, budget))
   if #page == 0 then break end
-  offset = offset + #page / 2
   for k = 1, #page, 2 do
-    if found >= limit then break end
-    if redis.call('SISMEMBER', ak, page[k]) == 0 then
-      local c = page[k + 1]
-      local e = redis.call('LINDEX', P .. 'f:' .. et, tonumber(c) - 1)
-      if e then
-        out[#out + 1] = c
-        out[#out + 1] = e
-        found = found + 1
-      end
+    if redis.call('SREM', ak, page[k]) == 0 then
+      redis.call('ZADD', uk, page[k + 1], page[k])
     end
+    mark = page[k + 1]
+  end
+  budget = budget - #page / 2
+  moved = true
+end
+if moved then redis.call('HSET', P .. 'cf:' .. et, consumer, mark) end
+local out = {more}
+local got = redis.call('ZRANGE', uk, 0, limit - 1, 'WITHSCORES')
+local fk = P .. 'f:' .. et
+for k = 1, #got, 2 do
+  local c = got[k + 1]
+  local e = redis.call('LINDEX', fk, tonumber(c) - 1)
+  if e then
+    out[#out + 1] = c
+    out[#out + 1] = e
   end
 end
 return out

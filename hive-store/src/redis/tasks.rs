@@ -28,6 +28,9 @@ use super::keys::esc;
 use super::{RedisStore, driver};
 
 /// Records per script call: bounds how long one call holds the server.
+/// Newly ended tasks one `unacked_terminal` script call takes in at most.
+const UNACKED_BUDGET: usize = 4_096;
+
 const CHUNK: usize = 2000;
 /// Compare-and-set rounds before a contended batch item gives up.
 pub(super) const MAX_ROUNDS: usize = 64;
@@ -1050,24 +1053,38 @@ impl RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut inv = self.scripts.unacked_terminal.prepare_invoke();
-        inv.arg(&self.keys.prefix)
-            .arg(0)
-            .arg(esc(tenant.as_str()))
-            .arg(esc(consumer))
-            .arg(consumer)
-            .arg(limit.min(MAX_FEED_READ));
-        let out: Value = inv
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(driver("listing unacknowledged events"))?;
-        array(&out)?
-            .chunks(2)
-            .map(|c| match c {
-                [cursor, packed] => feed_event(tenant, u64_of(cursor, "cursor")?, packed),
-                _ => Err(corrupt("an unacknowledged event of the wrong length")),
-            })
-            .collect()
+        let limit = limit.min(MAX_FEED_READ);
+        // Each call takes in at most UNACKED_BUDGET newly ended tasks, so a
+        // consumer far behind never holds Redis for long; it calls again
+        // until `limit` events are waiting or nothing is left to take in.
+        loop {
+            let mut inv = self.scripts.unacked_terminal.prepare_invoke();
+            inv.arg(&self.keys.prefix)
+                .arg(0)
+                .arg(esc(tenant.as_str()))
+                .arg(esc(consumer))
+                .arg(consumer)
+                .arg(limit)
+                .arg(UNACKED_BUDGET);
+            let out: Value = inv
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(driver("listing unacknowledged events"))?;
+            let out = array(&out)?;
+            let (more, entries) = out
+                .split_first()
+                .ok_or_else(|| corrupt("an empty unacknowledged-events answer"))?;
+            let events = entries
+                .chunks(2)
+                .map(|c| match c {
+                    [cursor, packed] => feed_event(tenant, u64_of(cursor, "cursor")?, packed),
+                    _ => Err(corrupt("an unacknowledged event of the wrong length")),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if u64_of(more, "more")? == 0 || events.len() >= limit {
+                return Ok(events);
+            }
+        }
     }
 
     // ----- submit -------------------------------------------------------------
