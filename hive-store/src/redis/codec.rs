@@ -114,7 +114,7 @@ impl<'a> Fixed<'a> {
 
 /// A content id: SHA-256 over the length-prefixed parts, as 64 hex digits.
 /// Collision resistant, so two different contents (a queue's owner, agent and
-/// labels; a spec) never share an id; whoever stores under one still checks
+/// labels) never share an id; whoever stores under one still checks
 /// that what is there is theirs (a record written by something else).
 pub(super) fn content_id(parts: &[&[u8]]) -> String {
     use sha2::{Digest, Sha256};
@@ -124,6 +124,17 @@ pub(super) fn content_id(parts: &[&[u8]]) -> String {
         h.update(bytes);
     }
     hex::encode(h.finalize())
+}
+
+/// A spec's id: SHA-256 of its JSON cut to 128 bits, as 32 hex digits. Short,
+/// so that a task's fixed fields (`x`: time, spec id, principal) stay inline
+/// in its hash (a value over [`INLINE_MAX`] bytes costs a side-hash write at
+/// submit and a read at every claim). A spec id needs no more: it is stored
+/// with `SET NX` and compared, and a different spec found under it moves the
+/// new one to `{id}-1`, `{id}-2`, … (see `store_specs`).
+pub(super) fn spec_id(json: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(json)[..16])
 }
 
 fn uuid_from(bytes: &[u8]) -> Result<u128> {
