@@ -37,6 +37,8 @@ pub mod redis;
 pub mod sqlite;
 #[cfg(feature = "conformance")]
 pub mod testing;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
+mod waiters;
 
 #[cfg(feature = "memory")]
 pub use memory::{MemoryConfig, MemoryStore};

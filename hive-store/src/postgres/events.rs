@@ -12,6 +12,7 @@ use hive_core::task::{FeedEvent, TaskEvent};
 use super::PostgresStore;
 use super::codec;
 use super::error::db;
+use super::notify::task_bucket;
 use super::transition::task_not_found;
 
 /// A row of a stream read: the task's tenant, then seq, at and kind of one
@@ -83,19 +84,19 @@ impl PostgresStore {
     ) -> Result<()> {
         // Registered before the check, so that an event committed after the
         // check is a notification this waiter receives.
-        let woken = self.hub.task_waiter(task);
-        let last: Option<i64> =
-            sqlx::query_scalar("SELECT last_seq FROM tasks WHERE id = $1::uuid")
-                .bind(task.to_string())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(|e| db("read task seq", e))?;
-        let last = last.ok_or_else(|| task_not_found(task))?;
-        if codec::count("seq", last)? > after {
-            return Ok(());
-        }
-        woken.wait(timeout).await;
-        Ok(())
+        self.hub
+            .tasks
+            .wait(task_bucket(task), timeout, async {
+                let last: Option<i64> =
+                    sqlx::query_scalar("SELECT last_seq FROM tasks WHERE id = $1::uuid")
+                        .bind(task.to_string())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(|e| db("read task seq", e))?;
+                let last = last.ok_or_else(|| task_not_found(task))?;
+                Ok(codec::count("seq", last)? > after)
+            })
+            .await
     }
 
     pub(super) async fn feed(
@@ -123,17 +124,18 @@ impl PostgresStore {
         after: u64,
         timeout: Duration,
     ) -> Result<()> {
-        let woken = self.hub.feed_waiter(tenant);
-        let head: Option<i64> = sqlx::query_scalar("SELECT head FROM feeds WHERE tenant = $1")
-            .bind(tenant.as_str())
-            .fetch_optional(&self.pool)
+        self.hub
+            .feeds
+            .wait(tenant.clone(), timeout, async {
+                let head: Option<i64> =
+                    sqlx::query_scalar("SELECT head FROM feeds WHERE tenant = $1")
+                        .bind(tenant.as_str())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(|e| db("read feed head", e))?;
+                Ok(codec::count("feed cursor", head.unwrap_or(0))? > after)
+            })
             .await
-            .map_err(|e| db("read feed head", e))?;
-        if codec::count("feed cursor", head.unwrap_or(0))? > after {
-            return Ok(());
-        }
-        woken.wait(timeout).await;
-        Ok(())
     }
 
     pub(super) async fn ack(

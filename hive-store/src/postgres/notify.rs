@@ -16,11 +16,9 @@ use std::time::Duration;
 
 use hive_core::id::TaskId;
 use hive_core::principal::TenantId;
-use parking_lot::Mutex;
-use rustc_hash::FxHashMap;
 use serde_json::{Value, json};
 use sqlx::postgres::PgListener;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 
 /// Task waiters are filed in this many buckets (by the random low bits of the
 /// task id), so that a notification names buckets, not 36-byte ids.
@@ -118,79 +116,22 @@ impl Signal {
     }
 }
 
-type Waiters<K> = Mutex<FxHashMap<K, Vec<oneshot::Sender<()>>>>;
+use crate::waiters::Waiters;
 
 /// The local waiters of one store, woken by its listener.
 #[derive(Debug, Default)]
 pub(super) struct Hub {
     epoch: AtomicU64,
     work: Notify,
-    tasks: Waiters<u16>,
-    feeds: Waiters<TenantId>,
-    records: Waiters<(String, String)>,
+    /// Task waiters by bucket (see [`TASK_BUCKETS`]).
+    pub(super) tasks: Waiters<u16>,
+    pub(super) feeds: Waiters<TenantId>,
+    pub(super) records: Waiters<(String, String)>,
 }
 
-/// One registered waiter. Dropped — woken, timed out, or abandoned — it
-/// takes its entry out of the map, and the key with it when it was the last
-/// waiter there: the maps hold only live waiters, however many keys were
-/// waited on.
-pub(super) struct Waiter<'a, K: std::hash::Hash + Eq> {
-    rx: Option<oneshot::Receiver<()>>,
-    map: &'a Waiters<K>,
-    key: Option<K>,
-}
-
-impl<K: std::hash::Hash + Eq> Waiter<'_, K> {
-    /// Waits to be woken, at most `timeout`.
-    pub(super) async fn wait(mut self, timeout: Duration) {
-        if let Some(rx) = self.rx.as_mut() {
-            let _ = tokio::time::timeout(timeout, rx).await;
-        }
-    }
-}
-
-impl<K: std::hash::Hash + Eq> Drop for Waiter<'_, K> {
-    fn drop(&mut self) {
-        // Our sender is closed once the receiver is gone.
-        drop(self.rx.take());
-        let Some(key) = self.key.take() else { return };
-        let mut map = self.map.lock();
-        if let Some(list) = map.get_mut(&key) {
-            list.retain(|w| !w.is_closed());
-            if list.is_empty() {
-                map.remove(&key);
-            }
-        }
-    }
-}
-
-fn register<K: std::hash::Hash + Eq + Clone>(map: &Waiters<K>, key: K) -> Waiter<'_, K> {
-    let (tx, rx) = oneshot::channel();
-    {
-        let mut m = map.lock();
-        let list = m.entry(key.clone()).or_default();
-        list.retain(|w| !w.is_closed());
-        list.push(tx);
-    }
-    Waiter {
-        rx: Some(rx),
-        map,
-        key: Some(key),
-    }
-}
-
-fn wake<K: std::hash::Hash + Eq>(map: &Waiters<K>, key: &K) {
-    let list = map.lock().remove(key);
-    for w in list.into_iter().flatten() {
-        let _ = w.send(());
-    }
-}
-
-fn wake_every<K>(map: &Waiters<K>) {
-    let all = std::mem::take(&mut *map.lock());
-    for w in all.into_values().flatten() {
-        let _ = w.send(());
-    }
+/// The bucket a task's waiters are filed in.
+pub(super) fn task_bucket(task: TaskId) -> u16 {
+    bucket(task)
 }
 
 impl Hub {
@@ -210,18 +151,6 @@ impl Hub {
         let _ = tokio::time::timeout(timeout, notified).await;
     }
 
-    pub(super) fn task_waiter(&self, task: TaskId) -> Waiter<'_, u16> {
-        register(&self.tasks, bucket(task))
-    }
-
-    pub(super) fn feed_waiter(&self, tenant: &TenantId) -> Waiter<'_, TenantId> {
-        register(&self.feeds, tenant.clone())
-    }
-
-    pub(super) fn record_waiter(&self, kind: &str, id: &str) -> Waiter<'_, (String, String)> {
-        register(&self.records, (kind.to_owned(), id.to_owned()))
-    }
-
     fn work_arrived(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         self.work.notify_waiters();
@@ -230,9 +159,9 @@ impl Hub {
     /// Wakes everyone: notifications may have been missed.
     pub(super) fn wake_all(&self) {
         self.work_arrived();
-        wake_every(&self.tasks);
-        wake_every(&self.feeds);
-        wake_every(&self.records);
+        self.tasks.wake_all();
+        self.feeds.wake_all();
+        self.records.wake_all();
     }
 
     /// Handles one notification's payload.
@@ -246,54 +175,48 @@ impl Hub {
             self.work_arrived();
         }
         if m.contains_key("fa") {
-            wake_every(&self.feeds);
+            self.feeds.wake_all();
         } else if let Some(Value::Array(f)) = m.get("f") {
-            for t in f.iter().filter_map(Value::as_str) {
-                wake(&self.feeds, &TenantId::new(t));
-            }
+            let tenants: Vec<TenantId> = f
+                .iter()
+                .filter_map(Value::as_str)
+                .map(TenantId::new)
+                .collect();
+            self.feeds.wake(&tenants);
         }
         if m.contains_key("ta") {
-            wake_every(&self.tasks);
+            self.tasks.wake_all();
         } else if let Some(Value::Array(t)) = m.get("t") {
-            for b in t.iter().filter_map(Value::as_u64) {
-                if let Ok(b) = u16::try_from(b) {
-                    wake(&self.tasks, &b);
-                }
-            }
+            let buckets: Vec<u16> = t
+                .iter()
+                .filter_map(Value::as_u64)
+                .filter_map(|b| u16::try_from(b).ok())
+                .collect();
+            self.tasks.wake(&buckets);
         } else if let Some(Value::String(hex)) = m.get("tb") {
             self.wake_bitmap(hex);
         }
         if m.contains_key("ra") {
-            wake_every(&self.records);
+            self.records.wake_all();
         } else if let Some(Value::Array(r)) = m.get("r") {
-            for pair in r {
-                if let Some([Value::String(k), Value::String(i)]) =
-                    pair.as_array().map(Vec::as_slice)
-                {
-                    wake(&self.records, &(k.clone(), i.clone()));
-                }
-            }
+            let keys: Vec<(String, String)> = r
+                .iter()
+                .filter_map(|pair| match pair.as_array().map(Vec::as_slice) {
+                    Some([Value::String(k), Value::String(i)]) => Some((k.clone(), i.clone())),
+                    _ => None,
+                })
+                .collect();
+            self.records.wake(&keys);
         }
     }
 
     fn wake_bitmap(&self, hex: &str) {
-        let set = |b: u16| -> bool {
+        self.tasks.wake_matching(|&b| {
             let byte = usize::from(b / 8) * 2;
             hex.get(byte..byte + 2)
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
                 .is_none_or(|v| v & (1 << (b % 8)) != 0)
-        };
-        let woken: Vec<oneshot::Sender<()>> = {
-            let mut map = self.tasks.lock();
-            let keys: Vec<u16> = map.keys().copied().filter(|&b| set(b)).collect();
-            keys.iter()
-                .filter_map(|k| map.remove(k))
-                .flatten()
-                .collect()
-        };
-        for w in woken {
-            let _ = w.send(());
-        }
+        });
     }
 }
 
@@ -326,42 +249,69 @@ pub(super) async fn listen(mut listener: PgListener, hub: Arc<Hub>) {
 mod tests {
     use std::time::Duration;
 
+    use hive_core::id::TaskId;
     use hive_core::principal::TenantId;
 
-    use super::{Hub, wake};
+    use super::{Hub, task_bucket};
 
-    /// Issue 11, item 11: waiters that time out (or are dropped) leave no
-    /// entry behind, and one leaving does not unregister another on the same
-    /// key.
+    /// Notifications wake the waiters they name, and only those: tenants by
+    /// name, tasks by bucket (as a list and as a bitmap), records, and "all"
+    /// flags; an unreadable payload wakes everyone.
     #[tokio::test]
-    async fn timed_out_waiters_leave_the_maps_empty() {
+    async fn notifications_wake_the_waiters_they_name() {
         let hub: &'static Hub = Box::leak(Box::default());
-        for i in 0..200 {
-            let tenant = TenantId::new(format!("t{i}"));
-            hub.feed_waiter(&tenant)
-                .wait(Duration::from_millis(1))
-                .await;
-            drop(hub.record_waiter("workflow", &format!("w{i}")));
+        let task = TaskId::new();
+        let b = task_bucket(task);
+        let mut bitmap = vec![0u8; 512];
+        bitmap[usize::from(b / 8)] |= 1 << (b % 8);
+        let hex: String = bitmap.iter().map(|x| format!("{x:02x}")).collect();
+        let cases: Vec<(String, &str)> = vec![
+            (r#"{"f":["acme"]}"#.into(), "feed"),
+            (r#"{"fa":1}"#.into(), "feed"),
+            (format!(r#"{{"t":[{b}]}}"#), "task"),
+            (format!(r#"{{"tb":"{hex}"}}"#), "task"),
+            (r#"{"ta":1}"#.into(), "task"),
+            (r#"{"r":[["workflow","w1"]]}"#.into(), "record"),
+            (r#"{"ra":1}"#.into(), "record"),
+            ("not json".into(), "feed"),
+        ];
+        for (payload, what) in cases {
+            let waiting = tokio::spawn(async move {
+                let started = tokio::time::Instant::now();
+                let never = async { Ok(false) };
+                match what {
+                    "feed" => {
+                        hub.feeds
+                            .wait(TenantId::new("acme"), Duration::from_secs(10), never)
+                            .await
+                    }
+                    "task" => {
+                        hub.tasks
+                            .wait(task_bucket(task), Duration::from_secs(10), never)
+                            .await
+                    }
+                    _ => {
+                        hub.records
+                            .wait(
+                                ("workflow".into(), "w1".into()),
+                                Duration::from_secs(10),
+                                never,
+                            )
+                            .await
+                    }
+                }
+                .unwrap();
+                started.elapsed()
+            });
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            // A notification naming something else wakes nobody.
+            hub.deliver(r#"{"f":["other"],"r":[["workflow","w2"]]}"#);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert!(!waiting.is_finished(), "{payload}: woken by another key");
+            hub.deliver(&payload);
+            let took = waiting.await.unwrap();
+            assert!(took < Duration::from_secs(5), "{payload}: {took:?}");
         }
-        assert!(hub.feeds.lock().is_empty());
-        assert!(hub.records.lock().is_empty());
-
-        let t = TenantId::new("shared");
-        let stays = hub.feed_waiter(&t);
-        hub.feed_waiter(&t).wait(Duration::from_millis(1)).await;
-        assert_eq!(hub.feeds.lock().get(&t).map(Vec::len), Some(1));
-        let woken = tokio::spawn(async move {
-            let started = tokio::time::Instant::now();
-            stays.wait(Duration::from_secs(10)).await;
-            started.elapsed()
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        wake(&hub.feeds, &t);
-        let took = woken.await.unwrap();
-        assert!(
-            took < Duration::from_secs(5),
-            "woken, not timed out: {took:?}"
-        );
-        assert!(hub.feeds.lock().is_empty());
+        assert_eq!(hub.feeds.len() + hub.tasks.len() + hub.records.len(), 0);
     }
 }

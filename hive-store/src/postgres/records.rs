@@ -194,20 +194,20 @@ impl PostgresStore {
         after: u64,
         timeout: Duration,
     ) -> Result<()> {
-        let woken = self.hub.record_waiter(kind, id);
-        let last: Option<i64> =
-            sqlx::query_scalar("SELECT last_seq FROM records WHERE kind = $1 AND id = $2")
-                .bind(kind)
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(|e| db("read record seq", e))?;
-        let last = last.ok_or_else(|| record_not_found(kind, id))?;
-        if codec::count("record seq", last)? > after {
-            return Ok(());
-        }
-        woken.wait(timeout).await;
-        Ok(())
+        self.hub
+            .records
+            .wait((kind.to_owned(), id.to_owned()), timeout, async {
+                let last: Option<i64> =
+                    sqlx::query_scalar("SELECT last_seq FROM records WHERE kind = $1 AND id = $2")
+                        .bind(kind)
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(|e| db("read record seq", e))?;
+                let last = last.ok_or_else(|| record_not_found(kind, id))?;
+                Ok(codec::count("record seq", last)? > after)
+            })
+            .await
     }
 }
 

@@ -14,17 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use parking_lot::Mutex;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 use tokio::sync::{Notify, oneshot, watch};
 
 use super::keys::Keys;
-
-#[derive(Debug, Default)]
-struct Waiters {
-    notify: Arc<Notify>,
-    count: usize,
-}
+use crate::waiters::Waiters;
 
 #[derive(Default)]
 struct SinkState {
@@ -39,9 +33,9 @@ pub(super) struct Shared {
     epoch: AtomicU64,
     work: Notify,
     /// Task id → its waiters.
-    tasks: Mutex<FxHashMap<String, Waiters>>,
+    tasks: Waiters<String>,
     /// Channel → its waiters (the tasks channel counts every task waiter).
-    channels: Mutex<FxHashMap<String, Waiters>>,
+    channels: Waiters<String>,
     sink: tokio::sync::Mutex<SinkState>,
 }
 
@@ -77,8 +71,8 @@ impl Notifier {
             keys,
             epoch: AtomicU64::new(0),
             work: Notify::new(),
-            tasks: Mutex::new(FxHashMap::default()),
-            channels: Mutex::new(FxHashMap::default()),
+            tasks: Waiters::default(),
+            channels: Waiters::default(),
             sink: tokio::sync::Mutex::new(SinkState::default()),
         });
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -122,12 +116,7 @@ impl Notifier {
     /// Registers a waiter on a task's events; it is woken when a script reports
     /// new events of the task.
     pub(super) async fn task_waiter(&self, task: String) -> Waiter {
-        let notify = {
-            let mut tasks = self.shared.tasks.lock();
-            let w = tasks.entry(task.clone()).or_default();
-            w.count += 1;
-            w.notify.clone()
-        };
+        let notify = self.shared.tasks.acquire(task.clone());
         let channel = self.shared.tasks_channel.clone();
         self.count(&channel);
         let waiter = Waiter {
@@ -154,10 +143,7 @@ impl Notifier {
 
     /// Counts a waiter on `channel`.
     fn count(&self, channel: &str) -> Arc<Notify> {
-        let mut channels = self.shared.channels.lock();
-        let w = channels.entry(channel.to_owned()).or_default();
-        w.count += 1;
-        w.notify.clone()
+        self.shared.channels.acquire(channel.to_owned())
     }
 
     /// Makes sure `channel` is subscribed (unless the connection is down: then
@@ -198,29 +184,9 @@ impl Waiter {
 impl Drop for Waiter {
     fn drop(&mut self) {
         if let Some(task) = &self.task {
-            let mut tasks = self.shared.tasks.lock();
-            if let Some(w) = tasks.get_mut(task) {
-                w.count -= 1;
-                if w.count == 0 {
-                    tasks.remove(task);
-                }
-            }
+            self.shared.tasks.release(task);
         }
-        let last = {
-            let mut channels = self.shared.channels.lock();
-            match channels.get_mut(&self.channel) {
-                Some(w) => {
-                    w.count -= 1;
-                    if w.count == 0 {
-                        channels.remove(&self.channel);
-                        true
-                    } else {
-                        false
-                    }
-                }
-                None => false,
-            }
-        };
+        let last = self.shared.channels.release(&self.channel);
         if last && let Ok(rt) = tokio::runtime::Handle::try_current() {
             let shared = self.shared.clone();
             let channel = std::mem::take(&mut self.channel);
@@ -232,7 +198,7 @@ impl Drop for Waiter {
 /// Unsubscribes from `channel` unless a waiter came back for it meanwhile.
 async fn release(shared: Arc<Shared>, channel: String) {
     let mut state = shared.sink.lock().await;
-    if shared.channels.lock().contains_key(&channel) || !state.subscribed.contains(&channel) {
+    if shared.channels.contains(&channel) || !state.subscribed.contains(&channel) {
         return;
     }
     if let Some(sink) = state.sink.as_mut()
@@ -245,12 +211,8 @@ async fn release(shared: Arc<Shared>, channel: String) {
 
 fn wake_all(shared: &Shared) {
     shared.work.notify_waiters();
-    for w in shared.tasks.lock().values() {
-        w.notify.notify_waiters();
-    }
-    for w in shared.channels.lock().values() {
-        w.notify.notify_waiters();
-    }
+    shared.tasks.wake_all();
+    shared.channels.wake_all();
 }
 
 fn dispatch(shared: &Shared, msg: &redis::Msg) {
@@ -262,17 +224,9 @@ fn dispatch(shared: &Shared, msg: &redis::Msg) {
         }
         shared.work.notify_waiters();
     } else if channel == shared.tasks_channel {
-        let tasks = shared.tasks.lock();
-        if tasks.is_empty() {
-            return;
-        }
-        for id in payload.split(' ') {
-            if let Some(w) = tasks.get(id) {
-                w.notify.notify_waiters();
-            }
-        }
-    } else if let Some(w) = shared.channels.lock().get(channel) {
-        w.notify.notify_waiters();
+        shared.tasks.wake(payload.split(' '));
+    } else {
+        shared.channels.wake([channel]);
     }
 }
 
@@ -306,7 +260,7 @@ async fn listen(
             let (mut sink, mut stream) = pubsub.split();
             let installed = {
                 let mut state = shared.sink.lock().await;
-                let mut wanted: Vec<String> = shared.channels.lock().keys().cloned().collect();
+                let mut wanted: Vec<String> = shared.channels.keys();
                 wanted.push(shared.work_channel.clone());
                 let r = tokio::time::timeout(timeout, sink.subscribe(&wanted)).await;
                 if let Ok(Ok(())) = r {

@@ -4,103 +4,14 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::future::Future;
-use std::hash::Hash;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hive_core::Result;
 use hive_core::clock::Timestamp;
 use parking_lot::Mutex;
-use rustc_hash::FxHashMap;
 use tokio::sync::Notify;
 
-#[derive(Debug)]
-struct Slot {
-    notify: Arc<Notify>,
-    count: usize,
-}
-
-/// Waiters by key. A key's entry lives while someone waits on it.
-#[derive(Debug)]
-pub(super) struct Waiters<K> {
-    map: Mutex<FxHashMap<K, Slot>>,
-}
-
-impl<K> Default for Waiters<K> {
-    fn default() -> Self {
-        Waiters {
-            map: Mutex::new(FxHashMap::default()),
-        }
-    }
-}
-
-struct Registration<'a, K: Hash + Eq> {
-    owner: &'a Waiters<K>,
-    key: Option<K>,
-}
-
-impl<K: Hash + Eq> Drop for Registration<'_, K> {
-    fn drop(&mut self) {
-        let Some(key) = self.key.take() else { return };
-        let mut map = self.owner.map.lock();
-        if let Some(slot) = map.get_mut(&key) {
-            slot.count -= 1;
-            if slot.count == 0 {
-                map.remove(&key);
-            }
-        }
-    }
-}
-
-impl<K: Hash + Eq + Clone> Waiters<K> {
-    /// Wakes everyone waiting on one of `keys`.
-    pub(super) fn wake<'k>(&self, keys: impl IntoIterator<Item = &'k K>)
-    where
-        K: 'k,
-    {
-        let map = self.map.lock();
-        if map.is_empty() {
-            return;
-        }
-        for k in keys {
-            if let Some(slot) = map.get(k) {
-                slot.notify.notify_waiters();
-            }
-        }
-    }
-
-    /// Registers on `key`, then runs `ready` (a read of the store): returns at
-    /// once if it says so, else waits for a wake-up or `timeout`. Registering
-    /// first means a write committed after the read still wakes us.
-    pub(super) async fn wait<F>(&self, key: K, timeout: Duration, ready: F) -> Result<()>
-    where
-        F: Future<Output = Result<bool>>,
-    {
-        let notify = {
-            let mut map = self.map.lock();
-            let slot = map.entry(key.clone()).or_insert_with(|| Slot {
-                notify: Arc::new(Notify::new()),
-                count: 0,
-            });
-            slot.count += 1;
-            slot.notify.clone()
-        };
-        let _registration = Registration {
-            owner: self,
-            key: Some(key),
-        };
-        let notified = notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if ready.await? {
-            return Ok(());
-        }
-        let _ = tokio::time::timeout(timeout, notified).await;
-        Ok(())
-    }
-}
+pub(super) use crate::waiters::Waiters;
 
 /// The work epoch: bumped whenever claimable work may have appeared.
 #[derive(Debug, Default)]
