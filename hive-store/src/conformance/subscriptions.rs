@@ -32,9 +32,12 @@ impl Rng {
 const WAIT: Duration = Duration::from_secs(10);
 
 /// The tenant feed under random call sequences: every `Queued` event of every
-/// submitted task is handed out once, in cursor order.
+/// submitted task is handed out once, in cursor order. Tasks are submitted
+/// through two Hives on the one store (as two processes would), the
+/// subscription lives on the first.
 pub async fn feed_calls_in_any_order_hand_out_each_event_once(store: Arc<dyn Store>) {
-    let h = Harness::new(store);
+    let h = Harness::new(store.clone());
+    let other = Harness::new(store);
     for seed in 1..=8u64 {
         let mut rng = Rng::new(seed);
         let p = Principal::user(format!("prop{seed}"), "alice");
@@ -47,7 +50,12 @@ pub async fn feed_calls_in_any_order_hand_out_each_event_once(store: Arc<dyn Sto
                 0 | 1 => {
                     let n = 1 + rng.below(400) as usize;
                     let specs = vec![TaskSpec::new("echo", json!(null)); n];
-                    h.hive.submit_batch(&p, specs).await.unwrap();
+                    let via = if rng.below(2) == 0 {
+                        &h.hive
+                    } else {
+                        &other.hive
+                    };
+                    via.submit_batch(&p, specs).await.unwrap();
                     produced += n;
                 }
                 2 if pending > 0 => {
@@ -107,9 +115,11 @@ pub async fn feed_calls_in_any_order_hand_out_each_event_once(store: Arc<dyn Sto
 
 /// One task's subscription under random `next` / `next_batch` calls while
 /// its worker logs and heartbeats: seq 1..=last once each, ending after the
-/// terminal event.
+/// terminal event. The subscription lives on a second Hive on the same store
+/// (another process, as a Honeycomb replica would be).
 pub async fn task_subscription_calls_in_any_order_hand_out_each_event_once(store: Arc<dyn Store>) {
-    let h = Harness::new(store);
+    let h = Harness::new(store.clone());
+    let other = Harness::new(store);
     let (node, w) = h.system_node(16).await;
     for seed in 1..=8u64 {
         let mut rng = Rng::new(seed);
@@ -120,7 +130,7 @@ pub async fn task_subscription_calls_in_any_order_hand_out_each_event_once(store
             .await
             .unwrap()
             .id;
-        let mut sub = h.hive.subscribe(&p, id, 0).await.unwrap();
+        let mut sub = other.hive.subscribe(&p, id, 0).await.unwrap();
         let lease = h.claim(&w, node, 1, true).await.remove(0).token;
         let mut seen: Vec<u64> = Vec::new();
         for step in 0..40 {
@@ -195,7 +205,9 @@ pub async fn task_subscription_calls_in_any_order_hand_out_each_event_once(store
 pub async fn terminal_acknowledgements_in_any_order_list_exactly_the_unacked(
     store: Arc<dyn Store>,
 ) {
-    let h = Harness::new(store);
+    let h = Harness::new(store.clone());
+    // Acknowledgements come through either of two Hives on the store.
+    let other = Harness::new(store);
     for seed in 1..=6u64 {
         let mut rng = Rng::new(seed);
         let p = Principal::user(format!("ack{seed}"), "alice");
@@ -233,7 +245,7 @@ pub async fn terminal_acknowledgements_in_any_order_list_exactly_the_unacked(
                     if !pending.is_empty() && rng.below(3) == 0 {
                         ack.push(pending[rng.below(pending.len() as u64) as usize]);
                     }
-                    h.hive.ack_terminal(&p, &consumer, &ack).await.unwrap();
+                    other.hive.ack_terminal(&p, &consumer, &ack).await.unwrap();
                     unacked.retain(|id| !ack.contains(id));
                 }
                 _ => {
