@@ -324,6 +324,53 @@ impl RetryPolicy {
     }
 }
 
+/// The backoff of Hive's own retry loops — a worker's claims and reports, the
+/// stores' notification listeners, opening a busy SQLite file: the delay
+/// starts at `initial`, doubles after each failure up to `max`, and goes back
+/// to `initial` after a success. (Task retries follow the task's
+/// [`RetryPolicy`] instead.)
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    /// A backoff from `initial` up to `max` (a `max` below `initial` is
+    /// raised to it).
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Backoff {
+            initial,
+            max: max.max(initial),
+            next: initial,
+        }
+    }
+
+    /// The delay to wait after a failure; the next one is twice as long, up
+    /// to the maximum.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = self.next.saturating_mul(2).min(self.max);
+        d
+    }
+
+    /// Like [`next_delay`](Self::next_delay), but within `deadline`: the delay
+    /// is cut to end at it, and `None` means the deadline has passed (give up).
+    pub fn next_delay_before(&mut self, deadline: tokio::time::Instant) -> Option<Duration> {
+        let left = deadline.checked_duration_since(tokio::time::Instant::now())?;
+        if left.is_zero() {
+            return None;
+        }
+        Some(self.next_delay().min(left))
+    }
+
+    /// After a success: the next failure waits `initial` again.
+    pub fn reset(&mut self) {
+        self.next = self.initial;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -483,5 +530,29 @@ mod tests {
         assert_eq!(p.max_attempts, MaxAttempts::Limited(5));
         assert!(serde_json::from_str::<RetryPolicy>(r#"{"max_attempts":"lots"}"#).is_err());
         assert!(serde_json::from_str::<RetryPolicy>(r#"{"max_atempts":5}"#).is_err());
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_maximum_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(10), Duration::from_millis(50));
+        let delays: Vec<u128> = (0..5).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(delays, vec![10, 20, 40, 50, 50]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(10));
+        let mut low = Backoff::new(Duration::from_secs(1), Duration::ZERO);
+        assert_eq!(low.next_delay(), Duration::from_secs(1));
+        assert_eq!(low.next_delay(), Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backoff_within_a_deadline_is_cut_to_it_then_gives_up() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(250);
+        let mut waited = Vec::new();
+        while let Some(d) = b.next_delay_before(deadline) {
+            waited.push(d.as_millis());
+            tokio::time::sleep(d).await;
+        }
+        assert_eq!(waited, vec![100, 150]);
     }
 }

@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::id::{NodeId, TaskId};
 use crate::node::{NodeOwner, NodeSpec, ShareTarget};
 use crate::principal::Principal;
+use crate::retry::Backoff;
 use crate::store::Ack;
 use crate::task::{AgentRef, LeaseToken, Owner, TaskError, TaskSpec};
 
@@ -468,7 +469,7 @@ impl WorkerLoop {
     async fn run(mut self) {
         let mut epoch = 0;
         let mut next_due = None;
-        let mut backoff = Duration::from_millis(10);
+        let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_secs(2));
         loop {
             if self.stop.is_cancelled() {
                 break;
@@ -490,7 +491,7 @@ impl WorkerLoop {
                     .await;
                 match claim {
                     Ok(res) => {
-                        backoff = Duration::from_millis(10);
+                        backoff.reset();
                         epoch = res.epoch;
                         next_due = res.next_due;
                         full_batch = res.tasks.len() as u32 == want;
@@ -509,19 +510,19 @@ impl WorkerLoop {
                     }
                     Err(e) => {
                         tracing::warn!(node = %self.node, error = %e, "claim failed; backing off");
+                        let delay = backoff.next_delay();
                         let stopped = self
                             .attempts
                             .drive(async {
                                 tokio::select! {
                                     _ = self.stop.cancelled() => true,
-                                    _ = tokio::time::sleep(backoff) => false,
+                                    _ = tokio::time::sleep(delay) => false,
                                 }
                             })
                             .await;
                         if stopped {
                             break;
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(2));
                         continue;
                     }
                 }
@@ -703,7 +704,7 @@ impl WorkerLoop {
     /// Reports until every report has an answer (retrying while the backend is
     /// unavailable), unless the worker is crashing.
     async fn flush_reports(&mut self) {
-        let mut delay = Duration::from_millis(10);
+        let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_secs(2));
         while !self.reports.is_empty() {
             let batch = std::mem::take(&mut self.reports);
             let tasks: Vec<TaskId> = batch.iter().map(|r| r.token.task).collect();
@@ -722,8 +723,8 @@ impl WorkerLoop {
                 Err(e) if e.is_temporary() => {
                     tracing::warn!(error = %e, "report failed; retrying");
                     self.reports = batch;
+                    let delay = backoff.next_delay();
                     self.attempts.drive(tokio::time::sleep(delay)).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "reports refused; dropping them (the supervisor will end the tasks)");

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use hive_core::id::TaskId;
 use hive_core::principal::TenantId;
+use hive_core::retry::Backoff;
 use serde_json::{Value, json};
 use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
@@ -224,11 +225,11 @@ impl Hub {
 /// aborted then). A lost connection is re-established by the listener; since
 /// notifications may have been missed meanwhile, every waiter is woken.
 pub(super) async fn listen(mut listener: PgListener, hub: Arc<Hub>) {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     loop {
         match listener.try_recv().await {
             Ok(Some(n)) => {
-                backoff = Duration::from_millis(50);
+                backoff.reset();
                 hub.deliver(n.payload());
             }
             Ok(None) => {
@@ -238,8 +239,7 @@ pub(super) async fn listen(mut listener: PgListener, hub: Arc<Hub>) {
             Err(e) => {
                 tracing::warn!(error = %e, "hive notification connection failed; retrying");
                 hub.wake_all();
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         }
     }

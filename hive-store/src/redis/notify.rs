@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
+use hive_core::retry::Backoff;
 use rustc_hash::FxHashSet;
 use tokio::sync::{Notify, oneshot, watch};
 
@@ -250,7 +251,7 @@ async fn listen(
     mut stop: oneshot::Receiver<()>,
     ready: watch::Sender<bool>,
 ) {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     loop {
         let connected = tokio::select! {
             _ = &mut stop => return,
@@ -272,7 +273,7 @@ async fn listen(
                 }
             };
             if installed {
-                backoff = Duration::from_millis(50);
+                backoff.reset();
                 read_epoch(&shared, &mut conn).await;
                 let _ = ready.send(true);
                 wake_all(&shared);
@@ -295,8 +296,7 @@ async fn listen(
         }
         tokio::select! {
             _ = &mut stop => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }

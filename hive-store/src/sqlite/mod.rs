@@ -83,6 +83,7 @@ use hive_core::clock::Timestamp;
 use hive_core::id::{NodeId, TaskId};
 use hive_core::node::{Node, NodeStatus};
 use hive_core::principal::TenantId;
+use hive_core::retry::Backoff;
 use hive_core::store::{
     Ack, ClaimRequest, ClaimResult, Command, NewTask, Record, RecordEvent, RecordQuery,
     RecordStore, RecordWrite, RecordWritten, Submitted, SweepOptions, SweepReport, TaskStore,
@@ -255,13 +256,17 @@ impl SqliteStore {
             .map_err(|e| schema::open_error(&path, e))?;
         // Two processes opening a new file at once: switching it to WAL can
         // answer SQLITE_BUSY at once (the busy handler does not cover it), so
-        // retry until `connect`'s timeout rather than fail the open.
-        let mut delay = Duration::from_millis(5);
+        // retry until the connect timeout rather than fail the open; a file
+        // that stays locked longer is the error it answers.
+        let deadline = tokio::time::Instant::now() + options.connect_timeout;
+        let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(200));
         loop {
             match schema::prepare(&mut conn, &path).await {
-                Err(Error::BackendUnavailable { .. }) => {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_millis(200));
+                Err(e @ Error::BackendUnavailable { .. }) => {
+                    match backoff.next_delay_before(deadline) {
+                        Some(delay) => tokio::time::sleep(delay).await,
+                        None => return Err(e),
+                    }
                 }
                 r => break r?,
             }
