@@ -15,7 +15,8 @@
 //!
 //! Run: `cargo run --release -p hive-bench -- --backend memory`
 //!
-//! `--workflows` and `--unacked` measure other things (see those modules).
+//! `--workflows`, `--unacked` and `--audit-contention` measure other things
+//! (see those modules).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 mod acks;
+mod audit;
 mod baseline;
 mod workflows;
 
@@ -79,6 +81,22 @@ struct Args {
     /// terminal event before `--tasks` (default 1,000,000) acknowledged ones.
     #[arg(long)]
     unacked: bool,
+    /// Measure audit appends under contention: `--processes` processes ×
+    /// `--submitters` submitters for `--seconds`, one tenant.
+    #[arg(long)]
+    audit_contention: bool,
+    /// Processes of `--audit-contention`.
+    #[arg(long, default_value_t = 4)]
+    processes: usize,
+    /// Submitters per process of `--audit-contention`.
+    #[arg(long, default_value_t = 8)]
+    submitters: usize,
+    /// Duration of `--audit-contention`, in seconds.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// Internal: run as one child of `--audit-contention` on this store URL.
+    #[arg(long, hide = true)]
+    audit_child: Option<String>,
     /// Width of the workflow fan-out.
     #[arg(long, default_value_t = 1_000)]
     width: usize,
@@ -346,6 +364,12 @@ async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
     }
     if args.unacked {
         return acks::bench(&args).await;
+    }
+    if let Some(url) = &args.audit_child {
+        return audit::child(url, args.submitters, args.seconds).await;
+    }
+    if args.audit_contention {
+        return audit::bench(&args).await;
     }
     {
         let mut best: Option<RunResult> = None;

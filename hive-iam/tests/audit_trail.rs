@@ -425,6 +425,66 @@ async fn two_processes_appending_to_one_store_never_fork_the_chain() {
     assert_eq!(report.checked, 200);
 }
 
+/// Issue 11, item 9: two processes (two connections, two engines, two
+/// trails) on one PostgreSQL schema and on one Redis prefix, eight submitters
+/// each, all for one tenant: no submit is refused and the chain holds every
+/// one. (The 4 × 8 × 60 s measurement is `hive-bench --audit-contention`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_on_a_shared_server_refuse_no_submit() {
+    for (var, key) in [
+        ("HIVE_TEST_POSTGRES_URL", "schema"),
+        ("HIVE_TEST_REDIS_URL", "prefix"),
+    ] {
+        let Some(base) = hive_store::testing::server_url(var) else {
+            continue;
+        };
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!(
+            "{base}{sep}{key}={}",
+            hive_store::testing::unique_name("audit")
+        );
+        let mut engines = Vec::new();
+        for _ in 0..2 {
+            let store = hive_store::open(&url).await.expect("open");
+            engines.push(
+                Hive::builder()
+                    .store(store.clone())
+                    .auditor(Arc::new(AuditTrail::new(store)))
+                    .config(HiveConfig {
+                        run_supervisor: false,
+                        ..HiveConfig::default()
+                    })
+                    .build()
+                    .expect("hive"),
+            );
+        }
+        let mut handles = Vec::new();
+        for (n, hive) in engines.iter().enumerate() {
+            for u in 0..8 {
+                let hive = hive.clone();
+                handles.push(tokio::spawn(async move {
+                    let p = Principal::user("acme", format!("p{n}-u{u}"));
+                    for i in 0..25 {
+                        hive.submit(&p, TaskSpec::new("echo", json!(i)))
+                            .await
+                            .expect("no submit is refused");
+                    }
+                }));
+            }
+        }
+        for h in handles {
+            h.await.expect("task");
+        }
+        let store = hive_store::open(&url).await.expect("open");
+        let report = AuditTrail::new(store)
+            .verify(&engines[0], &Principal::system(), &"acme".into())
+            .await
+            .expect("verify");
+        assert!(report.ok, "{var}: {report:?}");
+        assert_eq!(report.checked, 400, "{var}");
+    }
+}
+
 /// A record store that refuses writes on demand: `Conflict` for the next
 /// `conflicts` writes, or `BackendUnavailable` while `down`.
 #[derive(Debug)]
