@@ -383,32 +383,33 @@ async fn concurrent_appends_form_one_gapless_chain() {
     assert_eq!(report.checked, 200);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_processes_appending_to_one_store_never_fork_the_chain() {
-    // Two engines with their own trails over one store stand for two processes.
-    let store = Arc::new(MemoryStore::default());
-    let engine = |store: Arc<MemoryStore>| {
-        Hive::builder()
-            .store(store.clone())
-            .auditor(Arc::new(AuditTrail::new(store)))
-            .config(HiveConfig {
-                run_supervisor: false,
-                ..HiveConfig::default()
-            })
-            .build()
-            .expect("hive")
-    };
-    let engines = [engine(store.clone()), engine(store.clone())];
+/// An engine with its own audit trail over `store`, supervisor off: one of
+/// several processes sharing the store.
+fn audited_engine(store: Arc<dyn hive_core::store::Store>) -> Hive {
+    Hive::builder()
+        .store(store.clone())
+        .auditor(Arc::new(AuditTrail::new(store)))
+        .config(HiveConfig {
+            run_supervisor: false,
+            ..HiveConfig::default()
+        })
+        .build()
+        .expect("hive")
+}
+
+/// `per_engine` submitters on each engine submit 25 tasks each for tenant
+/// `acme`; every submit must succeed.
+async fn submit_from_all(engines: &[Hive], per_engine: usize) {
     let mut handles = Vec::new();
     for (n, hive) in engines.iter().enumerate() {
-        for u in 0..4 {
+        for u in 0..per_engine {
             let hive = hive.clone();
             handles.push(tokio::spawn(async move {
                 let p = Principal::user("acme", format!("p{n}-u{u}"));
                 for i in 0..25 {
                     hive.submit(&p, TaskSpec::new("echo", json!(i)))
                         .await
-                        .expect("submit");
+                        .expect("no submit is refused");
                 }
             }));
         }
@@ -416,6 +417,14 @@ async fn two_processes_appending_to_one_store_never_fork_the_chain() {
     for h in handles {
         h.await.expect("task");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_appending_to_one_store_never_fork_the_chain() {
+    // Two engines with their own trails over one store stand for two processes.
+    let store = Arc::new(MemoryStore::default());
+    let engines = [audited_engine(store.clone()), audited_engine(store.clone())];
+    submit_from_all(&engines, 4).await;
     let trail = AuditTrail::new(store.clone());
     let report = trail
         .verify(&engines[0], &Principal::system(), &"acme".into())
@@ -445,36 +454,9 @@ async fn two_processes_on_a_shared_server_refuse_no_submit() {
         );
         let mut engines = Vec::new();
         for _ in 0..2 {
-            let store = hive_store::open(&url).await.expect("open");
-            engines.push(
-                Hive::builder()
-                    .store(store.clone())
-                    .auditor(Arc::new(AuditTrail::new(store)))
-                    .config(HiveConfig {
-                        run_supervisor: false,
-                        ..HiveConfig::default()
-                    })
-                    .build()
-                    .expect("hive"),
-            );
+            engines.push(audited_engine(hive_store::open(&url).await.expect("open")));
         }
-        let mut handles = Vec::new();
-        for (n, hive) in engines.iter().enumerate() {
-            for u in 0..8 {
-                let hive = hive.clone();
-                handles.push(tokio::spawn(async move {
-                    let p = Principal::user("acme", format!("p{n}-u{u}"));
-                    for i in 0..25 {
-                        hive.submit(&p, TaskSpec::new("echo", json!(i)))
-                            .await
-                            .expect("no submit is refused");
-                    }
-                }));
-            }
-        }
-        for h in handles {
-            h.await.expect("task");
-        }
+        submit_from_all(&engines, 8).await;
         let store = hive_store::open(&url).await.expect("open");
         let report = AuditTrail::new(store)
             .verify(&engines[0], &Principal::system(), &"acme".into())
