@@ -15,7 +15,8 @@
 //!
 //! Run: `cargo run --release -p hive-bench -- --backend memory`
 //!
-//! `--workflows`, `--unacked` and `--audit-contention` measure other things
+//! `--workflows`, `--unacked`, `--audit-contention` and `--claim-spread`
+//! measure other things
 //! (see those modules).
 
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ use std::time::{Duration, Instant};
 mod acks;
 mod audit;
 mod baseline;
+mod claims;
 mod workflows;
 
 use clap::Parser;
@@ -94,6 +96,10 @@ struct Args {
     /// Duration of `--audit-contention`, in seconds.
     #[arg(long, default_value_t = 60)]
     seconds: u64,
+    /// Measure claims over many one-task queues: `--tasks` users (default
+    /// 1,000) with one task each, one node of `--capacity` (at most 100).
+    #[arg(long)]
+    claim_spread: bool,
     /// Internal: run as one child of `--audit-contention` on this store URL.
     #[arg(long, hide = true)]
     audit_child: Option<String>,
@@ -367,6 +373,9 @@ async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
     }
     if let Some(url) = &args.audit_child {
         return audit::child(url, args.submitters, args.seconds).await;
+    }
+    if args.claim_spread {
+        return claims::bench(&args).await;
     }
     if args.audit_contention {
         return audit::bench(&args).await;
