@@ -355,16 +355,6 @@ impl Backoff {
         d
     }
 
-    /// Like [`next_delay`](Self::next_delay), but within `deadline`: the delay
-    /// is cut to end at it, and `None` means the deadline has passed (give up).
-    pub fn next_delay_before(&mut self, deadline: tokio::time::Instant) -> Option<Duration> {
-        let left = deadline.checked_duration_since(tokio::time::Instant::now())?;
-        if left.is_zero() {
-            return None;
-        }
-        Some(self.next_delay().min(left))
-    }
-
     /// After a success: the next failure waits `initial` again.
     pub fn reset(&mut self) {
         self.next = self.initial;
@@ -542,17 +532,5 @@ mod tests {
         let mut low = Backoff::new(Duration::from_secs(1), Duration::ZERO);
         assert_eq!(low.next_delay(), Duration::from_secs(1));
         assert_eq!(low.next_delay(), Duration::from_secs(1));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn backoff_within_a_deadline_is_cut_to_it_then_gives_up() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(250);
-        let mut waited = Vec::new();
-        while let Some(d) = b.next_delay_before(deadline) {
-            waited.push(d.as_millis());
-            tokio::time::sleep(d).await;
-        }
-        assert_eq!(waited, vec![100, 150]);
     }
 }

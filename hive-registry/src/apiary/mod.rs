@@ -659,35 +659,19 @@ impl AgentRegistry for Apiary {
                     },
                 });
             }
+            // A refused blob is named as this agent's layer.
             let data = session.blob(&repo, descriptor).await.map_err(|e| match e {
-                ApiaryError::Verification {
-                    source:
-                        VerifyError::DigestMismatch {
-                            expected, actual, ..
-                        },
-                    ..
-                } => ApiaryError::Verification {
-                    reference: reference.to_string(),
-                    source: VerifyError::DigestMismatch {
-                        what: format!("layer {}", descriptor.digest),
-                        expected,
-                        actual,
-                    },
-                },
-                ApiaryError::Verification {
-                    source:
-                        VerifyError::SizeMismatch {
-                            expected, actual, ..
-                        },
-                    ..
-                } => ApiaryError::Verification {
-                    reference: reference.to_string(),
-                    source: VerifyError::SizeMismatch {
-                        what: format!("layer {}", descriptor.digest),
-                        expected,
-                        actual,
-                    },
-                },
+                ApiaryError::Verification { mut source, .. } => {
+                    if let VerifyError::DigestMismatch { what, .. }
+                    | VerifyError::SizeMismatch { what, .. } = &mut source
+                    {
+                        *what = format!("layer {}", descriptor.digest);
+                    }
+                    ApiaryError::Verification {
+                        reference: reference.to_string(),
+                        source,
+                    }
+                }
                 other => other,
             })?;
             layers.push(PulledLayer {

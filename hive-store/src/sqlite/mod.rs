@@ -256,17 +256,13 @@ impl SqliteStore {
             .map_err(|e| schema::open_error(&path, e))?;
         // Two processes opening a new file at once: switching it to WAL can
         // answer SQLITE_BUSY at once (the busy handler does not cover it), so
-        // retry until the connect timeout rather than fail the open; a file
-        // that stays locked longer is the error it answers.
-        let deadline = tokio::time::Instant::now() + options.connect_timeout;
+        // retry rather than fail the open; `connect` bounds the whole open by
+        // its timeout.
         let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(200));
         loop {
             match schema::prepare(&mut conn, &path).await {
-                Err(e @ Error::BackendUnavailable { .. }) => {
-                    match backoff.next_delay_before(deadline) {
-                        Some(delay) => tokio::time::sleep(delay).await,
-                        None => return Err(e),
-                    }
+                Err(Error::BackendUnavailable { .. }) => {
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
                 r => break r?,
             }
