@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 mod acks;
 mod audit;
 mod baseline;
+mod beats;
 mod claims;
 mod workflows;
 
@@ -100,6 +101,11 @@ struct Args {
     /// 1,000) with one task each, one node of `--capacity` (at most 100).
     #[arg(long)]
     claim_spread: bool,
+    /// Measure heartbeat storage and latency: `--tasks` (default 1,000)
+    /// running tasks on `--workers` nodes, each node beating once a second for
+    /// `--seconds`; a line per minute.
+    #[arg(long)]
+    heartbeats: bool,
     /// Internal: run as one child of `--audit-contention` on this store URL.
     #[arg(long, hide = true)]
     audit_child: Option<String>,
@@ -376,6 +382,9 @@ async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
     }
     if args.claim_spread {
         return claims::bench(&args).await;
+    }
+    if args.heartbeats {
+        return beats::bench(&args).await;
     }
     if args.audit_contention {
         return audit::bench(&args).await;

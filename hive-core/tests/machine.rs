@@ -381,6 +381,62 @@ fn a_report_from_another_node_is_forbidden_and_a_foreign_token_is_refused() {
 /// Issue 18, item 5: the first report wins. The same lease reporting success
 /// again with a different output gets the first answer and changes nothing.
 #[test]
+fn consecutive_heartbeats_of_a_lease_replace_one_stored_event() {
+    let id = TaskId::new();
+    let node = NodeId::new();
+    let s = spec(3);
+    let mut core = core_in(TaskState::Running, id, &s, node);
+    let t = token(&core, id);
+    let beat = |core: &mut TaskCore, n: i64| {
+        machine::apply(
+            core,
+            facts(id, &s),
+            Op::Heartbeat {
+                token: t,
+                node,
+                progress: Some(serde_json::json!(n)),
+            },
+            T0.saturating_add(Duration::from_secs(n as u64)),
+        )
+        .expect("a running lease beats")
+    };
+    let started = core.last_seq;
+    assert!(matches!(beat(&mut core, 1), Outcome::Appended(_)));
+    assert_eq!(core.last_seq, started + 1);
+    for n in 2..100 {
+        let Outcome::Replaced(EventKind::Heartbeat { progress, .. }) = beat(&mut core, n) else {
+            panic!("beat {n} appended instead of replacing");
+        };
+        assert_eq!(progress, Some(serde_json::json!(n)));
+    }
+    assert_eq!(core.last_seq, started + 1, "99 beats, one stored event");
+    let lease = core.lease.as_ref().expect("running");
+    assert_eq!(
+        lease.last_heartbeat,
+        T0.saturating_add(Duration::from_secs(99))
+    );
+    // A log line ends the run: the next beat is a new event, then coalesces.
+    machine::apply(
+        &mut core,
+        facts(id, &s),
+        Op::Log {
+            token: t,
+            node,
+            stream: "stdout".into(),
+            line: "x".into(),
+        },
+        T0,
+    )
+    .expect("log");
+    assert!(matches!(beat(&mut core, 100), Outcome::Appended(_)));
+    assert!(matches!(beat(&mut core, 101), Outcome::Replaced(_)));
+    assert_eq!(core.last_seq, started + 3);
+    // A new attempt's first beat is its own event.
+    machine::apply(&mut core, facts(id, &s), Op::LosePlacement { node }, T0).expect("lose");
+    assert!(!core.lease.as_ref().is_some_and(|l| l.beat_is_last));
+}
+
+#[test]
 fn a_repeated_report_with_a_different_output_gets_the_first_answer() {
     let id = TaskId::new();
     let node = NodeId::new();
@@ -543,6 +599,16 @@ proptest! {
                         tokens.push(LeaseToken { task: id, attempt: l.attempt, lease: l.id });
                     }
                     events.push((core.last_seq, ev));
+                }
+                Ok(Outcome::Replaced(ev)) => {
+                    // A heartbeat right after a heartbeat of the same lease
+                    // takes its place: same seq, still running.
+                    prop_assert!(matches!(ev, EventKind::Heartbeat { .. }), "only heartbeats coalesce: {:?}", ev);
+                    prop_assert_eq!(core.last_seq, before.last_seq);
+                    prop_assert_eq!(core.state, TaskState::Running);
+                    let last = events.last_mut().expect("a heartbeat follows an event");
+                    prop_assert!(matches!(last.1, EventKind::Heartbeat { .. }), "replaces a heartbeat, not {:?}", last.1);
+                    last.1 = ev;
                 }
                 Ok(Outcome::Duplicate { seq, state }) => {
                     // The first answer again: the seq and the state that report

@@ -83,6 +83,10 @@ pub struct TaskSubscription {
     hive: Hive,
     task: TaskId,
     replay: Replay<TaskEvent>,
+    /// The last event handed out, while it is a heartbeat: the store may
+    /// replace it in place (same seq, later beat), and the newer one is handed
+    /// out again.
+    beat: Option<TaskEvent>,
 }
 
 impl TaskSubscription {
@@ -91,7 +95,37 @@ impl TaskSubscription {
             hive,
             task,
             replay: Replay::new(after),
+            beat: None,
         }
+    }
+
+    /// The next buffered event, remembering it while it is a heartbeat.
+    fn pop(&mut self) -> Option<TaskEvent> {
+        let ev = self.replay.pop()?;
+        self.beat = matches!(ev.kind, crate::task::EventKind::Heartbeat { .. }).then(|| ev.clone());
+        Some(ev)
+    }
+
+    /// Reads what follows the position; when the last event handed out is a
+    /// heartbeat, reads it again too and keeps it only if a later beat took
+    /// its place.
+    async fn read_more(&mut self) -> Result<()> {
+        let after = self.replay.after;
+        let again = self
+            .beat
+            .as_ref()
+            .is_some_and(|b| b.seq == after && after > 0);
+        let from = if again { after - 1 } else { after };
+        let mut events = self.hive.store().read_events(self.task, from, PAGE).await?;
+        if again
+            && let Some(first) = events.first()
+            && first.seq == after
+            && Some(first) == self.beat.as_ref()
+        {
+            events.remove(0);
+        }
+        self.replay.buffer.extend(events);
+        Ok(())
     }
 
     /// The task.
@@ -108,17 +142,17 @@ impl TaskSubscription {
     /// unreachable) leaves the subscription usable: call again to retry.
     pub async fn next(&mut self) -> Option<Result<TaskEvent>> {
         loop {
-            if let Some(ev) = self.replay.pop() {
+            if let Some(ev) = self.pop() {
                 return Some(Ok(ev));
             }
             if self.replay.done {
                 return None;
             }
             let after = self.replay.after;
-            let store = self.hive.store();
-            match store.read_events(self.task, after, PAGE).await {
-                Ok(events) if !events.is_empty() => self.replay.buffer.extend(events),
-                Ok(_) => {
+            match self.read_more().await {
+                Ok(()) if !self.replay.buffer.is_empty() => {}
+                Ok(()) => {
+                    let store = self.hive.store();
                     if self.hive.is_shut_down() {
                         return Some(Err(crate::Error::Shutdown));
                     }
@@ -150,7 +184,12 @@ impl TaskSubscription {
             Err(e) => return Some(Err(e)),
         };
         let mut out = vec![first];
-        self.replay.drain_into(&mut out, max);
+        while out.len() < max {
+            match self.pop() {
+                Some(ev) => out.push(ev),
+                None => break,
+            }
+        }
         Some(Ok(out))
     }
 

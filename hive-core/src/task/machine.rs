@@ -13,7 +13,7 @@
 //! |-----------------|-------------------------------|----------------------------------------|-------|
 //! | `Schedule`      | Pending (available)           | Scheduled                              | `Scheduled` |
 //! | `Start`         | Scheduled (own lease)         | Running                                | `Started` |
-//! | `Heartbeat`     | Running (own lease)           | Running                                | `Heartbeat` |
+//! | `Heartbeat`     | Running (own lease)           | Running                                | `Heartbeat` (replaces the last one if it was this lease's heartbeat) |
 //! | `Log`           | Scheduled, Running (own lease)| unchanged                              | `Log` |
 //! | `Succeed`       | Running (own lease)           | Succeeded                              | `Succeeded` |
 //! | `Fail`          | Scheduled, Running (own lease)| Pending (retry) or Failed              | `AttemptFailed` / `Failed` |
@@ -66,6 +66,11 @@ pub struct Lease {
     pub started_at: Option<Timestamp>,
     /// The last sign of life of the attempt.
     pub last_heartbeat: Timestamp,
+    /// The task's last stored event is this lease's heartbeat: the next
+    /// heartbeat replaces it ([`Outcome::Replaced`]) instead of appending one,
+    /// so a task stores O(attempts + log lines) events however often it beats.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub beat_is_last: bool,
 }
 
 /// What kind of report was accepted last, to recognise duplicates.
@@ -288,6 +293,10 @@ impl Op {
 pub enum Outcome {
     /// The transition happened; append this event with seq `core.last_seq`.
     Appended(EventKind),
+    /// A heartbeat after a heartbeat of the same lease: store this event in
+    /// place of the one at `core.last_seq` (same seq, new time and progress),
+    /// wake the task's subscribers, add nothing to the tenant's feed.
+    Replaced(EventKind),
     /// The same report was accepted before: answer with its acknowledgement,
     /// append nothing.
     Duplicate {
@@ -329,6 +338,7 @@ pub fn apply(core: &mut TaskCore, facts: TaskFacts<'_>, op: Op, now: Timestamp) 
                 granted_at: now,
                 started_at: None,
                 last_heartbeat: now,
+                beat_is_last: false,
             });
             core.node = Some(node);
             core.state = TaskState::Scheduled;
@@ -357,15 +367,21 @@ pub fn apply(core: &mut TaskCore, facts: TaskFacts<'_>, op: Op, now: Timestamp) 
             if core.state != TaskState::Running {
                 return Err(invalid(core.state));
             }
-            core.lease
-                .as_mut()
-                .expect("checked by check_lease")
-                .last_heartbeat = now;
-            EventKind::Heartbeat {
+            let lease = core.lease.as_mut().expect("checked by check_lease");
+            lease.last_heartbeat = now;
+            let event = EventKind::Heartbeat {
                 node,
                 attempt: token.attempt,
                 progress,
+            };
+            if lease.beat_is_last {
+                // Coalesce: the stored heartbeat at `last_seq` takes this one's
+                // progress and time; no new seq, no feed entry.
+                core.updated_at = now;
+                return Ok(Outcome::Replaced(event));
             }
+            lease.beat_is_last = true;
+            event
         }
         Op::Log {
             token,
@@ -481,6 +497,11 @@ pub fn apply(core: &mut TaskCore, facts: TaskFacts<'_>, op: Op, now: Timestamp) 
             EventKind::Cancelled { by, reason }
         }
     };
+    if !matches!(event, EventKind::Heartbeat { .. })
+        && let Some(lease) = core.lease.as_mut()
+    {
+        lease.beat_is_last = false;
+    }
     core.last_seq += 1;
     core.updated_at = now;
     Ok(Outcome::Appended(event))

@@ -94,6 +94,7 @@ macro_rules! conformance_tests {
             lost_node_leases_are_reclaimed_within_three_intervals,
             removed_node_leases_are_requeued_at_once,
             logs_and_progress_are_events,
+            heartbeats_coalesce_in_storage_and_every_beat_reaches_live_subscribers,
             batch_items_fail_independently,
             concurrent_reports_have_exactly_one_winner,
             get_tasks_reads_many_in_order,

@@ -524,3 +524,91 @@ pub async fn concurrent_reports_have_exactly_one_winner(store: Arc<dyn Store>) {
     }
     let _ = AllowAll;
 }
+
+/// Issue 11, item 12: consecutive heartbeats of an attempt are stored as one
+/// event (the latest beat, in place), so a task's stored events grow with its
+/// attempts and log lines, not its beats; the tenant's feed gets one entry per
+/// run of beats; a live subscriber (on another `Hive`) still sees every beat,
+/// and a replay shows the latest one.
+pub async fn heartbeats_coalesce_in_storage_and_every_beat_reaches_live_subscribers(
+    store: Arc<dyn Store>,
+) {
+    let h = Harness::new(store.clone());
+    let other = Harness::new(store.clone());
+    let (node, w) = h.system_node(4).await;
+    let tenant = alice().tenant.clone();
+    let feed_before = store.read_feed(&tenant, 0, 100_000).await.unwrap().len();
+    let s = h.hive.submit(&alice(), spec("echo")).await.unwrap();
+    let c = h.claim(&w, node, 1, true).await.remove(0);
+    let mut sub = other.hive.subscribe(&alice(), s.id, 3).await.unwrap();
+    let beat = |n: u64| {
+        let hive = h.hive.clone();
+        let w = w.clone();
+        async move {
+            hive.heartbeat(&w, vec![(c.token, Some(json!({ "n": n })))])
+                .await
+                .unwrap()
+                .remove(0)
+                .unwrap()
+        }
+    };
+    let progress = |ev: &TaskEvent| match &ev.kind {
+        EventKind::Heartbeat { progress, .. } => progress.clone(),
+        other => panic!("expected a heartbeat, got {other:?}"),
+    };
+    for n in 1..=50 {
+        h.clock.advance(Duration::from_millis(5));
+        let ack = beat(n).await;
+        assert_eq!(ack.seq, 4, "beat {n} keeps the seq of the first");
+        let ev = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("a live subscriber sees every beat")
+            .expect("not ended")
+            .unwrap();
+        assert_eq!((ev.seq, progress(&ev)), (4, Some(json!({ "n": n }))));
+    }
+    let events = h.events(s.id).await;
+    assert_eq!(events.len(), 4, "50 beats, one stored event: {events:?}");
+    assert_eq!(progress(&events[3]), Some(json!({"n": 50})));
+    assert_eq!(h.hive.get_task(&alice(), s.id).await.unwrap().last_seq, 4);
+    // A log line ends the run; the next beats are one new event.
+    h.hive.log(&w, c.token, "stdout", "half way").await.unwrap();
+    for n in 51..=60 {
+        assert_eq!(beat(n).await.seq, 6);
+    }
+    h.hive
+        .report_success(&w, c.token, json!("done"))
+        .await
+        .unwrap();
+    let events = h.events(s.id).await;
+    assert_eq!(events.len(), 7);
+    assert_event_contract(&events);
+    assert_eq!(progress(&events[5]), Some(json!({"n": 60})));
+    // The live subscription ends after handing out what followed, once each.
+    let rest = tokio::time::timeout(Duration::from_secs(10), sub.collect())
+        .await
+        .expect("ends")
+        .unwrap();
+    let seqs: Vec<u64> = rest.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs.first(), Some(&5));
+    assert_eq!(seqs.last(), Some(&7));
+    assert_eq!(rest.last().map(|e| e.kind.name()), Some("succeeded"));
+    // A replay shows the latest beat of each run.
+    let replay = other
+        .hive
+        .subscribe(&alice(), s.id, 0)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(replay, events);
+    // The feed: one entry per stored event, none per replaced beat.
+    let feed = store.read_feed(&tenant, 0, 100_000).await.unwrap();
+    let mine: Vec<u64> = feed[feed_before..]
+        .iter()
+        .filter(|f| f.event.task == s.id)
+        .map(|f| f.event.seq)
+        .collect();
+    assert_eq!(mine, (1..=7).collect::<Vec<_>>());
+}

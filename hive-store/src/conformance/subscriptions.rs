@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hive_core::store::Store;
-use hive_core::task::TaskSpec;
+use hive_core::task::{EventKind, TaskEvent, TaskSpec};
 use hive_core::{Principal, TaskError};
 use serde_json::json;
 
@@ -132,10 +132,11 @@ pub async fn task_subscription_calls_in_any_order_hand_out_each_event_once(store
             .id;
         let mut sub = other.hive.subscribe(&p, id, 0).await.unwrap();
         let lease = h.claim(&w, node, 1, true).await.remove(0).token;
-        let mut seen: Vec<u64> = Vec::new();
+        let mut seen: Vec<TaskEvent> = Vec::new();
+        let distinct = |seen: &[TaskEvent]| seen.last().map_or(0, |e| e.seq as usize);
         for step in 0..40 {
             let stored = h.events(id).await.len();
-            let pending = stored - seen.len();
+            let pending = stored - distinct(&seen);
             match rng.below(4) {
                 0 => {
                     for i in 0..1 + rng.below(40) {
@@ -151,7 +152,7 @@ pub async fn task_subscription_calls_in_any_order_hand_out_each_event_once(store
                         .expect("next waited")
                         .expect("not ended")
                         .unwrap();
-                    seen.push(ev.seq);
+                    seen.push(ev);
                 }
                 2 if pending > 0 => {
                     let max = 1 + rng.below(50) as usize;
@@ -161,7 +162,7 @@ pub async fn task_subscription_calls_in_any_order_hand_out_each_event_once(store
                         .expect("not ended")
                         .unwrap();
                     assert!(batch.len() <= max);
-                    seen.extend(batch.iter().map(|e| e.seq));
+                    seen.extend(batch);
                 }
                 _ => {
                     h.hive
@@ -172,7 +173,7 @@ pub async fn task_subscription_calls_in_any_order_hand_out_each_event_once(store
                         .unwrap();
                 }
             }
-            assert_eq!(sub.position(), seen.last().copied().unwrap_or(0));
+            assert_eq!(sub.position(), distinct(&seen) as u64);
         }
         if rng.below(2) == 0 {
             h.hive
@@ -189,10 +190,31 @@ pub async fn task_subscription_calls_in_any_order_hand_out_each_event_once(store
             .await
             .expect("the subscription ends")
         {
-            seen.extend(batch.unwrap().iter().map(|e| e.seq));
+            seen.extend(batch.unwrap());
         }
-        let last = h.events(id).await.len() as u64;
-        assert_eq!(seen, (1..=last).collect::<Vec<_>>(), "seed {seed}");
+        // Every stored event once, in order; a heartbeat again (same seq) only
+        // when a later beat replaced it, and the last copy is what is stored.
+        let stored = h.events(id).await;
+        let mut last_copy: Vec<TaskEvent> = Vec::new();
+        for ev in seen {
+            match last_copy.last_mut() {
+                Some(prev) if prev.seq == ev.seq => {
+                    assert!(
+                        matches!(ev.kind, EventKind::Heartbeat { .. }) && *prev != ev,
+                        "seed {seed}: only a replaced heartbeat comes again: {prev:?} then {ev:?}"
+                    );
+                    *prev = ev;
+                }
+                _ => last_copy.push(ev),
+            }
+        }
+        let seqs: Vec<u64> = last_copy.iter().map(|e| e.seq).collect();
+        assert_eq!(
+            seqs,
+            (1..=stored.len() as u64).collect::<Vec<_>>(),
+            "seed {seed}"
+        );
+        assert_eq!(last_copy, stored, "seed {seed}");
     }
 }
 

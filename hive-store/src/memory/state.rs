@@ -349,6 +349,40 @@ impl State {
                     requeued_now: false,
                 });
             }
+            Outcome::Replaced(kind) => {
+                // A heartbeat after a heartbeat: the stored one takes its place.
+                let seq = rec.core.last_seq;
+                let slot = usize::try_from(seq)
+                    .ok()
+                    .and_then(|s| s.checked_sub(1))
+                    .and_then(|s| rec.events.get_mut(s))
+                    .ok_or_else(|| Error::Backend {
+                        message: format!("task {id}: no stored event at seq {seq} to replace"),
+                        source: None,
+                    })?;
+                *slot = Arc::new(TaskEvent {
+                    task: id,
+                    tenant: rec.owner.tenant.clone(),
+                    seq,
+                    at: now,
+                    kind,
+                });
+                let deadline = machine::deadline(&rec.core, rec.facts(id)).map(|(at, _)| at);
+                if deadline != rec.deadline {
+                    self.deadlines.moved(id, rec.deadline, deadline);
+                    rec.deadline = deadline;
+                }
+                for w in rec.waiters.drain(..) {
+                    let _ = w.send(());
+                }
+                return Ok(Applied {
+                    ack: Ack {
+                        seq,
+                        state: rec.core.state,
+                    },
+                    requeued_now: false,
+                });
+            }
             Outcome::Appended(kind) => kind,
         };
         let state = rec.core.state;

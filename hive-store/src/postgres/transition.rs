@@ -86,6 +86,8 @@ pub(super) struct Transitions {
     tasks: Vec<Loaded>,
     index: FxHashMap<TaskId, usize>,
     events: Vec<NewEvent>,
+    /// Stored heartbeats replaced by a later beat (see [`Outcome::Replaced`]).
+    replaced: Vec<NewEvent>,
     /// What the commit tells the waiters.
     pub(super) signal: Signal,
 }
@@ -123,6 +125,30 @@ impl Transitions {
         let was_pending = t.core.state == TaskState::Pending;
         let kind = match machine::apply(&mut t.core, facts, op, now)? {
             Outcome::Duplicate { seq, state } => return Ok(Ack { seq, state }),
+            Outcome::Replaced(kind) => {
+                t.changed = true;
+                let (task, seq) = (t.id, t.core.last_seq);
+                let ack = Ack {
+                    seq,
+                    state: t.core.state,
+                };
+                self.signal.task(task);
+                // Appended by this transaction? Then it is not stored yet.
+                let slot = self.events.iter_mut().rev().find(|e| e.task == task);
+                match slot {
+                    Some(e) if e.seq == seq => e.kind = kind,
+                    _ => match self.replaced.iter_mut().find(|e| e.task == task) {
+                        Some(e) => e.kind = kind,
+                        None => self.replaced.push(NewEvent {
+                            task,
+                            seq,
+                            tenant: i,
+                            kind,
+                        }),
+                    },
+                }
+                return Ok(ack);
+            }
             Outcome::Appended(kind) => kind,
         };
         t.changed = true;
@@ -157,7 +183,7 @@ impl Transitions {
         now: Timestamp,
         seen: &[String],
     ) -> Result<bool> {
-        if self.events.is_empty() {
+        if self.events.is_empty() && self.replaced.is_empty() {
             return Ok(false);
         }
         let changed: Vec<&Loaded> = self.tasks.iter().filter(|t| t.changed).collect();
@@ -198,6 +224,15 @@ impl Transitions {
             ev_kinds.push(codec::encode_event(&e.kind)?);
             ev_terminal.push(e.kind.is_terminal());
         }
+        let r = self.replaced.len();
+        let mut rep_tasks = Vec::with_capacity(r);
+        let mut rep_seqs = Vec::with_capacity(r);
+        let mut rep_kinds = Vec::with_capacity(r);
+        for e in &self.replaced {
+            rep_tasks.push(e.task.to_string());
+            rep_seqs.push(codec::big(e.seq));
+            rep_kinds.push(codec::encode_event(&e.kind)?);
+        }
         sqlx::query(PERSIST)
             .bind(ids)
             .bind(states)
@@ -216,6 +251,9 @@ impl Transitions {
             .bind(channel)
             .bind(self.signal.payload())
             .bind(seen)
+            .bind(rep_tasks)
+            .bind(rep_seqs)
+            .bind(rep_kinds)
             .execute(conn)
             .await
             .map_err(|e| db("store transitions", e))?;
@@ -224,7 +262,7 @@ impl Transitions {
 }
 
 /// The new cores (`u`, written by `upd`), the nodes' sign of life (`seen`),
-/// the events (`ev`), the feed heads
+/// the replaced heartbeats (`rep`), the events (`ev`), the feed heads
 /// moved by the number of events per tenant (`heads`: the row lock orders
 /// appends by commit), the notification (`note`, sent at commit), then the
 /// events with their cursors.
@@ -260,6 +298,13 @@ WITH u AS (
     SELECT tenant, n FROM counts ORDER BY tenant
     ON CONFLICT (tenant) DO UPDATE SET head = f.head + EXCLUDED.head
     RETURNING f.tenant, f.head
+), rep AS (
+    -- Coalesced heartbeats: the stored event takes the new beat's time and
+    -- progress in place; no feed cursor, so no feed-head lock.
+    UPDATE task_events e SET at = $14, kind = r.kind::json
+    FROM UNNEST($18::text[], $19::int8[], $20::text[]) AS r(task, seq, kind)
+    WHERE e.task = r.task::uuid AND e.seq = r.seq
+    RETURNING 1
 ), note AS (
     SELECT pg_notify($15, $16) WHERE $16::text IS NOT NULL
 )

@@ -270,6 +270,8 @@ const INLINE_PART: u8 = 8;
 /// In the state byte: some of report, output and error are in their own
 /// fields (without it, those fields are not read: see `CLAIM_PREPARE`).
 pub(super) const APART: u8 = 64;
+/// The trailing byte of `c` when the lease's last event is its heartbeat.
+const BEAT_IS_LAST: u8 = 1;
 
 /// A core as stored: `c` (binary: state, attempt, seq, times, node, avoided
 /// node, lease), `r` (binary: the last accepted report), `o` (output JSON),
@@ -384,6 +386,11 @@ impl CoreFields {
         if parts.iter().any(|p| !p.is_empty()) {
             c[1] |= APART;
         }
+        // The lease's `beat_is_last`, as a trailing byte after everything
+        // else (absent: false), so cores stored before it decode unchanged.
+        if lease.is_some_and(|l| l.beat_is_last) {
+            c.push(BEAT_IS_LAST);
+        }
         let [r, o, err] = parts;
         Ok(CoreFields { c, r, o, err })
     }
@@ -454,6 +461,7 @@ pub(super) fn core_from(
             granted_at: Timestamp::from_millis(granted),
             started_at: started.map(Timestamp::from_millis),
             last_heartbeat: Timestamp::from_millis(hb),
+            beat_is_last: false,
         })
     } else {
         if flags & (F_LEASE_NODE | F_STARTED | F_LEASE_ATTEMPT) != 0 {
@@ -473,7 +481,12 @@ pub(super) fn core_from(
             *slot = Some(part);
         }
     }
-    rd.end()?;
+    let beat_is_last = match rd.bytes {
+        [] => false,
+        [BEAT_IS_LAST] if lease.is_some() => true,
+        _ => return Err(rd.bad()),
+    };
+    let lease = lease.map(|l| Lease { beat_is_last, ..l });
     let [ri, oi, erri] = inline;
     let (r, o, err) = if state_byte & APART != 0 {
         (ri.or(r), oi.or(o), erri.or(err))
@@ -601,6 +614,7 @@ mod tests {
             granted_at: t(1_795_598_890_000),
             started_at: Some(t(1_795_598_890_005)),
             last_heartbeat: t(1_795_598_898_000),
+            beat_is_last: true,
         });
         let mut odd = leased.clone();
         if let Some(l) = odd.lease.as_mut() {
@@ -609,6 +623,7 @@ mod tests {
             l.started_at = None;
             l.granted_at = t(i64::MIN);
             l.last_heartbeat = t(i64::MAX);
+            l.beat_is_last = false;
         }
         odd.available_at = t(-5);
         odd.updated_at = t(i64::MAX);
@@ -662,7 +677,13 @@ mod tests {
     #[test]
     fn malformed_cores_are_errors_not_panics() {
         let f = CoreFields::of(&cores()[1]).unwrap();
-        for n in 0..f.c.len() {
+        // The last byte is the optional `beat_is_last` trailer: without it the
+        // core is whole, with the beat unset.
+        let n = f.c.len() - 1;
+        assert_eq!(f.c[n], BEAT_IS_LAST);
+        let cut = core_from(&f.c[..n], None, None, None).unwrap();
+        assert!(!cut.lease.unwrap().beat_is_last);
+        for n in 0..n {
             assert!(
                 core_from(&f.c[..n], None, None, None).is_err(),
                 "cut at {n}"
@@ -671,6 +692,12 @@ mod tests {
         let mut long = f.c.clone();
         long.push(0);
         assert!(core_from(&long, None, None, None).is_err());
+        let mut unleased = CoreFields::of(&cores()[0]).unwrap().c;
+        unleased.push(BEAT_IS_LAST);
+        assert!(
+            core_from(&unleased, None, None, None).is_err(),
+            "a beat without a lease"
+        );
         assert!(core_from(&[0x40, 0, 0, 0, 0, 0], None, None, None).is_err());
         assert!(core_from(&[0, 9, 0, 0, 0, 0], None, None, None).is_err());
         assert!(

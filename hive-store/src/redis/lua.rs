@@ -174,17 +174,17 @@ end
 --   lease (`{lease id} {node}`, or just the id for the claiming node in a
 --   claim; '' none),
 --   then the count of the task hash fields that change and their (field,
---   value) pairs — a negative count -n: n pairs, then the count and (field,
+--   value) pairs — a negative count -1-n: n pairs, then the count and (field,
 --   value) pairs of the side hash (long values, see `codec.rs`) — and the
 --   event count (negative when the last event is terminal) with per event:
 --   field (`e{seq}`), value (`{at} {kind}`), feed entry (`{task} {seq} {at}
---   {kind}`). Rust builds the strings, and leaves out what does not change:
+--   {kind}`, or '' for a heartbeat replaced in place). Rust builds the strings, and leaves out what does not change:
 --   every argument and every string a script makes costs the server.
 local function rec_end(i)
   local nf = tonumber(ARGV[i + 9])
   local j
   if nf < 0 then
-    j = i + 10 - 2 * nf
+    j = i + 10 + 2 * (-1 - nf)
     j = j + 1 + 2 * tonumber(ARGV[j])
   else
     j = i + 10 + 2 * nf
@@ -261,9 +261,11 @@ local function commit_one(i)
     add('HSET', key('nl:', LEASE_NODE), id, nl)
   end
   local nf = tonumber(ARGV[i + 9])
+  local np = nf
+  if nf < 0 then np = -1 - nf end
   local j = i + 10
-  for k = j, j + 2 * math.abs(nf) - 1 do fields[#fields + 1] = ARGV[k] end
-  j = j + 2 * math.abs(nf)
+  for k = j, j + 2 * np - 1 do fields[#fields + 1] = ARGV[k] end
+  j = j + 2 * np
   if nf < 0 then
     local ns = tonumber(ARGV[j])
     if ns > 0 then writes[#writes + 1] = {'HSET', P .. 'tx:' .. id, {unpack(ARGV, j + 1, j + 2 * ns)}} end
@@ -276,7 +278,8 @@ local function commit_one(i)
   for k = j + 1, j + 3 * nev, 3 do
     fields[#fields + 1] = ARGV[k]
     fields[#fields + 1] = ARGV[k + 1]
-    c = feed_push(et, ARGV[k + 2])
+    -- '' = a heartbeat replaced in place: it keeps its feed entry.
+    if ARGV[k + 2] ~= '' then c = feed_push(et, ARGV[k + 2]) end
   end
   if term then add('ZADD', key('term:', et), c, id) end
   writes[#writes + 1] = {'HSET', tk, fields}

@@ -112,7 +112,9 @@ impl RedisStore {
                 for (i, op) in ops {
                     let (r, event) = decide(*id, &mut task, op.clone(), now);
                     results.push((*i, r));
-                    events.extend(event);
+                    if let Some(e) = event {
+                        NewEvent::push(&mut events, e);
+                    }
                 }
                 if events.is_empty() && cached {
                     // Nothing to compare-and-set: decide again on a fresh read.

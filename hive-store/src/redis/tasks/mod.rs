@@ -186,7 +186,12 @@ impl CoreCache {
 
     pub(super) fn put(&self, id: TaskId, task: Loaded) {
         let mut map = self.0.lock();
-        if task.core.state.is_terminal() {
+        // A core whose last event is a heartbeat is not kept: the next beat
+        // (from any process) replaces that event without moving `seq`, which
+        // the compare-and-set would not notice. A cached core is therefore
+        // always one that no commit can change without moving `seq`.
+        if task.core.state.is_terminal() || task.core.lease.as_ref().is_some_and(|l| l.beat_is_last)
+        {
             map.remove(&id);
             return;
         }
@@ -357,7 +362,7 @@ pub(super) struct Change {
     et: String,
     old: TaskCore,
     core: TaskCore,
-    pub(super) events: Vec<(u64, String, bool)>,
+    pub(super) events: Vec<NewEvent>,
     queue: QueueMove,
     pub(super) deadline: Option<Option<Timestamp>>,
     old_lease_node: Option<NodeId>,
@@ -370,7 +375,7 @@ impl Change {
         id: TaskId,
         task: &Loaded,
         old: &TaskCore,
-        events: Vec<(u64, String, bool)>,
+        events: Vec<NewEvent>,
         now: Timestamp,
     ) -> Change {
         let new = &task.core;
@@ -445,11 +450,17 @@ impl Change {
         let at = now.as_millis();
         let mut events = Vec::with_capacity(self.events.len());
         let mut term = false;
-        for (s, kind, terminal) in &self.events {
-            term |= *terminal;
+        for e in &self.events {
+            let (s, kind) = (e.seq, &e.text);
+            term |= e.terminal;
             let field = format!("e{s}");
             let value = format!("{at} {kind}");
-            let feed = format!("{id} {s} {at} {kind}");
+            // A replaced heartbeat keeps the feed entry of the beat it replaces.
+            let feed = if e.in_feed {
+                format!("{id} {s} {at} {kind}")
+            } else {
+                String::new()
+            };
             let value = if value.len() <= INLINE_MAX {
                 value
             } else {
@@ -478,7 +489,8 @@ impl Change {
         if side.is_empty() {
             inv.arg(main.len());
         } else {
-            inv.arg(-(main.len() as i64));
+            // Negative when side fields follow: -1 - n (n may be 0).
+            inv.arg(-1 - main.len() as i64);
         }
         for (f, v) in &main {
             inv.arg(f).arg(v);
@@ -498,31 +510,63 @@ impl Change {
     }
 }
 
+/// An event to store with a commit.
+#[derive(Debug)]
+pub(super) struct NewEvent {
+    /// Its seq (a replaced heartbeat's is the seq it replaces).
+    pub(super) seq: u64,
+    /// The kind as stored (`codec::kind_text`).
+    pub(super) text: String,
+    /// A terminal kind.
+    pub(super) terminal: bool,
+    /// Appended (it takes a feed cursor), not a heartbeat replaced in place.
+    pub(super) in_feed: bool,
+}
+
+impl NewEvent {
+    /// Adds `e` to `events`: a replaced heartbeat whose seq was appended by
+    /// the same commit takes that event's place (keeping its feed entry).
+    pub(super) fn push(events: &mut Vec<NewEvent>, e: NewEvent) {
+        match events.last_mut() {
+            Some(last) if last.seq == e.seq => last.text = e.text,
+            _ => events.push(e),
+        }
+    }
+}
+
 /// Runs one op on a loaded task; returns the answer and, when something was
-/// appended, the event to store.
+/// appended or replaced, the event to store.
 pub(super) fn decide(
     id: TaskId,
     task: &mut Loaded,
     op: Op,
     now: Timestamp,
-) -> (Result<Ack>, Option<(u64, String, bool)>) {
+) -> (Result<Ack>, Option<NewEvent>) {
     let facts = TaskFacts {
         id,
         created_at: task.created,
         spec: &task.spec,
     };
-    match machine::apply(&mut task.core, facts, op, now) {
-        Ok(Outcome::Appended(kind)) => {
-            let ack = Ack {
-                seq: task.core.last_seq,
-                state: task.core.state,
-            };
-            match kind_text(&kind) {
-                Ok(text) => (Ok(ack), Some((ack.seq, text, kind.is_terminal()))),
-                Err(e) => (Err(e), None),
-            }
-        }
-        Ok(Outcome::Duplicate { seq, state }) => (Ok(Ack { seq, state }), None),
+    let (kind, in_feed) = match machine::apply(&mut task.core, facts, op, now) {
+        Ok(Outcome::Duplicate { seq, state }) => return (Ok(Ack { seq, state }), None),
+        Ok(Outcome::Appended(kind)) => (kind, true),
+        Ok(Outcome::Replaced(kind)) => (kind, false),
+        Err(e) => return (Err(e), None),
+    };
+    let ack = Ack {
+        seq: task.core.last_seq,
+        state: task.core.state,
+    };
+    match kind_text(&kind) {
+        Ok(text) => (
+            Ok(ack),
+            Some(NewEvent {
+                seq: ack.seq,
+                text,
+                terminal: kind.is_terminal(),
+                in_feed,
+            }),
+        ),
         Err(e) => (Err(e), None),
     }
 }
@@ -619,6 +663,103 @@ mod tests {
             tenant: tenant.into(),
             principal: principal.into(),
         }
+    }
+
+    /// A heartbeat replaced in place does not move `seq`, the version the
+    /// compare-and-set checks. A store must therefore never start a transition
+    /// from a cached core whose last event is a heartbeat: another store may
+    /// have replaced that beat since, and the cached (older) sign of life would
+    /// be written back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_beat_replaced_by_another_store_is_not_undone_by_a_cached_core() {
+        use hive_core::node::{Node, NodeSpec, NodeStatus};
+        use hive_core::scheduler::FairScheduler;
+        use hive_core::store::{ClaimRequest, Command};
+        use hive_core::task::machine::Op;
+        use hive_core::{EventKind, NodeId};
+        use std::time::Duration;
+
+        let Some(url) = redis_url() else { return };
+        let options = OpenOptions {
+            prefix: format!("hive_unit_{:016x}", TaskId::new().as_u128() as u64),
+            ..OpenOptions::default()
+        };
+        let a = RedisStore::connect(&url, &options)
+            .await
+            .expect("connect a");
+        let b = RedisStore::connect(&url, &options)
+            .await
+            .expect("connect b");
+        let t0 = Timestamp::from_millis(1_700_000_000_000);
+        let at = |s: u64| t0.saturating_add(Duration::from_secs(s));
+        let n = NodeId::new();
+        a.register_node(Node {
+            id: n,
+            spec: NodeSpec::system("n", 4),
+            status: NodeStatus::Ready,
+            in_flight: 0,
+            registered_at: t0,
+            last_seen: t0,
+        })
+        .await
+        .unwrap();
+        let id = TaskId::new();
+        let spec = Arc::new(TaskSpec::new("echo", serde_json::json!(1)));
+        let new = NewTask {
+            id,
+            owner: owner("acme", "alice"),
+            spec,
+        };
+        a.submit(vec![new], t0).await.unwrap();
+        let scheduler = FairScheduler::default();
+        let request = ClaimRequest {
+            node: n,
+            max: 1,
+            agents: &[],
+            start: true,
+            scheduler: &scheduler,
+            now: t0,
+        };
+        let token = a.claim(request).await.unwrap().tasks.remove(0).token;
+        let beat = |s: u64| Command {
+            task: id,
+            op: Op::Heartbeat {
+                token,
+                node: n,
+                progress: Some(serde_json::json!(s)),
+            },
+        };
+        // A appends the first beat (and so has seen the core at that seq)…
+        let ack = a.apply(vec![beat(1)], at(1)).await.unwrap().remove(0);
+        assert_eq!(ack.unwrap().seq, 4);
+        // …B replaces it twice, the seq stays…
+        for s in [10, 20] {
+            let ack = b.apply(vec![beat(s)], at(s)).await.unwrap().remove(0);
+            assert_eq!(ack.unwrap().seq, 4);
+        }
+        // …and A's next transition starts from the stored core, not its own.
+        let log = Command {
+            task: id,
+            op: Op::Log {
+                token,
+                node: n,
+                stream: "stdout".into(),
+                line: "still here".into(),
+            },
+        };
+        let ack = a.apply(vec![log], at(21)).await.unwrap().remove(0);
+        assert_eq!(ack.unwrap().seq, 5);
+        let stored = b.load(&[id]).await.unwrap().remove(0).expect("stored");
+        let lease = stored.core.lease.expect("running");
+        assert_eq!(lease.last_heartbeat, at(20), "B's last beat is kept");
+        assert!(!lease.beat_is_last, "a log line followed it");
+        let events = b.read_events(id, 0, 100).await.unwrap();
+        assert_eq!(events.len(), 5);
+        assert_eq!((events[3].at, events[4].at), (at(20), at(21)));
+        assert!(matches!(
+            &events[3].kind,
+            EventKind::Heartbeat { progress: Some(p), .. } if *p == serde_json::json!(20)
+        ));
     }
 
     /// Issue 11, item 1: queue ids are SHA-256 over length-prefixed parts, so

@@ -192,6 +192,8 @@ pub(super) struct Tx<'c> {
     tasks: FxHashMap<TaskId, Loaded>,
     dirty: Vec<TaskId>,
     events: Vec<NewEvent>,
+    /// Stored heartbeats replaced by a later beat: (task, seq, kind).
+    replaced: Vec<(TaskId, u64, String)>,
     heads: FxHashMap<TenantId, u64>,
     next_ord: i64,
     stored_ord: i64,
@@ -246,6 +248,7 @@ impl<'c> Tx<'c> {
             tasks: FxHashMap::default(),
             dirty: Vec::new(),
             events: Vec::new(),
+            replaced: Vec::new(),
             heads: FxHashMap::default(),
             next_ord,
             stored_ord: next_ord,
@@ -417,6 +420,27 @@ impl<'c> Tx<'c> {
         Ok(())
     }
 
+    /// Stores `kind` in place of the task's event at `seq` (a coalesced
+    /// heartbeat): in this transaction's new events if it is one of them,
+    /// else by an update at flush. The feed keeps its one entry.
+    fn replace(&mut self, task: TaskId, seq: u64, kind: &EventKind) -> Result<()> {
+        let json = to_json!(kind, "event")?;
+        match self
+            .events
+            .iter_mut()
+            .rev()
+            .find(|e| e.task == task && e.seq == seq)
+        {
+            Some(e) => {
+                e.kind = json;
+                e.at = self.now;
+            }
+            None => self.replaced.push((task, seq, json)),
+        }
+        self.fx.tasks.push(task);
+        Ok(())
+    }
+
     /// Applies `op` to a task read into the transaction: the machine decides,
     /// the event is appended, leases are counted on their nodes.
     fn transition(&mut self, id: TaskId, op: Op) -> Result<Ack> {
@@ -434,6 +458,15 @@ impl<'c> Tx<'c> {
         };
         let kind = match machine::apply(&mut t.core, facts, op, now)? {
             Outcome::Duplicate { seq, state } => return Ok(Ack { seq, state }),
+            Outcome::Replaced(kind) => {
+                let (seq, state) = (t.core.last_seq, t.core.state);
+                if !t.dirty {
+                    t.dirty = true;
+                    self.dirty.push(id);
+                }
+                self.replace(id, seq, &kind)?;
+                return Ok(Ack { seq, state });
+            }
             Outcome::Appended(kind) => kind,
         };
         let state = t.core.state;
@@ -551,6 +584,17 @@ impl<'c> Tx<'c> {
             q.execute(self.conn())
                 .await
                 .map_err(|e| db("append events", e))?;
+        }
+        let at = self.now.as_millis();
+        for (task, seq, kind) in mem::take(&mut self.replaced) {
+            sqlx::query("UPDATE events SET at = ?, kind = ? WHERE task = ? AND seq = ?")
+                .bind(at)
+                .bind(kind)
+                .bind(task.to_string())
+                .bind(int(seq))
+                .execute(self.conn())
+                .await
+                .map_err(|e| db("replace a heartbeat", e))?;
         }
         let in_flight = mem::take(&mut self.in_flight);
         for (node, delta) in in_flight {
