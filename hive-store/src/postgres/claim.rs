@@ -20,6 +20,9 @@ use super::codec::{self, NodeRow};
 use super::error::db;
 use super::transition::{Loaded, Transitions};
 
+/// Where the last round of [`shares`] starts: moves with every claim.
+static ROTATION: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// A row of [`CANDIDATES`].
 type CandidateRow = (
     String,
@@ -31,7 +34,6 @@ type CandidateRow = (
     String,
     String,
     String,
-    i64,
 );
 
 impl PostgresStore {
@@ -84,22 +86,60 @@ impl PostgresStore {
             }
         }
         let agents: Vec<&str> = req.agents.iter().map(|a| a.as_str()).collect();
-        let rows: Vec<CandidateRow> = sqlx::query_as(CANDIDATES)
+        let labels = codec::encode_labels(&node.spec.labels)?;
+        // First, without locking anything: how many eligible tasks each tenant
+        // has (up to the node's free slots). Then lock only each tenant's
+        // share of the free slots (issue 11, item 13): a claim locks about
+        // `max` rows in all, not `max` per tenant.
+        let counts: Vec<(String, i64, i64, i64)> = sqlx::query_as(COUNTS)
             .bind(now.as_millis())
             .bind(req.node.to_string())
-            .bind(agents)
-            .bind(codec::encode_labels(&node.spec.labels)?)
+            .bind(&agents)
+            .bind(&labels)
             .bind(system)
             .bind(owner_tenant)
             .bind(owner_principal)
-            .bind(share_tenants)
-            .bind(share_user_tenants)
-            .bind(share_user_principals)
+            .bind(&share_tenants)
+            .bind(&share_user_tenants)
+            .bind(&share_user_principals)
             .bind(i64::from(req.max))
             .bind(i64::from(node.spec.capacity))
             .fetch_all(&mut *tx)
             .await
-            .map_err(|e| db("read candidates", e))?;
+            .map_err(|e| db("count candidates", e))?;
+        let (tenants, quotas) = match counts.first() {
+            Some(&(_, _, leases, free)) => {
+                // The leases counted after the node's lock was granted (the
+                // locking statement's snapshot may predate a claim it waited
+                // for).
+                node.in_flight = u32::try_from(leases).unwrap_or(u32::MAX);
+                let n: Vec<i64> = counts.iter().map(|c| c.1).collect();
+                let tenants: Vec<String> = counts.into_iter().map(|c| c.0).collect();
+                let start = ROTATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                (tenants, shares(&n, free, start))
+            }
+            None => (Vec::new(), Vec::new()),
+        };
+        let rows: Vec<CandidateRow> = if tenants.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_as(CANDIDATES)
+                .bind(now.as_millis())
+                .bind(req.node.to_string())
+                .bind(&agents)
+                .bind(&labels)
+                .bind(system)
+                .bind(owner_tenant)
+                .bind(owner_principal)
+                .bind(&share_tenants)
+                .bind(&share_user_tenants)
+                .bind(&share_user_principals)
+                .bind(&tenants)
+                .bind(&quotas)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| db("read candidates", e))?
+        };
         if rows.is_empty() {
             let next_due = next_due(&mut tx, now).await?;
             tx.commit().await.map_err(|e| db("commit", e))?;
@@ -109,15 +149,11 @@ impl PostgresStore {
                 next_due,
             });
         }
-        // The leases counted by the candidates' statement, which started after
-        // the node's lock was granted (the locking statement's snapshot may
-        // predate a claim it waited for).
-        node.in_flight = u32::try_from(rows[0].9).unwrap_or(u32::MAX);
         let max = req.max.min(node.free());
         let mut batch = Transitions::default();
         let mut candidates = Vec::with_capacity(rows.len());
         let mut principals = Vec::with_capacity(rows.len());
-        for (id, tenant, principal, priority, order, created_at, spec, input, core, _) in rows {
+        for (id, tenant, principal, priority, order, created_at, spec, input, core) in rows {
             let id = codec::task_id(&id)?;
             let tenant: hive_core::TenantId = tenant.into();
             candidates.push(Candidate {
@@ -224,15 +260,70 @@ async fn next_due(conn: &mut sqlx::PgConnection, now: Timestamp) -> Result<Optio
     Ok(at.map(Timestamp::from_millis))
 }
 
-/// The eligible, available pending tasks: for every tenant with pending tasks
-/// (a loose index scan), its first ones by priority then enqueue order, as many
-/// as the node has free slots (capacity `$12` minus its leases) and at most
-/// `$11`, locked or skipped if another transaction holds them; each row also
-/// carries the node's lease count. Eligibility is decided here:
-/// agent filter, labels (the node's contain the task's), `avoid_node`, and
-/// ownership (a system node runs anyone's; a user node its owner's and those it
-/// is shared with).
-const CANDIDATES: &str = r#"
+/// Each tenant's share of `free` slots when tenant `k` has `counts[k]`
+/// eligible tasks, as a round-robin across tenants hands them out: every
+/// tenant gets `min(count, K - 1)` for the level `K` the round-robin reaches
+/// (the smallest with `sum(min(count, K)) >= free`), and the slots left for
+/// the last round go to tenants that have a `K`-th task, from the tenant at
+/// `start` on (rotating across claims, so no tenant is always last). The
+/// shares add up to `min(free, sum(counts))`: a claim locks no more rows than
+/// it can take.
+pub(crate) fn shares(counts: &[i64], free: i64, start: usize) -> Vec<i64> {
+    let total: i64 = counts.iter().sum();
+    if total <= free {
+        return counts.to_vec();
+    }
+    let reach = |k: i64| counts.iter().map(|&n| n.min(k)).sum::<i64>();
+    let (mut lo, mut hi) = (0, counts.iter().copied().max().unwrap_or(0));
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if reach(mid) >= free {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    let mut out: Vec<i64> = counts.iter().map(|&n| n.min(lo - 1).max(0)).collect();
+    let mut left = free - out.iter().sum::<i64>();
+    let n = counts.len();
+    for k in 0..n {
+        if left == 0 {
+            break;
+        }
+        let t = (start + k) % n;
+        if counts[t] >= lo {
+            out[t] += 1;
+            left -= 1;
+        }
+    }
+    out
+}
+
+/// The eligibility rule of a pending task `t` for the node (shared by
+/// [`COUNTS`] and [`CANDIDATES`]): available, not avoiding the node, an
+/// accepted agent, labels the node has, and an owner the node may run (a
+/// system node runs anyone's; a user node its owner's and those it is shared
+/// with).
+macro_rules! eligible {
+    () => {
+        r#"t.state = 'pending' AND t.available_at <= $1
+      AND (t.avoid_node IS NULL OR t.avoid_node <> $2::uuid)
+      AND (cardinality($3::text[]) = 0 OR t.agent = ANY($3::text[]))
+      AND t.labels <@ $4::jsonb
+      AND ($5::bool
+           OR (t.tenant = $6::text AND t.principal = $7::text)
+           OR t.tenant = ANY($8::text[])
+           OR EXISTS (SELECT 1 FROM UNNEST($9::text[], $10::text[]) AS s(tenant, principal)
+                      WHERE s.tenant = t.tenant AND s.principal = t.principal))"#
+    };
+}
+
+/// For every tenant with pending tasks the node may run (a loose index scan
+/// over tenants), how many eligible tasks it has, counted up to the node's
+/// free slots (capacity `$12` minus its leases, at most `$11`); each row also
+/// carries the node's lease count and the free slots. Nothing is locked.
+const COUNTS: &str = concat!(
+    r#"
 WITH RECURSIVE leases AS (
     SELECT count(*) AS n FROM tasks WHERE lease_node = $2::uuid
 ), free AS (
@@ -245,24 +336,71 @@ WITH RECURSIVE leases AS (
             ORDER BY t.tenant LIMIT 1)
     FROM tenants WHERE tenants.tenant IS NOT NULL
 )
+SELECT c.tenant, c.n, (SELECT n FROM leases), (SELECT n FROM free)
+FROM (
+    SELECT tenants.tenant, (
+        SELECT count(*) FROM (
+            SELECT 1 FROM tasks t
+            WHERE t.tenant = tenants.tenant AND "#,
+    eligible!(),
+    r#"
+            LIMIT (SELECT n FROM free)
+        ) x
+    ) AS n
+    FROM tenants
+    WHERE tenants.tenant IS NOT NULL
+      AND ($5::bool OR tenants.tenant = $6::text OR tenants.tenant = ANY($8::text[])
+           OR tenants.tenant = ANY($9::text[]))
+) c
+WHERE c.n > 0
+"#
+);
+
+/// The eligible pending tasks of each tenant `$11[k]`, its first `$12[k]` by
+/// priority then enqueue order, locked or skipped if another transaction
+/// holds them.
+const CANDIDATES: &str = concat!(
+    r#"
 SELECT c.id::text, c.tenant, c.principal, c.priority, c.queue_order, c.created_at,
-       c.spec::text, c.input::text, c.core::text, (SELECT n FROM leases)
-FROM tenants CROSS JOIN LATERAL (
+       c.spec::text, c.input::text, c.core::text
+FROM UNNEST($11::text[], $12::int8[]) AS q(tenant, quota) CROSS JOIN LATERAL (
     SELECT t.* FROM tasks t
-    WHERE t.state = 'pending' AND t.tenant = tenants.tenant AND t.available_at <= $1
-      AND (t.avoid_node IS NULL OR t.avoid_node <> $2::uuid)
-      AND (cardinality($3::text[]) = 0 OR t.agent = ANY($3::text[]))
-      AND t.labels <@ $4::jsonb
-      AND ($5::bool
-           OR (t.tenant = $6::text AND t.principal = $7::text)
-           OR t.tenant = ANY($8::text[])
-           OR EXISTS (SELECT 1 FROM UNNEST($9::text[], $10::text[]) AS s(tenant, principal)
-                      WHERE s.tenant = t.tenant AND s.principal = t.principal))
+    WHERE t.tenant = q.tenant AND "#,
+    eligible!(),
+    r#"
     ORDER BY t.priority DESC, t.queue_order
-    LIMIT (SELECT n FROM free)
+    LIMIT q.quota
     FOR UPDATE OF t SKIP LOCKED
 ) c
-WHERE tenants.tenant IS NOT NULL
-  AND ($5::bool OR tenants.tenant = $6::text OR tenants.tenant = ANY($8::text[])
-       OR tenants.tenant = ANY($9::text[]))
-"#;
+"#
+);
+
+#[cfg(test)]
+mod tests {
+    use super::shares;
+
+    #[test]
+    fn shares_fill_free_slots_round_robin() {
+        assert_eq!(shares(&[1000], 100, 0), vec![100]);
+        assert_eq!(shares(&[30, 40], 100, 0), vec![30, 40]);
+        assert_eq!(shares(&[1000, 1000], 100, 0), vec![50, 50]);
+        assert_eq!(shares(&[1000, 1000, 1000], 100, 0), vec![34, 33, 33]);
+        assert_eq!(shares(&[1000, 1000, 1000], 100, 2), vec![33, 33, 34]);
+        assert_eq!(shares(&[5, 1000, 1000], 100, 0), vec![5, 48, 47]);
+        assert_eq!(shares(&[0, 7], 100, 0), vec![0, 7]);
+        let many = vec![1; 1000];
+        let s = shares(&many, 100, 950);
+        assert_eq!(s.iter().sum::<i64>(), 100, "one each for 100 tenants");
+        assert!(s[950..].iter().all(|&n| n == 1) && s[..50].iter().all(|&n| n == 1));
+        let skew: Vec<i64> = (0..50).map(|i| if i == 0 { 1000 } else { 1 }).collect();
+        let s = shares(&skew, 100, 7);
+        assert_eq!(s[0], 51);
+        assert_eq!(s.iter().sum::<i64>(), 100);
+        assert_eq!(shares(&[], 100, 0), Vec::<i64>::new());
+        for start in 0..5 {
+            let s = shares(&[3, 9, 1, 20, 6], 17, start);
+            assert_eq!(s.iter().sum::<i64>(), 17);
+            assert!(s.iter().zip([3, 9, 1, 20, 6]).all(|(a, n)| *a <= n));
+        }
+    }
+}

@@ -410,9 +410,10 @@ return out
 "#;
 
 /// The first half of a claim: checks the node (exists, Ready, free capacity),
-/// promotes due backoffs, and reserves eligible candidates — up to `max` from
-/// every ready queue whose owner, labels and agent the node may run, skipping
-/// tasks that avoid this node. Eligibility is decided here, on the server, from
+/// promotes due backoffs, and reserves eligible candidates — for every tenant,
+/// its best `max` (by priority, then enqueue order) across the ready queues
+/// whose owner, labels and agent the node may run, merged from the queues'
+/// heads, skipping tasks that avoid this node. Eligibility is decided here, on the server, from
 /// the node's stored spec and the queue's owner/agent/labels (the rule of
 /// `hive_core::node::eligible`). Reserved tasks leave their queue; the second
 /// half (CLAIM_COMMIT) schedules the chosen ones and puts the rest back, and a
@@ -473,62 +474,88 @@ local function labels_ok(m)
 end
 local rk = P .. 'rsv:' .. claim
 local rids = {}
+-- The head of every eligible ready queue, by tenant: one peek per queue.
+local heads = {}
 for _, qid in ipairs(redis.call('SMEMBERS', P .. 'qready')) do
   local qk = P .. 'q:' .. qid
-  if redis.call('ZCARD', qk) == 0 then
+  local head = redis.call('ZRANGE', qk, 0, 0, 'WITHSCORES')
+  if #head == 0 then
     redis.call('SREM', P .. 'qready', qid)
   else
     local meta = redis.call('HGET', P .. 'qmeta', qid)
     local m = meta and cjson.decode(meta)
     if m and (any_agent or agents[m.agent]) and owner_ok(m) and labels_ok(m) then
-      -- Every member stays in the queue until finish(): the next page
-      -- starts after the taken, the avoided and the stale (dropped then).
-      local taken = {}
-      local skipped = 0
-      while #taken < max do
-        local want = max - #taken
-        local start = #taken + skipped
-        local page = redis.call('ZRANGE', qk, start, start + want - 1, 'WITHSCORES')
-        for k = 1, #page, 2 do
-          local member = page[k]
-          local id = string.sub(member, 17)
-          local t = redis.call('HMGET', P .. 't:' .. id, 'state', 'avoid', 'c', 'x', 'in')
-          if t[1] ~= 'pending' then
-            -- Not pending: a stale queue entry; drop it.
-            add('ZREM', qk, member)
-            skipped = skipped + 1
-          elseif t[2] == node then
-            skipped = skipped + 1
-          else
-            taken[#taken + 1] = member
-            local o = #out
-            out[o + 1] = member
-            out[o + 2] = page[k + 1]
-            out[o + 3] = t[3]
-            -- Report, output, error: only when `c` says they are apart (its
-            -- state byte has APART, 64) or `c` itself is a redirect.
-            local c = t[3]
-            if c and (string.byte(c, 1) == 126 or (string.byte(c, 2) or 0) >= 64) then
-              local more = redis.call('HMGET', P .. 't:' .. id, 'r', 'o', 'err')
-              out[o + 4], out[o + 5], out[o + 6] = more[1], more[2], more[3]
-            else
-              out[o + 4], out[o + 5], out[o + 6] = false, false, false
-            end
-            out[o + 7] = t[4]
-            out[o + 8] = t[5]
-            out[o + 9] = m.tenant
-          end
-        end
-        if #page < 2 * want then break end
+      local hs = heads[m.tenant]
+      if hs == nil then
+        hs = {}
+        heads[m.tenant] = hs
       end
-      if skipped == 0 and #taken > 0 then
-        -- The taken members are the queue's first ones.
-        writes[#writes + 1] = {'ZREMRANGEBYRANK', qk, {0, #taken - 1}}
-      else
-        for _, member in ipairs(taken) do add('ZREM', qk, member) end
-      end
-      for _, member in ipairs(taken) do rids[#rids + 1] = member end
+      hs[#hs + 1] = {qk, 0, head[1], tonumber(head[2]), head[2]}
     end
+  end
+end
+-- A min-heap of queue heads, by score (-priority) then member (enqueue order).
+local function before(a, b)
+  if a[4] ~= b[4] then return a[4] < b[4] end
+  return a[3] < b[3]
+end
+local function sift(h, i)
+  local n = #h
+  while true do
+    local l, r, m = 2 * i, 2 * i + 1, i
+    if l <= n and before(h[l], h[m]) then m = l end
+    if r <= n and before(h[r], h[m]) then m = r end
+    if m == i then return end
+    h[i], h[m] = h[m], h[i]
+    i = m
+  end
+end
+-- Per tenant, its best `max` eligible tasks across its queues (a k-way merge
+-- of the heads): a claim reserves O(max) tasks per tenant, however many
+-- queues there are. Every member stays in its queue until finish(), so
+-- positions do not move while the merge walks them.
+for tenant, h in pairs(heads) do
+  for i = math.floor(#h / 2), 1, -1 do sift(h, i) end
+  local taken = 0
+  while taken < max and #h > 0 do
+    local top = h[1]
+    local qk, member = top[1], top[3]
+    local id = string.sub(member, 17)
+    local t = redis.call('HMGET', P .. 't:' .. id, 'state', 'avoid', 'c', 'x', 'in')
+    if t[1] ~= 'pending' then
+      -- Not pending: a stale queue entry; drop it.
+      add('ZREM', qk, member)
+    elseif t[2] ~= node then
+      taken = taken + 1
+      add('ZREM', qk, member)
+      rids[#rids + 1] = member
+      local o = #out
+      out[o + 1] = member
+      out[o + 2] = top[5]
+      out[o + 3] = t[3]
+      -- Report, output, error: only when `c` says they are apart (its
+      -- state byte has APART, 64) or `c` itself is a redirect.
+      local c = t[3]
+      if c and (string.byte(c, 1) == 126 or (string.byte(c, 2) or 0) >= 64) then
+        local more = redis.call('HMGET', P .. 't:' .. id, 'r', 'o', 'err')
+        out[o + 4], out[o + 5], out[o + 6] = more[1], more[2], more[3]
+      else
+        out[o + 4], out[o + 5], out[o + 6] = false, false, false
+      end
+      out[o + 7] = t[4]
+      out[o + 8] = t[5]
+      out[o + 9] = tenant
+    end
+    -- Advance this queue to its next member.
+    local pos = top[2] + 1
+    local nxt = redis.call('ZRANGE', qk, pos, pos, 'WITHSCORES')
+    if #nxt == 0 then
+      h[1] = h[#h]
+      h[#h] = nil
+    else
+      top[2], top[3], top[4], top[5] = pos, nxt[1], tonumber(nxt[2]), nxt[2]
+    end
+    if #h > 0 then sift(h, 1) end
   end
 end
 if #rids > 0 then
