@@ -7,7 +7,8 @@
 //!
 //! `--tasks` tasks (default 1,000) run on `--workers` nodes, each node
 //! sending one heartbeat batch for all its tasks every second (what the
-//! in-process worker does) for `--seconds` (default 600). Each batch is
+//! in-process worker does; the nodes' moments spread over the second) for
+//! `--seconds`. Each batch is
 //! timed; a line per minute gives that minute's percentiles and the stored
 //! events (the sum of the tasks' `last_seq`: seqs are gapless, so that is the
 //! number of stored events).
@@ -95,9 +96,12 @@ pub(crate) async fn bench(args: &Args) -> Result<(), BoxError> {
     let (tx, mut rx) = mpsc::unbounded_channel::<(u64, f64, usize)>();
     let started = Instant::now();
     let mut beaters = Vec::new();
-    for (node, tokens) in leases {
+    for (k, (node, tokens)) in leases.into_iter().enumerate() {
         let (store, tx) = (store.clone(), tx.clone());
+        // Nodes beat at their own moment in the second, as real workers do.
+        let offset = Duration::from_secs(1) * k as u32 / nodes as u32;
         beaters.push(tokio::spawn(async move {
+            tokio::time::sleep(offset).await;
             beat(store, node, tokens, seconds, started, tx).await
         }));
     }
@@ -109,7 +113,17 @@ pub(crate) async fn bench(args: &Args) -> Result<(), BoxError> {
     let mut beats = 0usize;
     while let Some((second, ms, n)) = rx.recv().await {
         if second >= minute * 60 {
-            report(&*store, &ids, backend, tasks, nodes, minute, beats, &mut window).await?;
+            report(
+                &*store,
+                &ids,
+                backend,
+                tasks,
+                nodes,
+                minute,
+                beats,
+                &mut window,
+            )
+            .await?;
             minute += 1;
         }
         beats += n;
@@ -120,7 +134,17 @@ pub(crate) async fn bench(args: &Args) -> Result<(), BoxError> {
         b.await??;
     }
     if !window.is_empty() {
-        report(&*store, &ids, backend, tasks, nodes, minute, beats, &mut window).await?;
+        report(
+            &*store,
+            &ids,
+            backend,
+            tasks,
+            nodes,
+            minute,
+            beats,
+            &mut window,
+        )
+        .await?;
     }
     let stored = stored_events(&*store, &ids).await?;
     all.sort_by(f64::total_cmp);

@@ -110,13 +110,19 @@ impl TaskContext {
             .await
     }
 
-    /// Sets the progress sent with the next heartbeat.
+    /// Sets the progress: sent with the next heartbeat and every one after it
+    /// until it is set again.
     pub fn set_progress(&self, progress: serde_json::Value) {
         *self.progress.lock() = Some(progress);
     }
 
-    /// Heartbeats now, with optional progress. `LeaseLost` means: stop.
+    /// Heartbeats now, with optional progress (which, like
+    /// [`set_progress`](Self::set_progress), the periodic heartbeats then
+    /// carry). `LeaseLost` means: stop.
     pub async fn heartbeat(&self, progress: Option<serde_json::Value>) -> Result<Ack> {
+        if let Some(p) = &progress {
+            *self.progress.lock() = Some(p.clone());
+        }
         let mut out = self
             .hive
             .heartbeat(&self.principal, vec![(self.token, progress)])
@@ -896,13 +902,20 @@ impl Heartbeats {
                     }
                     f.seen_polls = polls;
                     f.blocked = false;
-                    let progress = f.progress.lock().take().filter(|p| {
-                        let fits = limits.check_progress(Some(p));
-                        if let Err(e) = &fits {
-                            tracing::warn!(task = %f.token.task, error = %e, "progress dropped");
+                    // The handler's latest progress rides with every beat:
+                    // the stored heartbeat (coalesced) always shows it.
+                    let progress = {
+                        let mut slot = f.progress.lock();
+                        match slot.as_ref().map(|p| limits.check_progress(Some(p))) {
+                            Some(Err(e)) => {
+                                tracing::warn!(task = %f.token.task, error = %e, "progress dropped");
+                                *slot = None;
+                                None
+                            }
+                            Some(Ok(())) => slot.clone(),
+                            None => None,
                         }
-                        fits.is_ok()
-                    });
+                    };
                     Some((f.token, progress))
                 })
                 .collect()

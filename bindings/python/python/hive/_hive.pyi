@@ -424,7 +424,11 @@ class TaskContext:
     async def log(self, stream: str, line: str) -> None:
         """Appends a ``log`` event to the task's stream."""
     def set_progress(self, progress: Any) -> None:
-        """Sets the progress sent with the worker's next heartbeat."""
+        """Sets the progress the worker's heartbeats carry from now on.
+
+        Consecutive heartbeats of an attempt are stored as one event (the
+        latest), so a replay shows the latest progress; a live subscriber
+        sees each beat (the same ``seq`` again, with a later time)."""
     async def heartbeat(self, progress: Any = None) -> None:
         """Heartbeats now; raises ``hive.LeaseLost`` if the attempt should stop."""
     def _succeed(self, result: Any) -> bool: ...
