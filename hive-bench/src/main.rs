@@ -29,6 +29,7 @@ mod audit;
 mod baseline;
 mod beats;
 mod claims;
+mod drivers;
 mod workflows;
 
 use clap::Parser;
@@ -106,6 +107,14 @@ struct Args {
     /// `--seconds`; a line per minute.
     #[arg(long)]
     heartbeats: bool,
+    /// Measure workflow driving across `--processes` processes: `--tasks`
+    /// (default 5,000) running workflows, each process driving for
+    /// `--seconds`.
+    #[arg(long)]
+    workflow_drivers: bool,
+    /// Internal: run as one driver of `--workflow-drivers` on this store URL.
+    #[arg(long, hide = true)]
+    driver_child: Option<String>,
     /// Internal: run as one child of `--audit-contention` on this store URL.
     #[arg(long, hide = true)]
     audit_child: Option<String>,
@@ -385,6 +394,12 @@ async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
     }
     if args.heartbeats {
         return beats::bench(&args).await;
+    }
+    if let Some(url) = &args.driver_child {
+        return drivers::child(url, args.seconds).await;
+    }
+    if args.workflow_drivers {
+        return drivers::bench(&args).await;
     }
     if args.audit_contention {
         return audit::bench(&args).await;

@@ -6,6 +6,7 @@
 //! atomically with its event.
 
 mod nodes;
+pub mod partitions;
 mod subscribe;
 mod supervisor;
 mod tasks;
@@ -13,7 +14,7 @@ mod worker_protocol;
 mod workflow;
 
 pub use subscribe::{FeedSubscription, TaskSubscription};
-pub use workflow::WorkflowSubscription;
+pub use workflow::{DriverStats, WorkflowSubscription};
 
 use std::sync::Arc;
 use std::time::Duration;

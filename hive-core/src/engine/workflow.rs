@@ -11,7 +11,10 @@
 use rustc_hash::{FxHashMap, FxHashSet};
 use tracing::instrument;
 
+use serde::{Deserialize, Serialize};
+
 use super::Hive;
+use super::partitions::Partitions;
 use super::subscribe::Replay;
 use crate::auth::{Action, Resource};
 use crate::error::{Error, Result};
@@ -23,6 +26,9 @@ use crate::workflow::{
     WorkflowId, WorkflowPage, WorkflowQuery, WorkflowRecord, WorkflowSpec, WorkflowState,
     WorkflowSubmitted, WorkflowSummary, WorkflowView,
 };
+
+/// A driver's partition leases last this many scan intervals.
+const LEASE_SCANS: u32 = 5;
 
 /// How many times a driver pass retries after losing a compare-and-set race.
 const CAS_RETRIES: usize = 16;
@@ -196,6 +202,7 @@ impl Hive {
         }
         if !record.state.is_terminal() {
             self.inner.workflows.active.lock().insert(id);
+            self.inner.workflows.fresh.lock().insert(id);
             self.inner.workflows.wake.notify_one();
         }
         Ok(WorkflowSubmitted { id, created: true })
@@ -402,6 +409,7 @@ impl Hive {
                         self.inner.workflows.active.lock().remove(&id);
                     } else {
                         self.inner.workflows.active.lock().insert(id);
+                        self.inner.workflows.fresh.lock().insert(id);
                         self.inner.workflows.wake.notify_one();
                     }
                     return Ok(());
@@ -536,13 +544,21 @@ impl Hive {
     pub async fn drive_workflows(&self, p: &Principal) -> Result<usize> {
         self.authorize(p, Action::Supervise, &Resource::System)
             .await?;
-        self.scan_workflows().await?;
-        self.drive_active().await
+        self.scan_workflows(true).await?;
+        self.drive_active(true).await
+    }
+
+    /// What the background workflow driver did: its partitions, passes and
+    /// the time of its last and longest pass.
+    pub fn workflow_driver_stats(&self) -> DriverStats {
+        *self.inner.workflows.stats.lock()
     }
 
     /// Adds every running workflow in the store to this process's active set,
-    /// and every cancelled one whose step tasks may still be running.
-    pub(crate) async fn scan_workflows(&self) -> Result<()> {
+    /// and every cancelled one whose step tasks may still be running: all of
+    /// them, or (`all` false, the background driver) those of the partitions
+    /// this driver holds.
+    pub(crate) async fn scan_workflows(&self, all: bool) -> Result<()> {
         let mut after = None;
         loop {
             let page = self
@@ -564,8 +580,11 @@ impl Hive {
             let last = page.last().map(|r| r.id.clone());
             {
                 let mut active = self.inner.workflows.active.lock();
+                let partitions = &self.inner.workflows.partitions;
                 for r in &page {
-                    if let Ok(id) = r.id.parse::<WorkflowId>() {
+                    if let Ok(id) = r.id.parse::<WorkflowId>()
+                        && (all || partitions.drives(id))
+                    {
                         active.insert(id);
                     }
                 }
@@ -577,8 +596,22 @@ impl Hive {
         }
     }
 
-    pub(crate) async fn drive_active(&self) -> Result<usize> {
-        let ids: Vec<WorkflowId> = self.inner.workflows.active.lock().iter().copied().collect();
+    /// One pass over the active workflows: all of them, or (`all` false, the
+    /// background driver) those of this driver's partitions and the fresh ones;
+    /// the others are left to their partition's driver.
+    pub(crate) async fn drive_active(&self, all: bool) -> Result<usize> {
+        let started = std::time::Instant::now();
+        let ids: Vec<WorkflowId> = {
+            let w = &self.inner.workflows;
+            let mut active = w.active.lock();
+            let mut fresh = w.fresh.lock();
+            if !all {
+                active.retain(|id| w.partitions.drives(*id) || fresh.contains(id));
+            }
+            fresh.clear();
+            active.iter().copied().collect()
+        };
+        let driven = ids.len() as u64;
         let mut running = 0;
         let mut first_error = None;
         for id in ids {
@@ -595,6 +628,15 @@ impl Hive {
                     first_error.get_or_insert(e);
                 }
             }
+        }
+        {
+            let took = started.elapsed();
+            let mut stats = self.inner.workflows.stats.lock();
+            stats.passes += 1;
+            stats.last_driven = driven;
+            stats.last_pass = took;
+            stats.longest_pass = stats.longest_pass.max(took);
+            stats.partitions = self.inner.workflows.partitions.held();
         }
         match first_error {
             Some(e) => Err(e),
@@ -697,7 +739,31 @@ impl Hive {
 #[derive(Debug, Default)]
 pub(crate) struct Workflows {
     pub(crate) active: parking_lot::Mutex<FxHashSet<WorkflowId>>,
+    /// Submitted or cancelled here: driven once by this process whoever
+    /// holds their partition (their first steps start without waiting for
+    /// the owner's next scan).
+    pub(crate) fresh: parking_lot::Mutex<FxHashSet<WorkflowId>>,
     pub(crate) wake: tokio::sync::Notify,
+    pub(crate) partitions: Partitions,
+    pub(crate) stats: parking_lot::Mutex<DriverStats>,
+}
+
+/// What this engine's background workflow driver did (for metrics and
+/// benchmarks).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DriverStats {
+    /// Workflow partitions this driver holds (of [`super::partitions::PARTITIONS`]).
+    pub partitions: u32,
+    /// Passes so far.
+    pub passes: u64,
+    /// Workflows driven by the last pass.
+    pub last_driven: u64,
+    /// How long the last pass took.
+    #[serde(with = "humantime_serde")]
+    pub last_pass: std::time::Duration,
+    /// The longest pass so far.
+    #[serde(with = "humantime_serde")]
+    pub longest_pass: std::time::Duration,
 }
 
 /// The background driver: a pass whenever woken (a task ended, a workflow was
@@ -707,15 +773,28 @@ pub(super) async fn run(hive: Hive) {
     let poll = hive.config().workflow_poll;
     let scan_every = hive.config().workflow_scan;
     let stop = hive.shutdown_token().clone();
+    let lease = scan_every * LEASE_SCANS;
     let mut last_scan: Option<tokio::time::Instant> = None;
     loop {
         if last_scan.is_none_or(|t| t.elapsed() >= scan_every) {
-            match hive.scan_workflows().await {
+            let store = hive.store();
+            let now = hive.inner.clock.now();
+            let scanned = match hive
+                .inner
+                .workflows
+                .partitions
+                .balance(&**store, now, lease)
+                .await
+            {
+                Ok(_) => hive.scan_workflows(false).await,
+                Err(e) => Err(e),
+            };
+            match scanned {
                 Ok(()) => last_scan = Some(tokio::time::Instant::now()),
                 Err(e) => tracing::warn!(error = %e, "workflow scan failed; retrying"),
             }
         }
-        if let Err(e) = hive.drive_active().await {
+        if let Err(e) = hive.drive_active(false).await {
             tracing::warn!(error = %e, "workflow driver pass failed; retrying");
         }
         tokio::select! {
@@ -724,6 +803,13 @@ pub(super) async fn run(hive: Hive) {
             _ = tokio::time::sleep(poll) => {}
         }
     }
+    // Another process takes over at its next scan instead of after the lease.
+    let now = hive.inner.clock.now();
+    hive.inner
+        .workflows
+        .partitions
+        .release(&**hive.store(), now)
+        .await;
     tracing::debug!("workflow driver stopped");
 }
 

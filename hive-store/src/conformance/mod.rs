@@ -115,6 +115,7 @@ macro_rules! conformance_tests {
             workflow_cancel_converges_after_a_failed_task_cancel,
             workflow_idempotency_keys_do_not_collide_across_tenants,
             workflow_concurrent_drivers_decide_each_step_once,
+            workflow_drivers_split_partitions_across_instances,
             workflow_query_list_events_and_idempotency,
             user_scoped_scheduling_across_mixed_node_ownership,
             pending_task_no_node_can_take_times_out_on_schedule_to_start,

@@ -900,3 +900,111 @@ pub async fn workflow_idempotency_keys_do_not_collide_across_tenants(store: Arc<
         "{e:?}"
     );
 }
+
+/// Issue 11, item 15: background drivers on one store split the running
+/// workflows by partition instead of each driving all of them; a stopped
+/// driver's partitions go to the others; and every workflow is still driven
+/// to its end, whichever process holds it.
+pub async fn workflow_drivers_split_partitions_across_instances(store: Arc<dyn Store>) {
+    use hive_core::engine::partitions::PARTITIONS;
+
+    let f = Flow::new(store.clone()).await;
+    let mut ids = Vec::new();
+    for i in 0..48 {
+        let spec = WorkflowSpec::new(
+            format!("w{i}"),
+            vec![StepSpec::new("only", "echo", json!(i))],
+        );
+        ids.push(f.submit(spec).await);
+    }
+    let driver = || {
+        Harness::with_config(store.clone(), |c| {
+            c.run_workflows = true;
+            c.workflow_scan = Duration::from_millis(50);
+            c.workflow_poll = Duration::from_millis(20);
+        })
+    };
+    let drivers = [driver(), driver(), driver()];
+    let held = |ds: &[&Harness]| -> Vec<u32> {
+        ds.iter()
+            .map(|d| d.hive.workflow_driver_stats().partitions)
+            .collect()
+    };
+    let settled = |ds: &[&Harness], share: u32| {
+        let h = held(ds);
+        h.iter().sum::<u32>() == PARTITIONS && h.iter().all(|&n| n <= share && n > 0)
+    };
+    let all: Vec<&Harness> = drivers.iter().collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !settled(&all, PARTITIONS.div_ceil(3)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "three drivers never split the partitions: {:?}",
+            held(&all)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Each pass drives only its own share of the running workflows: once the
+    // scans caught up, the three passes add up to every workflow once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let driven: Vec<u64> = all
+            .iter()
+            .map(|d| d.hive.workflow_driver_stats().last_driven)
+            .collect();
+        assert!(
+            driven.iter().all(|&n| n < ids.len() as u64),
+            "a driver drove every workflow: {driven:?}"
+        );
+        if driven.iter().sum::<u64>() == ids.len() as u64 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the drivers' passes never added up to the workflows once: {driven:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // One stops: the other two take its partitions.
+    drivers[2].hive.shutdown();
+    let two: Vec<&Harness> = drivers[..2].iter().collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !settled(&two, PARTITIONS / 2) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stopped driver's partitions were not taken over: {:?}",
+            held(&two)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Every workflow still ends: its step runs, its partition's driver sees it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let claimed = f.h.claim(&f.worker, f.node, 100, true).await;
+        if !claimed.is_empty() {
+            let reports = claimed
+                .into_iter()
+                .map(|c| Report {
+                    token: c.token,
+                    outcome: ReportOutcome::Success {
+                        output: json!("ok"),
+                    },
+                })
+                .collect();
+            f.h.hive.report(&f.worker, reports).await.unwrap();
+        }
+        let views = futures_all(&f, &ids).await;
+        if views.iter().all(|v| v.state == WorkflowState::Succeeded) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "workflows left unfinished: {}",
+            views.iter().filter(|v| !v.state.is_terminal()).count()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for d in &drivers {
+        d.hive.shutdown();
+    }
+}
