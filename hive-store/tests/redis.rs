@@ -218,6 +218,60 @@ mod redis_specific {
         assert_eq!(v, hive_store::redis::FORMAT_VERSION.to_string());
     }
 
+    /// Format 2 had no ready-queue head index: a store opening such a prefix
+    /// builds it from the ready queues (and marks the prefix format 3), so
+    /// every waiting task stays claimable.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_format_2_prefix_gets_its_head_index_and_loses_no_task() {
+        let Some(url) = server_url("HIVE_TEST_REDIS_URL") else {
+            return;
+        };
+        let prefix = unique_name("hive_fmt2");
+        let (a, _) = pair(&url, &prefix).await;
+        let mut new = tasks(5);
+        for (i, t) in new.iter_mut().enumerate() {
+            // Five principals: five ready queues.
+            t.owner.principal = format!("p{i}").into();
+        }
+        a.submit(new, T0).await.unwrap();
+        drop(a);
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        // What a format-2 build left behind: no index, format 2.
+        let _: () = redis::cmd("DEL")
+            .arg(format!("{prefix}:qh"))
+            .arg(format!("{prefix}:qhk"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(format!("{prefix}:format"))
+            .arg("2")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let (b, c) = pair(&url, &prefix).await;
+        let v: String = redis::cmd("GET")
+            .arg(format!("{prefix}:format"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(v, hive_store::redis::FORMAT_VERSION.to_string());
+        let heads: i64 = redis::cmd("ZCARD")
+            .arg(format!("{prefix}:qh"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(heads, 5, "one index member per ready queue");
+        let n = node(&*b, 10).await;
+        let claimed = claim(&*c, n, 10, T0).await;
+        assert_eq!(
+            claimed.len(),
+            5,
+            "every task of the old prefix is claimable"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_stores_on_one_prefix_see_and_wake_each_other() {
         let Some(url) = server_url("HIVE_TEST_REDIS_URL") else {

@@ -169,3 +169,45 @@ pub async fn one_tenants_burst_does_not_starve_another(store: Arc<dyn Store>) {
         "the quiet tenant gets half of the first claim"
     );
 }
+
+/// Issue 11, item 13: with many ready queues in one tenant (40 principals,
+/// random priorities, submissions interleaved), claims of a few at a time
+/// still hand out the tenant's tasks by priority, then submission order —
+/// however the store picks among its queues.
+pub async fn claims_across_many_queues_keep_priority_then_age(store: Arc<dyn Store>) {
+    let h = Harness::new(store);
+    let (node, w) = h.system_node(1_000).await;
+    let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut expected: Vec<(i32, usize, TaskId)> = Vec::new();
+    for k in 0..200 {
+        let principal = Principal::user("acme", format!("user{}", next(40)));
+        let priority = [0, 1, 2, 5][next(4) as usize];
+        let id = h
+            .hive
+            .submit(&principal, spec("echo").priority(priority))
+            .await
+            .unwrap()
+            .id;
+        expected.push((-priority, k, id));
+    }
+    expected.sort();
+    let mut order = Vec::new();
+    while order.len() < expected.len() {
+        let batch = h.claim(&w, node, 1 + next(9) as u32, false).await;
+        assert!(
+            !batch.is_empty(),
+            "claimed {} of {}",
+            order.len(),
+            expected.len()
+        );
+        order.extend(batch.iter().map(|c| c.token.task));
+    }
+    let want: Vec<TaskId> = expected.iter().map(|e| e.2).collect();
+    assert_eq!(order, want);
+}

@@ -87,6 +87,7 @@ macro_rules! conformance_tests {
             claims_respect_capacity_drain_and_agents,
             priority_orders_claims_within_a_tenant,
             one_tenants_burst_does_not_starve_another,
+            claims_across_many_queues_keep_priority_then_age,
             schedule_to_start_timeout_requeues_then_times_out,
             heartbeat_timeout_requeues_and_heartbeats_extend_it,
             start_to_close_timeout_ends_the_attempt,

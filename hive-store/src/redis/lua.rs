@@ -10,12 +10,60 @@
 //! layout). Scripts access keys they build themselves, which standalone Redis
 //! allows; they are not meant for Redis Cluster.
 
+/// The ready-queue head index, shared by the scripts (and `WAKE`): `qh`, a
+/// sorted set (all scores 0, ordered by member) with one member per non-empty
+/// ready queue, `{tenant length:04}{tenant}{2147483647 - priority:010}{order:016}{queue}`
+/// for the queue's first task, so a tenant's queues are one range ordered by
+/// their heads' priority and age; `qhk` maps a queue to its member. A claim
+/// reads a tenant's best heads from it instead of looking at every queue.
+/// Needs `P` defined. `refresh_head(queue)` re-reads a queue's first task and
+/// moves its index member.
+macro_rules! heads_lua {
+    () => {
+        r#"
+local qten = {}      -- queue -> tenant (from its owner record), per call
+local function queue_tenant(qid)
+  local t = qten[qid]
+  if t == nil then
+    local meta = redis.call('HGET', P .. 'qmeta', qid)
+    t = meta and cjson.decode(meta).tenant or false
+    qten[qid] = t
+  end
+  return t
+end
+local function refresh_head(qid)
+  local head = redis.call('ZRANGE', P .. 'q:' .. qid, 0, 0, 'WITHSCORES')
+  local old = redis.call('HGET', P .. 'qhk', qid)
+  local new = false
+  local t = #head > 0 and queue_tenant(qid)
+  if t then
+    new = string.format('%04d', #t) .. t .. string.format('%010d', 2147483647 + tonumber(head[2]))
+      .. string.sub(head[1], 1, 16) .. qid
+  end
+  if new == old then return end
+  if old then redis.call('ZREM', P .. 'qh', old) end
+  if new then
+    redis.call('ZADD', P .. 'qh', 0, new)
+    redis.call('HSET', P .. 'qhk', qid, new)
+  else
+    redis.call('HDEL', P .. 'qhk', qid)
+  end
+end
+"#
+    };
+}
+
 /// Helpers shared by the scripts: feed cursors, ready queues, the commit of one
 /// task record, the final notifications.
-const PRELUDE: &str = r#"
+const PRELUDE: &str = concat!(
+    r#"
 local P = ARGV[1] .. ':'
 local NOW = ARGV[2]
 local function fmt(n) return string.format('%d', n) end
+"#,
+    heads_lua!(),
+    r#"
+local dirtyq = {}    -- queues whose first task may have changed (index refreshed by finish())
 
 -- Per-call caches and batches, written by finish().
 local fc = {}        -- escaped tenant -> last feed cursor (entries batched)
@@ -112,6 +160,7 @@ end
 local function add_ready(q, prio, m)
   add('ZADD', key('q:', q), -tonumber(prio), m)
   add('SADD', KQREADY, q)
+  dirtyq[q] = true
   work = true
 end
 
@@ -121,6 +170,7 @@ local function unreserve(id)
   if t[1] == 'pending' and t[4] and t[4] ~= '' then
     add('ZADD', key('q:', t[2]), -tonumber(t[3]), t[4])
     add('SADD', KQREADY, t[2])
+    dirtyq[t[2]] = true
     return true
   end
   return false
@@ -226,7 +276,10 @@ local function commit_one(i)
   -- a retry or a lost placement goes back to its old place in the queue.
   if qa == 'x' then
     if not reserved[id] then
-      if cur[4] and cur[4] ~= '' then add('ZREM', key('q:', cur[2]), cur[4]) end
+      if cur[4] and cur[4] ~= '' then
+        add('ZREM', key('q:', cur[2]), cur[4])
+        dirtyq[cur[2]] = true
+      end
       add('ZREM', KDELAYED, id)
     end
   elseif qa == 'r' then
@@ -288,11 +341,18 @@ local function commit_one(i)
   return 1
 end
 
+-- Moves the head index members of the queues changed so far (after flush()).
+local function refresh_dirty()
+  for q in pairs(dirtyq) do refresh_head(q) end
+  dirtyq = {}
+end
+
 -- Runs the batches, writes back the caches and publishes the wake-ups.
 local function finish()
   for _, w in ipairs(writes) do redis.call(w[1], w[2], unpack(w[3])) end
   writes = {}
   flush()
+  refresh_dirty()
   if order ~= nil then redis.call('SET', P .. 'order', fmt(order)) end
   for et, c in pairs(fc) do
     redis.call('PUBLISH', P .. 'ch:f:' .. et, fmt(c))
@@ -305,7 +365,8 @@ local function finish()
     redis.call('PUBLISH', P .. 'ch:work', w)
   end
 end
-"#;
+"#
+);
 
 /// Stores new tasks with their `Queued` event.
 ///
@@ -369,19 +430,49 @@ finish()
 return out
 "#;
 
-/// The wake-ups after a plain (MULTI/EXEC) submit: bumps and publishes the work
-/// epoch, and publishes each given tenant's feed head. ARGV: prefix, escaped
-/// tenants…. Runs as `EVAL` inside the transaction.
-pub(super) const WAKE: &str = r#"
+/// The wake-ups after a plain (MULTI/EXEC) submit: refreshes the head index
+/// of the queues it added to, bumps and publishes the work epoch, and
+/// publishes each given tenant's feed head. ARGV: prefix, queue count,
+/// queues…, escaped tenants…. Runs as `EVAL` inside the transaction.
+pub(super) const WAKE: &str = concat!(
+    r#"
 local P = ARGV[1] .. ':'
+"#,
+    heads_lua!(),
+    r#"
+local nq = tonumber(ARGV[2])
+for k = 3, 2 + nq do refresh_head(ARGV[k]) end
 local w = redis.call('INCR', P .. 'work')
 redis.call('PUBLISH', P .. 'ch:work', w)
-for k = 2, #ARGV do
+for k = 3 + nq, #ARGV do
   local c = redis.call('LLEN', P .. 'f:' .. ARGV[k])
   redis.call('PUBLISH', P .. 'ch:f:' .. ARGV[k], string.format('%d', c))
 end
 return w
-"#;
+"#
+);
+
+/// Builds the ready-queue head index of a store written by format 2 (which
+/// had none) from its ready queues, and marks the prefix format 3; in one
+/// step, so no claim sees half an index. ARGV: prefix. Returns the queues
+/// indexed, or -1 when the prefix is not at format 2 (another process
+/// migrated it first).
+pub(super) const MIGRATE_2_TO_3: &str = concat!(
+    r#"
+local P = ARGV[1] .. ':'
+if redis.call('GET', ARGV[1] .. ':format') ~= '2' then return -1 end
+"#,
+    heads_lua!(),
+    r#"
+local n = 0
+for _, qid in ipairs(redis.call('SMEMBERS', P .. 'qready')) do
+  refresh_head(qid)
+  n = n + 1
+end
+redis.call('SET', ARGV[1] .. ':format', '3')
+return n
+"#
+);
 
 /// Commits transitions decided in Rust.
 ///
@@ -446,6 +537,7 @@ local max = math.min(tonumber(ARGV[4]), tonumber(n[3]) - inflight)
 if max <= 0 then return out end
 promote(NOW)
 flush()
+refresh_dirty()
 local agents = {}
 local any_agent = true
 for k = 7, 6 + tonumber(ARGV[6]) do
@@ -474,27 +566,8 @@ local function labels_ok(m)
 end
 local rk = P .. 'rsv:' .. claim
 local rids = {}
--- The head of every eligible ready queue, by tenant: one peek per queue.
-local heads = {}
-for _, qid in ipairs(redis.call('SMEMBERS', P .. 'qready')) do
-  local qk = P .. 'q:' .. qid
-  local head = redis.call('ZRANGE', qk, 0, 0, 'WITHSCORES')
-  if #head == 0 then
-    redis.call('SREM', P .. 'qready', qid)
-  else
-    local meta = redis.call('HGET', P .. 'qmeta', qid)
-    local m = meta and cjson.decode(meta)
-    if m and (any_agent or agents[m.agent]) and owner_ok(m) and labels_ok(m) then
-      local hs = heads[m.tenant]
-      if hs == nil then
-        hs = {}
-        heads[m.tenant] = hs
-      end
-      hs[#hs + 1] = {qk, 0, head[1], tonumber(head[2]), head[2]}
-    end
-  end
-end
--- A min-heap of queue heads, by score (-priority) then member (enqueue order).
+-- A min-heap of queue heads ({queue key, position, member, score, score
+-- as stored}), by score (-priority) then member (enqueue order).
 local function before(a, b)
   if a[4] ~= b[4] then return a[4] < b[4] end
   return a[3] < b[3]
@@ -510,14 +583,70 @@ local function sift(h, i)
     i = m
   end
 end
--- Per tenant, its best `max` eligible tasks across its queues (a k-way merge
--- of the heads): a claim reserves O(max) tasks per tenant, however many
--- queues there are. Every member stays in its queue until finish(), so
--- positions do not move while the merge walks them.
-for tenant, h in pairs(heads) do
-  for i = math.floor(#h / 2), 1, -1 do sift(h, i) end
+local function push(h, e)
+  h[#h + 1] = e
+  local i = #h
+  while i > 1 do
+    local up = math.floor(i / 2)
+    if not before(h[i], h[up]) then return end
+    h[i], h[up] = h[up], h[i]
+    i = up
+  end
+end
+local KQH = P .. 'qh'
+local PAGE = math.max(max, 16)
+-- Tenant by tenant (one range of the head index each), the best `max`
+-- eligible tasks: a merge of the queues' heads, pulling the next queue from
+-- the index only when its head beats what the heap holds. So a claim looks at
+-- O(max) tasks and queues per tenant (plus the queues the node may not run),
+-- however many queues there are.
+local cursor = '-'
+while true do
+  local first = redis.call('ZRANGEBYLEX', KQH, cursor, '+', 'LIMIT', 0, 1)
+  if #first == 0 then break end
+  local len = tonumber(string.sub(first[1], 1, 4))
+  local prefix = string.sub(first[1], 1, 4 + len)
+  local tenant = string.sub(prefix, 5)
+  local upper = '(' .. prefix .. '\255'
+  local from = '[' .. prefix
+  local page, pi, ended = {}, 1, false
+  -- The next eligible queue of this tenant in index order, as a heap entry.
+  local function next_queue()
+    while true do
+      if pi > #page then
+        if ended then return nil end
+        page = redis.call('ZRANGEBYLEX', KQH, from, upper, 'LIMIT', 0, PAGE)
+        pi = 1
+        if #page < PAGE then ended = true end
+        if #page == 0 then return nil end
+        from = '(' .. page[#page]
+      end
+      local e = page[pi]
+      pi = pi + 1
+      local qid = string.sub(e, 4 + len + 27)
+      local meta = redis.call('HGET', P .. 'qmeta', qid)
+      local m = meta and cjson.decode(meta)
+      if m and (any_agent or agents[m.agent]) and owner_ok(m) and labels_ok(m) then
+        local qk = P .. 'q:' .. qid
+        local head = redis.call('ZRANGE', qk, 0, 0, 'WITHSCORES')
+        if #head == 0 then
+          -- A stale index entry: finish() drops it.
+          dirtyq[qid] = true
+        else
+          return {qk, 0, head[1], tonumber(head[2]), head[2], qid}
+        end
+      end
+    end
+  end
+  local h = {}
+  local waiting = next_queue()
   local taken = 0
-  while taken < max and #h > 0 do
+  while taken < max do
+    while waiting and (#h == 0 or before(waiting, h[1])) do
+      push(h, waiting)
+      waiting = next_queue()
+    end
+    if #h == 0 then break end
     local top = h[1]
     local qk, member = top[1], top[3]
     local id = string.sub(member, 17)
@@ -525,9 +654,11 @@ for tenant, h in pairs(heads) do
     if t[1] ~= 'pending' then
       -- Not pending: a stale queue entry; drop it.
       add('ZREM', qk, member)
+      dirtyq[top[6]] = true
     elseif t[2] ~= node then
       taken = taken + 1
       add('ZREM', qk, member)
+      dirtyq[top[6]] = true
       rids[#rids + 1] = member
       local o = #out
       out[o + 1] = member
@@ -546,7 +677,8 @@ for tenant, h in pairs(heads) do
       out[o + 8] = t[5]
       out[o + 9] = tenant
     end
-    -- Advance this queue to its next member.
+    -- Advance this queue to its next member (members stay in place until
+    -- finish(), so positions do not move).
     local pos = top[2] + 1
     local nxt = redis.call('ZRANGE', qk, pos, pos, 'WITHSCORES')
     if #nxt == 0 then
@@ -557,6 +689,7 @@ for tenant, h in pairs(heads) do
     end
     if #h > 0 then sift(h, 1) end
   end
+  cursor = upper
 end
 if #rids > 0 then
   writes[#writes + 1] = {'SET', rk, {table.concat(rids, ' ')}}

@@ -188,7 +188,7 @@ impl RedisStore {
 
 /// The version of the data layout this build writes (`keys.rs`). Stored under
 /// `PREFIX:format` by the first store that opens a prefix.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Claims an empty prefix for this format, or checks that the prefix was written
 /// by this format: data of a newer build (or of the older, unreadable layout) is
@@ -213,6 +213,23 @@ async fn check_format(conn: &mut ConnectionManager, keys: &Keys) -> Result<()> {
         .map_err(|e| unavailable_or_backend("checking the data format", e))?;
     match stored.as_deref().map(str::parse::<u32>) {
         Some(Ok(v)) if v == FORMAT_VERSION => Ok(()),
+        // Format 2 lacks the ready-queue head index: build it (one script,
+        // so no claim sees half of it); a process that lost the race finds 3.
+        Some(Ok(2)) => {
+            let built: i64 = redis::cmd("EVAL")
+                .arg(lua::MIGRATE_2_TO_3)
+                .arg(0)
+                .arg(&keys.prefix)
+                .query_async(conn)
+                .await
+                .map_err(|e| {
+                    unavailable_or_backend("indexing the ready queues (format 2 to 3)", e)
+                })?;
+            if built >= 0 {
+                tracing::info!(prefix = %keys.prefix, queues = built, "redis: data format 2 migrated to 3 (ready-queue head index)");
+            }
+            Ok(())
+        }
         Some(Ok(v)) if v > FORMAT_VERSION => Err(Error::Backend {
             message: format!(
                 "redis prefix {:?} holds data format {v}, written by a newer build of Hive; \

@@ -230,7 +230,11 @@ impl RedisStore {
         let mut wake = redis::cmd("EVAL");
         wake.arg(crate::redis::lua::WAKE)
             .arg(0)
-            .arg(&self.keys.prefix);
+            .arg(&self.keys.prefix)
+            .arg(queues.len());
+        for (q, _) in &queues {
+            wake.arg(q);
+        }
         for (et, _, _) in &tenants {
             wake.arg(et);
         }
