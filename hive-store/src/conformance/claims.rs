@@ -211,3 +211,32 @@ pub async fn claims_across_many_queues_keep_priority_then_age(store: Arc<dyn Sto
     let want: Vec<TaskId> = expected.iter().map(|e| e.2).collect();
     assert_eq!(order, want);
 }
+
+/// Issue 11, item 13: with many tenants waiting, a claim of `max` takes one
+/// task from each of `max` tenants (the round-robin's first round), and the
+/// next claims go on round-robin until every task ran once.
+pub async fn claims_over_many_tenants_take_a_round_robin_share(store: Arc<dyn Store>) {
+    let h = Harness::new(store);
+    let (node, w) = h.system_node(1_000).await;
+    let tenants = 20;
+    for t in 0..tenants {
+        let p = Principal::user(format!("tenant{t:02}"), "owner");
+        let specs: Vec<TaskSpec> = (0..5).map(|_| spec("echo")).collect();
+        h.hive.submit_batch(&p, specs).await.unwrap();
+    }
+    let first = h.claim(&w, node, 10, false).await;
+    assert_eq!(first.len(), 10);
+    let distinct: BTreeSet<String> = first.iter().map(|c| c.owner.tenant.to_string()).collect();
+    assert_eq!(
+        distinct.len(),
+        10,
+        "one task from each of 10 tenants: {distinct:?}"
+    );
+    let mut seen = first.len();
+    while seen < tenants * 5 {
+        let batch = h.claim(&w, node, 10, false).await;
+        assert!(!batch.is_empty(), "claimed {seen} of {}", tenants * 5);
+        seen += batch.len();
+    }
+    assert!(h.claim(&w, node, 10, false).await.is_empty());
+}

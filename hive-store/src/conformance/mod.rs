@@ -88,6 +88,7 @@ macro_rules! conformance_tests {
             priority_orders_claims_within_a_tenant,
             one_tenants_burst_does_not_starve_another,
             claims_across_many_queues_keep_priority_then_age,
+            claims_over_many_tenants_take_a_round_robin_share,
             schedule_to_start_timeout_requeues_then_times_out,
             heartbeat_timeout_requeues_and_heartbeats_extend_it,
             start_to_close_timeout_ends_the_attempt,

@@ -36,6 +36,31 @@ type CandidateRow = (
     String,
 );
 
+/// A row of [`ONE_TENANT`]: a candidate row (all `None` in the row that says
+/// how many tenants wait), the node's lease count, the tenants waiting.
+#[derive(sqlx::FromRow)]
+struct FirstRow(
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i32>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+    i64,
+);
+
+impl FirstRow {
+    fn candidate(self) -> Option<CandidateRow> {
+        Some((
+            self.0?, self.1?, self.2?, self.3?, self.4?, self.5?, self.6?, self.7?, self.8?,
+        ))
+    }
+}
+
 impl PostgresStore {
     pub(super) async fn claim_tasks(&self, req: ClaimRequest<'_>) -> Result<ClaimResult> {
         let epoch = self.hub.epoch();
@@ -87,11 +112,14 @@ impl PostgresStore {
         }
         let agents: Vec<&str> = req.agents.iter().map(|a| a.as_str()).collect();
         let labels = codec::encode_labels(&node.spec.labels)?;
-        // First, without locking anything: how many eligible tasks each tenant
-        // has (up to the node's free slots). Then lock only each tenant's
-        // share of the free slots (issue 11, item 13): a claim locks about
-        // `max` rows in all, not `max` per tenant.
-        let counts: Vec<(String, i64, i64, i64)> = sqlx::query_as(COUNTS)
+        // The common case, one tenant waiting, in one statement: its first
+        // `free` eligible tasks, locked. With several tenants the statement
+        // locks nothing and answers how many there are; then, without locking
+        // anything, how many eligible tasks each has (up to the free slots),
+        // and only each tenant's round-robin share of the free slots is
+        // locked (issue 11, item 13): a claim locks at most `free` rows, not
+        // `free` per tenant.
+        let first: Vec<FirstRow> = sqlx::query_as(ONE_TENANT)
             .bind(now.as_millis())
             .bind(req.node.to_string())
             .bind(&agents)
@@ -106,24 +134,15 @@ impl PostgresStore {
             .bind(i64::from(node.spec.capacity))
             .fetch_all(&mut *tx)
             .await
-            .map_err(|e| db("count candidates", e))?;
-        let (tenants, quotas) = match counts.first() {
-            Some(&(_, _, leases, free)) => {
-                // The leases counted after the node's lock was granted (the
-                // locking statement's snapshot may predate a claim it waited
-                // for).
-                node.in_flight = u32::try_from(leases).unwrap_or(u32::MAX);
-                let n: Vec<i64> = counts.iter().map(|c| c.1).collect();
-                let tenants: Vec<String> = counts.into_iter().map(|c| c.0).collect();
-                let start = ROTATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                (tenants, shares(&n, free, start))
-            }
-            None => (Vec::new(), Vec::new()),
-        };
-        let rows: Vec<CandidateRow> = if tenants.is_empty() {
-            Vec::new()
-        } else {
-            sqlx::query_as(CANDIDATES)
+            .map_err(|e| db("read candidates", e))?;
+        // The leases counted after the node's lock was granted (the locking
+        // statement's snapshot may predate a claim it waited for).
+        if let Some(r) = first.first() {
+            node.in_flight = u32::try_from(r.9).unwrap_or(u32::MAX);
+        }
+        let several = matches!(first.as_slice(), [r] if r.0.is_none() && r.10 > 1);
+        let rows: Vec<CandidateRow> = if several {
+            let counts: Vec<(String, i64, i64)> = sqlx::query_as(COUNTS)
                 .bind(now.as_millis())
                 .bind(req.node.to_string())
                 .bind(&agents)
@@ -134,11 +153,38 @@ impl PostgresStore {
                 .bind(&share_tenants)
                 .bind(&share_user_tenants)
                 .bind(&share_user_principals)
-                .bind(&tenants)
-                .bind(&quotas)
+                .bind(i64::from(req.max))
+                .bind(i64::from(node.spec.capacity))
                 .fetch_all(&mut *tx)
                 .await
-                .map_err(|e| db("read candidates", e))?
+                .map_err(|e| db("count candidates", e))?;
+            let free = counts.first().map_or(0, |c| c.2);
+            let n: Vec<i64> = counts.iter().map(|c| c.1).collect();
+            let tenants: Vec<String> = counts.into_iter().map(|c| c.0).collect();
+            let start = ROTATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let quotas = shares(&n, free, start);
+            if tenants.is_empty() {
+                Vec::new()
+            } else {
+                sqlx::query_as(CANDIDATES)
+                    .bind(now.as_millis())
+                    .bind(req.node.to_string())
+                    .bind(&agents)
+                    .bind(&labels)
+                    .bind(system)
+                    .bind(owner_tenant)
+                    .bind(owner_principal)
+                    .bind(&share_tenants)
+                    .bind(&share_user_tenants)
+                    .bind(&share_user_principals)
+                    .bind(&tenants)
+                    .bind(&quotas)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(|e| db("read candidates", e))?
+            }
+        } else {
+            first.into_iter().filter_map(FirstRow::candidate).collect()
         };
         if rows.is_empty() {
             let next_due = next_due(&mut tx, now).await?;
@@ -318,12 +364,13 @@ macro_rules! eligible {
     };
 }
 
-/// For every tenant with pending tasks the node may run (a loose index scan
-/// over tenants), how many eligible tasks it has, counted up to the node's
-/// free slots (capacity `$12` minus its leases, at most `$11`); each row also
-/// carries the node's lease count and the free slots. Nothing is locked.
-const COUNTS: &str = concat!(
-    r#"
+/// The loose index scan over the tenants with pending tasks, the node's
+/// lease count and free slots (capacity `$12` minus its leases, at most
+/// `$11`), and the tenants the node may run (shared by [`ONE_TENANT`] and
+/// [`COUNTS`]).
+macro_rules! tenants_cte {
+    () => {
+        r#"
 WITH RECURSIVE leases AS (
     SELECT count(*) AS n FROM tasks WHERE lease_node = $2::uuid
 ), free AS (
@@ -335,22 +382,62 @@ WITH RECURSIVE leases AS (
             WHERE t.state = 'pending' AND t.tenant > tenants.tenant
             ORDER BY t.tenant LIMIT 1)
     FROM tenants WHERE tenants.tenant IS NOT NULL
+), visible AS (
+    SELECT tenants.tenant FROM tenants
+    WHERE tenants.tenant IS NOT NULL
+      AND ($5::bool OR tenants.tenant = $6::text OR tenants.tenant = ANY($8::text[])
+           OR tenants.tenant = ANY($9::text[]))
+)"#
+    };
+}
+
+/// When exactly one tenant the node may run has pending tasks: its first
+/// eligible ones by priority then enqueue order, as many as the node has free
+/// slots, locked or skipped if another transaction holds them. Otherwise one
+/// row of `NULL`s. Every row carries the node's lease count and the number of
+/// such tenants.
+const ONE_TENANT: &str = concat!(
+    tenants_cte!(),
+    r#", nv AS (
+    SELECT count(*) AS n FROM visible
 )
-SELECT c.tenant, c.n, (SELECT n FROM leases), (SELECT n FROM free)
+SELECT c.id::text, c.tenant, c.principal, c.priority, c.queue_order, c.created_at,
+       c.spec::text, c.input::text, c.core::text, (SELECT n FROM leases), (SELECT n FROM nv)
+FROM visible CROSS JOIN LATERAL (
+    SELECT t.* FROM tasks t
+    WHERE t.tenant = visible.tenant AND "#,
+    eligible!(),
+    r#"
+    ORDER BY t.priority DESC, t.queue_order
+    LIMIT (SELECT n FROM free)
+    FOR UPDATE OF t SKIP LOCKED
+) c
+WHERE (SELECT n FROM nv) = 1
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       (SELECT n FROM leases), (SELECT n FROM nv)
+WHERE (SELECT n FROM nv) <> 1
+"#
+);
+
+/// For every tenant the node may run that has pending tasks, how many
+/// eligible tasks it has, counted up to the node's free slots; each row also
+/// carries the free slots. Nothing is locked.
+const COUNTS: &str = concat!(
+    tenants_cte!(),
+    r#"
+SELECT c.tenant, c.n, (SELECT n FROM free)
 FROM (
-    SELECT tenants.tenant, (
+    SELECT v.tenant, (
         SELECT count(*) FROM (
             SELECT 1 FROM tasks t
-            WHERE t.tenant = tenants.tenant AND "#,
+            WHERE t.tenant = v.tenant AND "#,
     eligible!(),
     r#"
             LIMIT (SELECT n FROM free)
         ) x
     ) AS n
-    FROM tenants
-    WHERE tenants.tenant IS NOT NULL
-      AND ($5::bool OR tenants.tenant = $6::text OR tenants.tenant = ANY($8::text[])
-           OR tenants.tenant = ANY($9::text[]))
+    FROM visible v
 ) c
 WHERE c.n > 0
 "#
