@@ -596,6 +596,27 @@ impl Hive {
         }
     }
 
+    /// Whether any workflow is running or still cancelling (one short read).
+    async fn any_running_workflow(&self) -> Result<bool> {
+        let page = self
+            .inner
+            .store
+            .list_records(
+                RECORD_KIND,
+                &RecordQuery {
+                    tenant: None,
+                    statuses: vec![
+                        WorkflowState::Running.as_str().into(),
+                        workflow::STATUS_CANCELLING.into(),
+                    ],
+                    after: None,
+                    limit: Some(1),
+                },
+            )
+            .await?;
+        Ok(!page.is_empty())
+    }
+
     /// One pass over the active workflows: all of them, or (`all` false, the
     /// background driver) those of this driver's partitions and the fresh ones;
     /// the others are left to their partition's driver.
@@ -779,14 +800,21 @@ pub(super) async fn run(hive: Hive) {
         if last_scan.is_none_or(|t| t.elapsed() >= scan_every) {
             let store = hive.store();
             let now = hive.inner.clock.now();
-            let scanned = match hive
-                .inner
-                .workflows
-                .partitions
-                .balance(&**store, now, lease)
-                .await
-            {
-                Ok(_) => hive.scan_workflows(false).await,
+            // No leases while there is nothing to drive: a host that runs
+            // only tasks writes no lease records, and a driver whose
+            // workflows all ended gives its partitions back.
+            let partitions = &hive.inner.workflows.partitions;
+            let scanned = match hive.any_running_workflow().await {
+                Ok(true) => match partitions.balance(&**store, now, lease).await {
+                    Ok(_) => hive.scan_workflows(false).await,
+                    Err(e) => Err(e),
+                },
+                Ok(false) => {
+                    if partitions.held() > 0 {
+                        partitions.release(&**store, now).await;
+                    }
+                    Ok(())
+                }
                 Err(e) => Err(e),
             };
             match scanned {
