@@ -119,17 +119,22 @@ impl PostgresStore {
         // and only each tenant's round-robin share of the free slots is
         // locked (issue 11, item 13): a claim locks at most `free` rows, not
         // `free` per tenant.
-        let first: Vec<FirstRow> = sqlx::query_as(ONE_TENANT)
-            .bind(now.as_millis())
-            .bind(req.node.to_string())
-            .bind(&agents)
-            .bind(&labels)
-            .bind(system)
-            .bind(owner_tenant)
-            .bind(owner_principal)
-            .bind(&share_tenants)
-            .bind(&share_user_tenants)
-            .bind(&share_user_principals)
+        // Binds the eligibility rule's parameters ($1–$10 of each statement).
+        macro_rules! eligible_for_node {
+            ($q:expr) => {
+                $q.bind(now.as_millis())
+                    .bind(req.node.to_string())
+                    .bind(&agents)
+                    .bind(&labels)
+                    .bind(system)
+                    .bind(owner_tenant)
+                    .bind(owner_principal)
+                    .bind(&share_tenants)
+                    .bind(&share_user_tenants)
+                    .bind(&share_user_principals)
+            };
+        }
+        let first: Vec<FirstRow> = eligible_for_node!(sqlx::query_as(ONE_TENANT))
             .bind(i64::from(req.max))
             .bind(i64::from(node.spec.capacity))
             .fetch_all(&mut *tx)
@@ -142,17 +147,7 @@ impl PostgresStore {
         }
         let several = matches!(first.as_slice(), [r] if r.0.is_none() && r.10 > 1);
         let rows: Vec<CandidateRow> = if several {
-            let counts: Vec<(String, i64, i64)> = sqlx::query_as(COUNTS)
-                .bind(now.as_millis())
-                .bind(req.node.to_string())
-                .bind(&agents)
-                .bind(&labels)
-                .bind(system)
-                .bind(owner_tenant)
-                .bind(owner_principal)
-                .bind(&share_tenants)
-                .bind(&share_user_tenants)
-                .bind(&share_user_principals)
+            let counts: Vec<(String, i64, i64)> = eligible_for_node!(sqlx::query_as(COUNTS))
                 .bind(i64::from(req.max))
                 .bind(i64::from(node.spec.capacity))
                 .fetch_all(&mut *tx)
@@ -166,17 +161,7 @@ impl PostgresStore {
             if tenants.is_empty() {
                 Vec::new()
             } else {
-                sqlx::query_as(CANDIDATES)
-                    .bind(now.as_millis())
-                    .bind(req.node.to_string())
-                    .bind(&agents)
-                    .bind(&labels)
-                    .bind(system)
-                    .bind(owner_tenant)
-                    .bind(owner_principal)
-                    .bind(&share_tenants)
-                    .bind(&share_user_tenants)
-                    .bind(&share_user_principals)
+                eligible_for_node!(sqlx::query_as(CANDIDATES))
                     .bind(&tenants)
                     .bind(&quotas)
                     .fetch_all(&mut *tx)
