@@ -566,8 +566,9 @@ local function labels_ok(m)
 end
 local rk = P .. 'rsv:' .. claim
 local rids = {}
--- A min-heap of queue heads ({queue key, position, member, score, score
--- as stored}), by score (-priority) then member (enqueue order).
+-- A min-heap of queue heads ({queue key, position, member, score, score as
+-- stored, queue, page read ahead, index in it, page size}), by score
+-- (-priority) then member (enqueue order).
 local function before(a, b)
   if a[4] ~= b[4] then return a[4] < b[4] end
   return a[3] < b[3]
@@ -628,12 +629,14 @@ while true do
       local m = meta and cjson.decode(meta)
       if m and (any_agent or agents[m.agent]) and owner_ok(m) and labels_ok(m) then
         local qk = P .. 'q:' .. qid
-        local head = redis.call('ZRANGE', qk, 0, 0, 'WITHSCORES')
-        if #head == 0 then
+        -- Its first members, read ahead a page at a time.
+        local n = math.min(max, 32)
+        local buf = redis.call('ZRANGE', qk, 0, n - 1, 'WITHSCORES')
+        if #buf == 0 then
           -- A stale index entry: finish() drops it.
           dirtyq[qid] = true
         else
-          return {qk, 0, head[1], tonumber(head[2]), head[2], qid}
+          return {qk, 0, buf[1], tonumber(buf[2]), buf[2], qid, buf, 1, n}
         end
       end
     end
@@ -677,15 +680,25 @@ while true do
       out[o + 8] = t[5]
       out[o + 9] = tenant
     end
-    -- Advance this queue to its next member (members stay in place until
-    -- finish(), so positions do not move).
-    local pos = top[2] + 1
-    local nxt = redis.call('ZRANGE', qk, pos, pos, 'WITHSCORES')
-    if #nxt == 0 then
+    -- Advance this queue to its next member, from the page read ahead or a
+    -- new page (members stay in place until finish(), so positions do not
+    -- move).
+    local pos, buf, bi = top[2] + 1, top[7], top[8] + 2
+    if bi > #buf then
+      if #buf < 2 * top[9] then
+        buf = {}
+      else
+        local n = math.max(1, math.min(max - taken, 256))
+        buf = redis.call('ZRANGE', qk, pos, pos + n - 1, 'WITHSCORES')
+        top[9] = n
+      end
+      bi = 1
+    end
+    if bi > #buf then
       h[1] = h[#h]
       h[#h] = nil
     else
-      top[2], top[3], top[4], top[5] = pos, nxt[1], tonumber(nxt[2]), nxt[2]
+      top[2], top[3], top[4], top[5], top[7], top[8] = pos, buf[bi], tonumber(buf[bi + 1]), buf[bi + 1], buf, bi
     end
     if #h > 0 then sift(h, 1) end
   end
