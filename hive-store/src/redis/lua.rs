@@ -567,8 +567,8 @@ end
 local rk = P .. 'rsv:' .. claim
 local rids = {}
 -- A min-heap of queue heads ({queue key, position, member, score, score as
--- stored, queue, page read ahead, index in it, page size}), by score
--- (-priority) then member (enqueue order).
+-- stored, queue, page read ahead, index in it, page size, members reserved,
+-- whether one was skipped}), by score (-priority) then member (enqueue order).
 local function before(a, b)
   if a[4] ~= b[4] then return a[4] < b[4] end
   return a[3] < b[3]
@@ -644,6 +644,17 @@ while true do
   local h = {}
   local waiting = next_queue()
   local taken = 0
+  -- Takes a queue's reserved members out of it: its first ones by rank when
+  -- nothing before them was skipped (one command), else one by one.
+  local function take_out(e)
+    local mine = e[10]
+    if mine == nil or #mine == 0 then return end
+    if e[11] then
+      for _, m in ipairs(mine) do add('ZREM', e[1], m) end
+    else
+      writes[#writes + 1] = {'ZREMRANGEBYRANK', e[1], {0, #mine - 1}}
+    end
+  end
   while taken < max do
     while waiting and (#h == 0 or before(waiting, h[1])) do
       push(h, waiting)
@@ -658,9 +669,13 @@ while true do
       -- Not pending: a stale queue entry; drop it.
       add('ZREM', qk, member)
       dirtyq[top[6]] = true
-    elseif t[2] ~= node then
+      top[11] = true
+    elseif t[2] == node then
+      top[11] = true
+    else
       taken = taken + 1
-      add('ZREM', qk, member)
+      top[10] = top[10] or {}
+      top[10][#top[10] + 1] = member
       dirtyq[top[6]] = true
       rids[#rids + 1] = member
       local o = #out
@@ -695,6 +710,7 @@ while true do
       bi = 1
     end
     if bi > #buf then
+      take_out(top)
       h[1] = h[#h]
       h[#h] = nil
     else
@@ -702,6 +718,7 @@ while true do
     end
     if #h > 0 then sift(h, 1) end
   end
+  for _, e in ipairs(h) do take_out(e) end
   cursor = upper
 end
 if #rids > 0 then
