@@ -1,0 +1,396 @@
+//! Honeycomb's settings: defaults, then a TOML file, then `HONEYCOMB_*`
+//! environment variables, then command-line flags — each later layer wins,
+//! and the effective configuration remembers which layer set each value (for
+//! `honeycomb config` and for errors that name the setting to change).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The address Honeycomb listens on unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8780";
+/// Where the APIary registry is expected unless told otherwise (a different
+/// port from Honeycomb's, so both run on one host).
+pub const DEFAULT_REGISTRY: &str = "127.0.0.1:5055";
+/// The data directory unless told otherwise (relative to the working directory).
+pub const DEFAULT_DATA_DIR: &str = "honeycomb-data";
+
+/// The settings and their environment variables, in display order.
+pub const SETTINGS: [(&str, &str); 6] = [
+    ("listen", "HONEYCOMB_LISTEN"),
+    ("data_dir", "HONEYCOMB_DATA_DIR"),
+    ("backend", "HONEYCOMB_BACKEND"),
+    ("registry", "HONEYCOMB_REGISTRY"),
+    ("shutdown_grace", "HONEYCOMB_SHUTDOWN_GRACE"),
+    ("log", "HONEYCOMB_LOG"),
+];
+
+/// The environment variable naming the config file (not a setting itself).
+pub const CONFIG_ENV: &str = "HONEYCOMB_CONFIG";
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read the config file {path}: {error}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The config file is not valid TOML for Honeycomb (an unknown key is
+    /// named in the message).
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and where.
+        message: String,
+    },
+    /// A `HONEYCOMB_*` environment variable that is no setting.
+    #[error(
+        "unknown setting {name} in the environment (known: HONEYCOMB_CONFIG, {known})",
+        known = SETTINGS.map(|s| s.1).join(", ")
+    )]
+    UnknownEnv {
+        /// The variable.
+        name: String,
+    },
+    /// A value that does not parse.
+    #[error("{setting} = {value:?} (from {origin}): {reason}")]
+    Invalid {
+        /// The setting.
+        setting: &'static str,
+        /// The value given.
+        value: String,
+        /// Where it came from.
+        origin: Origin,
+        /// Why it is refused.
+        reason: String,
+    },
+}
+
+/// Where a setting's value came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Honeycomb's default.
+    Default,
+    /// The config file.
+    File(PathBuf),
+    /// An environment variable.
+    Env(&'static str),
+    /// A command-line flag.
+    Flag(&'static str),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("the default"),
+            Origin::File(p) => write!(f, "the config file {}", p.display()),
+            Origin::Env(v) => write!(f, "the environment variable {v}"),
+            Origin::Flag(flag) => write!(f, "the flag {flag}"),
+        }
+    }
+}
+
+/// The values one layer sets (all optional, as text).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Layer {
+    /// `listen`: the address to serve on.
+    pub listen: Option<String>,
+    /// `data_dir`: where the default SQLite file lives.
+    pub data_dir: Option<String>,
+    /// `backend`: the store URL (default: an SQLite file in the data directory).
+    pub backend: Option<String>,
+    /// `registry`: the APIary registry's address.
+    pub registry: Option<String>,
+    /// `shutdown_grace`: how long a stop waits for work in flight (e.g. `30s`).
+    pub shutdown_grace: Option<String>,
+    /// `log`: the log filter (`info`, `honeycomb=debug,hive=info`…).
+    pub log: Option<String>,
+}
+
+impl Layer {
+    fn get(&self, setting: &str) -> Option<&String> {
+        match setting {
+            "listen" => self.listen.as_ref(),
+            "data_dir" => self.data_dir.as_ref(),
+            "backend" => self.backend.as_ref(),
+            "registry" => self.registry.as_ref(),
+            "shutdown_grace" => self.shutdown_grace.as_ref(),
+            "log" => self.log.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Reads a TOML config file; an unknown key is an error naming it.
+    pub fn from_file(path: &Path) -> Result<Layer, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            ConfigError::Parse {
+                path: path.to_owned(),
+                message: match line {
+                    Some(n) => format!("line {n}: {}", e.message()),
+                    None => e.message().to_owned(),
+                },
+            }
+        })
+    }
+
+    /// The `HONEYCOMB_*` variables of `vars`; an unknown one is an error
+    /// naming it. `HONEYCOMB_CONFIG` (the file's path) is skipped.
+    pub fn from_env(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Layer, ConfigError> {
+        let mut layer = Layer::default();
+        for (name, value) in vars {
+            if !name.starts_with("HONEYCOMB_") || name == CONFIG_ENV {
+                continue;
+            }
+            let slot = match name.as_str() {
+                "HONEYCOMB_LISTEN" => &mut layer.listen,
+                "HONEYCOMB_DATA_DIR" => &mut layer.data_dir,
+                "HONEYCOMB_BACKEND" => &mut layer.backend,
+                "HONEYCOMB_REGISTRY" => &mut layer.registry,
+                "HONEYCOMB_SHUTDOWN_GRACE" => &mut layer.shutdown_grace,
+                "HONEYCOMB_LOG" => &mut layer.log,
+                _ => return Err(ConfigError::UnknownEnv { name }),
+            };
+            *slot = Some(value);
+        }
+        Ok(layer)
+    }
+}
+
+/// The effective configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// The address to serve on.
+    pub listen: SocketAddr,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The store URL given, if any (else an SQLite file in `data_dir`).
+    pub backend: Option<String>,
+    /// The APIary registry's address.
+    pub registry: String,
+    /// How long a stop waits for work in flight.
+    pub shutdown_grace: Duration,
+    /// The log filter.
+    pub log: String,
+    /// Where each setting's value came from.
+    pub origins: BTreeMap<&'static str, Origin>,
+}
+
+impl Config {
+    /// Merges the layers (each later one wins) over the defaults. `file` is
+    /// the config file's layer with its path, `flags` the command line's.
+    pub fn resolve(
+        file: Option<(&Path, Layer)>,
+        env: Layer,
+        flags: Layer,
+    ) -> Result<Config, ConfigError> {
+        let mut chosen: BTreeMap<&'static str, (String, Origin)> = BTreeMap::new();
+        let defaults = [
+            ("listen", DEFAULT_LISTEN),
+            ("data_dir", DEFAULT_DATA_DIR),
+            ("registry", DEFAULT_REGISTRY),
+            ("shutdown_grace", "30s"),
+            ("log", "info"),
+        ];
+        for (k, v) in defaults {
+            chosen.insert(k, (v.to_owned(), Origin::Default));
+        }
+        let flag_names = [
+            ("listen", "--listen"),
+            ("data_dir", "--data-dir"),
+            ("backend", "--backend"),
+            ("registry", "--registry"),
+            ("shutdown_grace", "--shutdown-grace"),
+            ("log", "--log"),
+        ];
+        for (setting, var) in SETTINGS {
+            if let Some((path, layer)) = &file
+                && let Some(v) = layer.get(setting)
+            {
+                chosen.insert(setting, (v.clone(), Origin::File(path.to_path_buf())));
+            }
+            if let Some(v) = env.get(setting) {
+                chosen.insert(setting, (v.clone(), Origin::Env(var)));
+            }
+            if let Some(v) = flags.get(setting) {
+                let flag = flag_names
+                    .iter()
+                    .find(|f| f.0 == setting)
+                    .map_or("--?", |f| f.1);
+                chosen.insert(setting, (v.clone(), Origin::Flag(flag)));
+            }
+        }
+        let take = |setting: &'static str| chosen.get(setting).cloned();
+        let invalid = |setting: &'static str, (value, origin): (String, Origin), reason: String| {
+            ConfigError::Invalid {
+                setting,
+                value,
+                origin,
+                reason,
+            }
+        };
+        let (listen_text, listen_origin) = take("listen").unwrap_or_default_pair();
+        let listen: SocketAddr = listen_text.parse().map_err(|e| {
+            invalid(
+                "listen",
+                (listen_text.clone(), listen_origin.clone()),
+                format!("not an address with a port ({e}); e.g. 127.0.0.1:8780"),
+            )
+        })?;
+        let (data_dir, _) = take("data_dir").unwrap_or_default_pair();
+        if data_dir.trim().is_empty() {
+            return Err(invalid(
+                "data_dir",
+                take("data_dir").unwrap_or_default_pair(),
+                "must not be empty".into(),
+            ));
+        }
+        let backend = match take("backend") {
+            Some((url, origin)) => {
+                if !url.contains("://") {
+                    return Err(invalid(
+                        "backend",
+                        (url, origin),
+                        "not a store URL (memory://, sqlite://PATH, postgres://…, redis://…)"
+                            .into(),
+                    ));
+                }
+                Some(url)
+            }
+            None => None,
+        };
+        let (registry, registry_origin) = take("registry").unwrap_or_default_pair();
+        if registry.trim().is_empty() {
+            return Err(invalid(
+                "registry",
+                (registry, registry_origin),
+                "must not be empty".into(),
+            ));
+        }
+        let (grace_text, grace_origin) = take("shutdown_grace").unwrap_or_default_pair();
+        let shutdown_grace = humantime_parse(&grace_text).map_err(|reason| {
+            invalid("shutdown_grace", (grace_text.clone(), grace_origin), reason)
+        })?;
+        let (log, _) = take("log").unwrap_or_default_pair();
+        let origins = chosen.iter().map(|(k, (_, o))| (*k, o.clone())).collect();
+        Ok(Config {
+            listen,
+            data_dir: PathBuf::from(data_dir),
+            backend,
+            registry,
+            shutdown_grace,
+            log,
+            origins,
+        })
+    }
+
+    /// The store URL: the one given, or the SQLite file in the data directory.
+    pub fn backend_url(&self) -> String {
+        match &self.backend {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("hive.db").display()),
+        }
+    }
+
+    /// Where `setting` came from.
+    pub fn origin(&self, setting: &str) -> Origin {
+        self.origins
+            .get(setting)
+            .cloned()
+            .unwrap_or(Origin::Default)
+    }
+
+    /// The effective configuration as TOML, secrets masked, each line with
+    /// where its value came from.
+    pub fn render(&self) -> String {
+        let grace = humantime::format_duration(self.shutdown_grace).to_string();
+        let backend = mask_url(&self.backend_url());
+        let rows: [(&str, String); 6] = [
+            ("listen", self.listen.to_string()),
+            ("data_dir", self.data_dir.display().to_string()),
+            ("backend", backend),
+            ("registry", self.registry.clone()),
+            ("shutdown_grace", grace),
+            ("log", self.log.clone()),
+        ];
+        let mut out = String::from("# honeycomb: the effective configuration (secrets masked)\n");
+        for (k, v) in rows {
+            let origin = if k == "backend" && self.backend.is_none() {
+                "the default: an SQLite file in data_dir".to_owned()
+            } else {
+                self.origin(k).to_string()
+            };
+            out.push_str(&format!("{k} = {}  # {origin}\n", toml_string(&v)));
+        }
+        out
+    }
+}
+
+/// `"…"` with TOML escapes.
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+/// A URL with its password (and any `password`/`token`/`secret` query
+/// parameter) replaced by `****`.
+pub fn mask_url(raw: &str) -> String {
+    let Ok(mut url) = url::Url::parse(raw) else {
+        return raw.to_owned();
+    };
+    if url.password().is_some() {
+        let _ = url.set_password(Some("****"));
+    }
+    let secret = |k: &str| {
+        let k = k.to_ascii_lowercase();
+        k.contains("password") || k.contains("token") || k.contains("secret")
+    };
+    if url.query_pairs().any(|(k, _)| secret(&k)) {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret(&k) {
+                    "****".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
+}
+
+/// A duration such as `30s`, `2m` or `1500ms` (humantime's syntax).
+fn humantime_parse(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("not a duration ({e}); e.g. 30s, 2m, 500ms"))
+}
+
+trait DefaultPair {
+    fn unwrap_or_default_pair(self) -> (String, Origin);
+}
+
+impl DefaultPair for Option<(String, Origin)> {
+    fn unwrap_or_default_pair(self) -> (String, Origin) {
+        self.unwrap_or((String::new(), Origin::Default))
+    }
+}

@@ -1,0 +1,116 @@
+//! Starting and stopping Honeycomb: a taken port, health and version, a clean stop.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use honeycomb::{Config, Layer, Origin, ServeError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+fn config(flags: Layer) -> Config {
+    Config::resolve(None, Layer::default(), flags).unwrap()
+}
+
+async fn get(addr: SocketAddr, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_port_fails_at_start_naming_the_address_and_the_setting() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let c = config(Layer {
+        listen: Some(addr.to_string()),
+        backend: Some("memory://".into()),
+        ..Layer::default()
+    });
+    let err = honeycomb::serve(c, std::future::pending(), |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ServeError::AddrInUse { addr: a, origin: Origin::Flag("--listen") } if *a == addr),
+        "{err:?}"
+    );
+    let line = err.to_string();
+    assert!(!line.contains('\n'), "one line: {line}");
+    assert!(
+        line.contains(&addr.to_string()) && line.contains("--listen"),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_health_and_version_then_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(Layer {
+        listen: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.path().join("data").display().to_string()),
+        ..Layer::default()
+    });
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = oneshot::channel();
+    let server = tokio::spawn(honeycomb::serve(
+        c,
+        async move {
+            let _ = stop_rx.await;
+        },
+        move |addr| {
+            let _ = addr_tx.send(addr);
+        },
+    ));
+    let addr = addr_rx.await.unwrap();
+    let health = get(addr, "/healthz").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.ends_with("ok\n"), "{health}");
+    let version = get(addr, "/api/version").await;
+    assert!(version.starts_with("HTTP/1.1 200"), "{version}");
+    let body = version.split("\r\n\r\n").nth(1).unwrap();
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["name"], "honeycomb");
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    let ready = get(addr, "/readyz").await;
+    assert!(
+        ready.starts_with("HTTP/1.1 200") && ready.ends_with("ready\n"),
+        "{ready}"
+    );
+    honeycomb::healthcheck(addr, Duration::from_secs(5))
+        .await
+        .expect("healthy");
+    let missing = get(addr, "/nope").await;
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    // The default store is an SQLite file in the data directory.
+    assert!(dir.path().join("data").join("hive.db").exists());
+    stop_tx.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "stopped listening"
+    );
+    let down = honeycomb::healthcheck(addr, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(down.contains(&addr.to_string()), "{down}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unopenable_store_is_a_clear_error_with_the_secret_masked() {
+    let c = config(Layer {
+        listen: Some("127.0.0.1:0".into()),
+        backend: Some("postgres://hive:s3cret@127.0.0.1:1/hive".into()),
+        ..Layer::default()
+    });
+    let err = honeycomb::serve(c, std::future::pending(), |_| {})
+        .await
+        .unwrap_err();
+    let line = err.to_string();
+    assert!(matches!(err, ServeError::Store { .. }), "{err:?}");
+    assert!(
+        line.contains("postgres://hive:****@127.0.0.1:1/hive") && !line.contains("s3cret"),
+        "{line}"
+    );
+}
