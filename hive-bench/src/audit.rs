@@ -12,14 +12,13 @@
 //! failure. At the end the chain is verified whole and must hold one event per
 //! submit.
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hive_core::{Error, Hive, Principal, TaskSpec, TenantId};
 
-use crate::{Args, store_url};
+use crate::{Args, children, store_url};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -86,14 +85,6 @@ pub(crate) async fn child(url: &str, submitters: usize, seconds: u64) -> Result<
     Ok(())
 }
 
-fn field(line: &str, key: &str) -> Result<u64, BoxError> {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-        .ok_or_else(|| format!("no {key} in {line:?}"))?
-        .parse()
-        .map_err(|e| format!("{key} in {line:?}: {e}").into())
-}
-
 /// The parent: starts the children on one fresh store, sums their counts,
 /// verifies the chain.
 pub(crate) async fn bench(args: &Args) -> Result<(), BoxError> {
@@ -105,36 +96,22 @@ pub(crate) async fn bench(args: &Args) -> Result<(), BoxError> {
     let url = store_url(args)?;
     // Create the schema once, before the children race to.
     drop(hive(&url).await?);
-    let exe = std::env::current_exe()?;
     let started = Instant::now();
-    let mut children = Vec::new();
-    for _ in 0..args.processes {
-        children.push(
-            tokio::process::Command::new(&exe)
-                .arg("--backend")
-                .arg(&args.backend)
-                .arg("--audit-child")
-                .arg(&url)
-                .arg("--submitters")
-                .arg(args.submitters.to_string())
-                .arg("--seconds")
-                .arg(args.seconds.to_string())
-                .stdout(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()?,
-        );
-    }
-    let (mut submits, mut refused, mut errors) = (0, 0, 0);
-    for c in children {
-        let out = c.wait_with_output().await?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let line = text
-            .lines()
-            .find(|l| l.starts_with("audit-child "))
-            .ok_or_else(|| format!("a child printed no counts ({}): {text}", out.status))?;
-        submits += field(line, "submits")?;
-        refused += field(line, "refused")?;
-        errors += field(line, "errors")?;
+    let child_args = [
+        "--audit-child".to_owned(),
+        url.clone(),
+        "--submitters".to_owned(),
+        args.submitters.to_string(),
+        "--seconds".to_owned(),
+        args.seconds.to_string(),
+    ];
+    let lines = children::run(args.processes, &args.backend, &child_args, "audit-child ").await?;
+    let (mut submits, mut refused, mut errors) = (0u64, 0u64, 0u64);
+    for line in &lines {
+        let line = line.as_str();
+        submits += children::field::<u64>(line, "submits")?;
+        refused += children::field::<u64>(line, "refused")?;
+        errors += children::field::<u64>(line, "errors")?;
     }
     let took = started.elapsed().as_secs_f64();
     let (hive, store) = hive(&url).await?;

@@ -1,7 +1,7 @@
 //! Heartbeat storage and latency over time (issue 11, item 12):
 //!
 //! ```text
-//! hive-bench backend=B scenario=heartbeats tasks=1000 nodes=2 minute=M beats=… events_stored=… events_per_task=… p50_ms=… p99_ms=…
+//! hive-bench backend=B scenario=heartbeats tasks=1000 nodes=2 minute=M beats=… events_stored=… events_per_task=… p50_ms=… p99_ms=… max_ms=…
 //! hive-bench backend=B scenario=heartbeats tasks=1000 nodes=2 seconds=600 beats=… events_stored=… events_per_task=… p50_ms=… p99_ms=… max_ms=…
 //! ```
 //!
@@ -16,15 +16,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hive_core::node::Node;
 use hive_core::scheduler::FairScheduler;
 use hive_core::store::{ClaimRequest, Command, NewTask, Store};
 use hive_core::task::LeaseToken;
 use hive_core::task::machine::Op;
-use hive_core::{NodeId, NodeSpec, NodeStatus, Owner, TaskId, TaskSpec, Timestamp};
+use hive_core::{NodeId, Owner, TaskId, TaskSpec, Timestamp};
 use tokio::sync::mpsc;
 
-use crate::{Args, open_store, percentile};
+use crate::{Args, children, open_store, percentile};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -58,17 +57,7 @@ pub(crate) async fn bench(args: &Args) -> Result<(), BoxError> {
     let scheduler = FairScheduler::default();
     let mut leases: Vec<(NodeId, Vec<LeaseToken>)> = Vec::new();
     for n in 0..nodes {
-        let node = NodeId::new();
-        store
-            .register_node(Node {
-                id: node,
-                spec: NodeSpec::system(format!("beater-{n}"), capacity),
-                status: NodeStatus::Ready,
-                in_flight: 0,
-                registered_at: now,
-                last_seen: now,
-            })
-            .await?;
+        let node = children::system_node(&*store, format!("beater-{n}"), capacity, now).await?;
         let mut tokens = Vec::new();
         while tokens.len() < per_node {
             let claimed = store
@@ -106,24 +95,23 @@ pub(crate) async fn bench(args: &Args) -> Result<(), BoxError> {
         }));
     }
     drop(tx);
-    let backend = &args.backend;
+    let run = Run {
+        store: &*store,
+        ids: &ids,
+        head: format!(
+            "hive-bench backend={} scenario=heartbeats tasks={tasks} nodes={nodes}",
+            args.backend
+        ),
+    };
     let mut minute = 1;
     let mut window: Vec<f64> = Vec::new();
     let mut all: Vec<f64> = Vec::new();
     let mut beats = 0usize;
     while let Some((second, ms, n)) = rx.recv().await {
         if second >= minute * 60 {
-            report(
-                &*store,
-                &ids,
-                backend,
-                tasks,
-                nodes,
-                minute,
-                beats,
-                &mut window,
-            )
-            .await?;
+            run.report(&format!("minute={minute}"), beats, &mut window)
+                .await?;
+            window.clear();
             minute += 1;
         }
         beats += n;
@@ -134,28 +122,45 @@ pub(crate) async fn bench(args: &Args) -> Result<(), BoxError> {
         b.await??;
     }
     if !window.is_empty() {
-        report(
-            &*store,
-            &ids,
-            backend,
-            tasks,
-            nodes,
-            minute,
-            beats,
-            &mut window,
-        )
-        .await?;
+        run.report(&format!("minute={minute}"), beats, &mut window)
+            .await?;
     }
-    let stored = stored_events(&*store, &ids).await?;
-    all.sort_by(f64::total_cmp);
-    println!(
-        "hive-bench backend={backend} scenario=heartbeats tasks={tasks} nodes={nodes} seconds={seconds} beats={beats} events_stored={stored} events_per_task={:.2} p50_ms={:.3} p99_ms={:.3} max_ms={:.3}",
-        stored as f64 / tasks as f64,
-        percentile(&all, 0.5),
-        percentile(&all, 0.99),
-        all.last().copied().unwrap_or(f64::NAN),
-    );
+    run.report(&format!("seconds={seconds}"), beats, &mut all)
+        .await?;
     Ok(())
+}
+
+/// What the progress and final lines share.
+struct Run<'a> {
+    store: &'a dyn Store,
+    ids: &'a [TaskId],
+    head: String,
+}
+
+impl Run<'_> {
+    /// Prints one line: the stored events now and the percentiles of `ms`.
+    async fn report(&self, when: &str, beats: usize, ms: &mut [f64]) -> Result<(), BoxError> {
+        let mut stored = 0;
+        for chunk in self.ids.chunks(1_000) {
+            stored += self
+                .store
+                .get_tasks(chunk)
+                .await?
+                .iter()
+                .map(|t| t.last_seq)
+                .sum::<u64>();
+        }
+        ms.sort_by(f64::total_cmp);
+        println!(
+            "{} {when} beats={beats} events_stored={stored} events_per_task={:.2} p50_ms={:.3} p99_ms={:.3} max_ms={:.3}",
+            self.head,
+            stored as f64 / self.ids.len() as f64,
+            percentile(ms, 0.5),
+            percentile(ms, 0.99),
+            ms.last().copied().unwrap_or(f64::NAN),
+        );
+        Ok(())
+    }
 }
 
 /// One node: a heartbeat batch for all its tasks each second; sends (second,
@@ -192,41 +197,5 @@ async fn beat(
             break;
         }
     }
-    Ok(())
-}
-
-async fn stored_events(store: &dyn Store, ids: &[TaskId]) -> Result<u64, BoxError> {
-    let mut sum = 0;
-    for chunk in ids.chunks(1_000) {
-        sum += store
-            .get_tasks(chunk)
-            .await?
-            .iter()
-            .map(|t| t.last_seq)
-            .sum::<u64>();
-    }
-    Ok(sum)
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn report(
-    store: &dyn Store,
-    ids: &[TaskId],
-    backend: &str,
-    tasks: usize,
-    nodes: usize,
-    minute: u64,
-    beats: usize,
-    window: &mut Vec<f64>,
-) -> Result<(), BoxError> {
-    let stored = stored_events(store, ids).await?;
-    window.sort_by(f64::total_cmp);
-    println!(
-        "hive-bench backend={backend} scenario=heartbeats tasks={tasks} nodes={nodes} minute={minute} beats={beats} events_stored={stored} events_per_task={:.2} p50_ms={:.3} p99_ms={:.3}",
-        stored as f64 / tasks as f64,
-        percentile(window, 0.5),
-        percentile(window, 0.99),
-    );
-    window.clear();
     Ok(())
 }

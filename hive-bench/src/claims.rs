@@ -12,13 +12,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use hive_core::node::Node;
 use hive_core::scheduler::FairScheduler;
 use hive_core::store::{ClaimRequest, Command, NewTask};
 use hive_core::task::machine::Op;
-use hive_core::{NodeId, NodeSpec, NodeStatus, Owner, TaskId, TaskSpec, Timestamp};
+use hive_core::{Owner, TaskId, TaskSpec, Timestamp};
 
-use crate::{Args, open_store, percentile};
+use crate::{Args, children, open_store, percentile};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -41,17 +40,7 @@ pub(crate) async fn bench(args: &Args) -> Result<(), BoxError> {
     for chunk in tasks.chunks(1_000) {
         store.submit(chunk.to_vec(), now).await?;
     }
-    let node = NodeId::new();
-    store
-        .register_node(Node {
-            id: node,
-            spec: NodeSpec::system("bench-node", capacity),
-            status: NodeStatus::Ready,
-            in_flight: 0,
-            registered_at: now,
-            last_seen: now,
-        })
-        .await?;
+    let node = children::system_node(&*store, "bench-node".into(), capacity, now).await?;
     let scheduler = FairScheduler::default();
     let mut ms = Vec::new();
     let mut done = 0;

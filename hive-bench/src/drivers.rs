@@ -14,14 +14,13 @@
 //! partitions settled). The last line sums the workflows the processes drove
 //! per pass and gives the slowest process's median pass.
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hive_core::workflow::{StepSpec, WorkflowSpec};
 use hive_core::{Hive, HiveConfig, Principal};
 
-use crate::{Args, percentile, store_url};
+use crate::{Args, children, percentile, store_url};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -71,14 +70,6 @@ pub(crate) async fn child(url: &str, seconds: u64) -> Result<(), BoxError> {
     Ok(())
 }
 
-fn field(line: &str, key: &str) -> Result<f64, BoxError> {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
-        .ok_or_else(|| format!("no {key} in {line:?}"))?
-        .parse::<f64>()
-        .map_err(|e| format!("{key} in {line:?}: {e}").into())
-}
-
 /// The parent: submits the workflows, starts the drivers, prints their lines.
 pub(crate) async fn bench(args: &Args) -> Result<(), BoxError> {
     if args.backend == "memory" {
@@ -98,38 +89,23 @@ pub(crate) async fn bench(args: &Args) -> Result<(), BoxError> {
             hive.submit_workflow(&p, spec).await?;
         }
     }
-    let exe = std::env::current_exe()?;
-    let mut children = Vec::new();
-    for _ in 0..args.processes {
-        children.push(
-            tokio::process::Command::new(&exe)
-                .arg("--backend")
-                .arg(&args.backend)
-                .arg("--driver-child")
-                .arg(&url)
-                .arg("--seconds")
-                .arg(args.seconds.to_string())
-                .stdout(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()?,
-        );
-    }
+    let child_args = [
+        "--driver-child".to_owned(),
+        url.clone(),
+        "--seconds".to_owned(),
+        args.seconds.to_string(),
+    ];
+    let lines = children::run(args.processes, &args.backend, &child_args, "driver-child ").await?;
     let (backend, processes, seconds) = (&args.backend, args.processes, args.seconds);
     let (mut total, mut slowest, mut longest) = (0.0, 0.0f64, 0.0f64);
-    for (k, c) in children.into_iter().enumerate() {
-        let out = c.wait_with_output().await?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let line = text
-            .lines()
-            .find(|l| l.starts_with("driver-child "))
-            .ok_or_else(|| format!("a driver printed nothing ({}): {text}", out.status))?;
-        let rest = line.trim_start_matches("driver-child ");
+    for (k, line) in lines.iter().enumerate() {
+        let line = line.as_str();
         println!(
-            "hive-bench backend={backend} scenario=workflow_drivers processes={processes} workflows={workflows} seconds={seconds} process={k} {rest}"
+            "hive-bench backend={backend} scenario=workflow_drivers processes={processes} workflows={workflows} seconds={seconds} process={k} {line}"
         );
-        total += field(line, "driven_p50")?;
-        slowest = slowest.max(field(line, "pass_p50_ms")?);
-        longest = longest.max(field(line, "pass_max_ms")?);
+        total += children::field::<f64>(line, "driven_p50")?;
+        slowest = slowest.max(children::field::<f64>(line, "pass_p50_ms")?);
+        longest = longest.max(children::field::<f64>(line, "pass_max_ms")?);
     }
     println!(
         "hive-bench backend={backend} scenario=workflow_drivers processes={processes} workflows={workflows} seconds={seconds} driven_total={total:.0} pass_p50_ms={slowest:.3} pass_max_ms={longest:.3}"

@@ -28,6 +28,7 @@ mod acks;
 mod audit;
 mod baseline;
 mod beats;
+mod children;
 mod claims;
 mod drivers;
 mod workflows;

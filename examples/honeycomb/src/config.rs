@@ -19,14 +19,18 @@ pub const DEFAULT_REGISTRY: &str = "127.0.0.1:5055";
 /// The data directory unless told otherwise (relative to the working directory).
 pub const DEFAULT_DATA_DIR: &str = "honeycomb-data";
 
-/// The settings and their environment variables, in display order.
-pub const SETTINGS: [(&str, &str); 6] = [
-    ("listen", "HONEYCOMB_LISTEN"),
-    ("data_dir", "HONEYCOMB_DATA_DIR"),
-    ("backend", "HONEYCOMB_BACKEND"),
-    ("registry", "HONEYCOMB_REGISTRY"),
-    ("shutdown_grace", "HONEYCOMB_SHUTDOWN_GRACE"),
-    ("log", "HONEYCOMB_LOG"),
+/// The settings with their environment variable and flag, in display order.
+pub const SETTINGS: [(&str, &str, &str); 6] = [
+    ("listen", "HONEYCOMB_LISTEN", "--listen"),
+    ("data_dir", "HONEYCOMB_DATA_DIR", "--data-dir"),
+    ("backend", "HONEYCOMB_BACKEND", "--backend"),
+    ("registry", "HONEYCOMB_REGISTRY", "--registry"),
+    (
+        "shutdown_grace",
+        "HONEYCOMB_SHUTDOWN_GRACE",
+        "--shutdown-grace",
+    ),
+    ("log", "HONEYCOMB_LOG", "--log"),
 ];
 
 /// The environment variable naming the config file (not a setting itself).
@@ -213,15 +217,7 @@ impl Config {
         for (k, v) in defaults {
             chosen.insert(k, (v.to_owned(), Origin::Default));
         }
-        let flag_names = [
-            ("listen", "--listen"),
-            ("data_dir", "--data-dir"),
-            ("backend", "--backend"),
-            ("registry", "--registry"),
-            ("shutdown_grace", "--shutdown-grace"),
-            ("log", "--log"),
-        ];
-        for (setting, var) in SETTINGS {
+        for (setting, var, flag) in SETTINGS {
             if let Some((path, layer)) = &file
                 && let Some(v) = layer.get(setting)
             {
@@ -231,14 +227,16 @@ impl Config {
                 chosen.insert(setting, (v.clone(), Origin::Env(var)));
             }
             if let Some(v) = flags.get(setting) {
-                let flag = flag_names
-                    .iter()
-                    .find(|f| f.0 == setting)
-                    .map_or("--?", |f| f.1);
                 chosen.insert(setting, (v.clone(), Origin::Flag(flag)));
             }
         }
-        let take = |setting: &'static str| chosen.get(setting).cloned();
+        // Every setting but `backend` has a default, so it is always chosen.
+        let value = |setting: &'static str| {
+            chosen
+                .get(setting)
+                .cloned()
+                .unwrap_or((String::new(), Origin::Default))
+        };
         let invalid = |setting: &'static str, (value, origin): (String, Origin), reason: String| {
             ConfigError::Invalid {
                 setting,
@@ -247,7 +245,7 @@ impl Config {
                 reason,
             }
         };
-        let (listen_text, listen_origin) = take("listen").unwrap_or_default_pair();
+        let (listen_text, listen_origin) = value("listen");
         let listen: SocketAddr = listen_text.parse().map_err(|e| {
             invalid(
                 "listen",
@@ -255,15 +253,15 @@ impl Config {
                 format!("not an address with a port ({e}); e.g. 127.0.0.1:8780"),
             )
         })?;
-        let (data_dir, _) = take("data_dir").unwrap_or_default_pair();
+        let (data_dir, _) = value("data_dir");
         if data_dir.trim().is_empty() {
             return Err(invalid(
                 "data_dir",
-                take("data_dir").unwrap_or_default_pair(),
+                value("data_dir"),
                 "must not be empty".into(),
             ));
         }
-        let backend = match take("backend") {
+        let backend = match chosen.get("backend").cloned() {
             Some((url, origin)) => {
                 if !url.contains("://") {
                     return Err(invalid(
@@ -277,7 +275,7 @@ impl Config {
             }
             None => None,
         };
-        let (registry, registry_origin) = take("registry").unwrap_or_default_pair();
+        let (registry, registry_origin) = value("registry");
         if registry.trim().is_empty() {
             return Err(invalid(
                 "registry",
@@ -285,11 +283,11 @@ impl Config {
                 "must not be empty".into(),
             ));
         }
-        let (grace_text, grace_origin) = take("shutdown_grace").unwrap_or_default_pair();
+        let (grace_text, grace_origin) = value("shutdown_grace");
         let shutdown_grace = humantime_parse(&grace_text).map_err(|reason| {
             invalid("shutdown_grace", (grace_text.clone(), grace_origin), reason)
         })?;
-        let (log, _) = take("log").unwrap_or_default_pair();
+        let (log, _) = value("log");
         let origins = chosen.iter().map(|(k, (_, o))| (*k, o.clone())).collect();
         Ok(Config {
             listen,
@@ -383,14 +381,4 @@ pub fn mask_url(raw: &str) -> String {
 fn humantime_parse(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
         .map_err(|e| format!("not a duration ({e}); e.g. 30s, 2m, 500ms"))
-}
-
-trait DefaultPair {
-    fn unwrap_or_default_pair(self) -> (String, Origin);
-}
-
-impl DefaultPair for Option<(String, Origin)> {
-    fn unwrap_or_default_pair(self) -> (String, Origin) {
-        self.unwrap_or((String::new(), Origin::Default))
-    }
 }

@@ -561,22 +561,7 @@ impl Hive {
     pub(crate) async fn scan_workflows(&self, all: bool) -> Result<()> {
         let mut after = None;
         loop {
-            let page = self
-                .inner
-                .store
-                .list_records(
-                    RECORD_KIND,
-                    &RecordQuery {
-                        tenant: None,
-                        statuses: vec![
-                            WorkflowState::Running.as_str().into(),
-                            workflow::STATUS_CANCELLING.into(),
-                        ],
-                        after: after.clone(),
-                        limit: Some(1000),
-                    },
-                )
-                .await?;
+            let page = self.unfinished_workflows(after.clone(), 1000).await?;
             let last = page.last().map(|r| r.id.clone());
             {
                 let mut active = self.inner.workflows.active.lock();
@@ -596,10 +581,10 @@ impl Hive {
         }
     }
 
-    /// Whether any workflow is running or still cancelling (one short read).
-    async fn any_running_workflow(&self) -> Result<bool> {
-        let page = self
-            .inner
+    /// A page of the workflow records still to drive: running, or cancelled
+    /// with step tasks that may still be running.
+    async fn unfinished_workflows(&self, after: Option<String>, limit: u32) -> Result<Vec<Record>> {
+        self.inner
             .store
             .list_records(
                 RECORD_KIND,
@@ -609,12 +594,16 @@ impl Hive {
                         WorkflowState::Running.as_str().into(),
                         workflow::STATUS_CANCELLING.into(),
                     ],
-                    after: None,
-                    limit: Some(1),
+                    after,
+                    limit: Some(limit),
                 },
             )
-            .await?;
-        Ok(!page.is_empty())
+            .await
+    }
+
+    /// Whether any workflow is still to drive (one short read).
+    async fn any_running_workflow(&self) -> Result<bool> {
+        Ok(!self.unfinished_workflows(None, 1).await?.is_empty())
     }
 
     /// One pass over the active workflows: all of them, or (`all` false, the

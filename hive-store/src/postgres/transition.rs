@@ -39,6 +39,16 @@ pub(super) struct Loaded {
     pub(super) spec: Arc<TaskSpec>,
     pub(super) core: TaskCore,
     changed: bool,
+    /// Where this task's last event of the transaction is: appended
+    /// (`events`) or replaced in place (`replaced`).
+    pending: Option<Pending>,
+}
+
+/// Where a task's last event of a transaction waits to be written.
+#[derive(Clone, Copy, Debug)]
+enum Pending {
+    Appended(usize),
+    Replaced(usize),
 }
 
 impl Loaded {
@@ -56,6 +66,7 @@ impl Loaded {
             spec,
             core,
             changed: false,
+            pending: None,
         }
     }
 }
@@ -134,18 +145,20 @@ impl Transitions {
                 };
                 self.signal.task(task);
                 // Appended by this transaction? Then it is not stored yet.
-                let slot = self.events.iter_mut().rev().find(|e| e.task == task);
-                match slot {
-                    Some(e) if e.seq == seq => e.kind = kind,
-                    _ => match self.replaced.iter_mut().find(|e| e.task == task) {
-                        Some(e) => e.kind = kind,
-                        None => self.replaced.push(NewEvent {
+                match t.pending {
+                    Some(Pending::Appended(k)) if self.events[k].seq == seq => {
+                        self.events[k].kind = kind
+                    }
+                    Some(Pending::Replaced(k)) => self.replaced[k].kind = kind,
+                    _ => {
+                        t.pending = Some(Pending::Replaced(self.replaced.len()));
+                        self.replaced.push(NewEvent {
                             task,
                             seq,
                             tenant: i,
                             kind,
-                        }),
-                    },
+                        });
+                    }
                 }
                 return Ok(ack);
             }
@@ -160,6 +173,7 @@ impl Transitions {
         }
         self.signal.task(t.id);
         self.signal.feed(&t.tenant);
+        t.pending = Some(Pending::Appended(self.events.len()));
         self.events.push(NewEvent {
             task: t.id,
             seq: t.core.last_seq,

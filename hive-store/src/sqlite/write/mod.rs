@@ -164,6 +164,13 @@ struct NewEvent {
     kind: String,
 }
 
+/// Where a task's last event of a transaction waits to be written.
+#[derive(Clone, Copy, Debug)]
+enum Pending {
+    Appended(usize),
+    Replaced(usize),
+}
+
 /// A task to submit with its encodings, made before the write lock is taken.
 #[derive(Debug)]
 pub(super) struct PreparedTask {
@@ -194,6 +201,9 @@ pub(super) struct Tx<'c> {
     events: Vec<NewEvent>,
     /// Stored heartbeats replaced by a later beat: (task, seq, kind).
     replaced: Vec<(TaskId, u64, String)>,
+    /// Each task's last event of this transaction: appended (index into
+    /// `events`) or replaced (index into `replaced`).
+    pending: FxHashMap<TaskId, Pending>,
     heads: FxHashMap<TenantId, u64>,
     next_ord: i64,
     stored_ord: i64,
@@ -249,6 +259,7 @@ impl<'c> Tx<'c> {
             dirty: Vec::new(),
             events: Vec::new(),
             replaced: Vec::new(),
+            pending: FxHashMap::default(),
             heads: FxHashMap::default(),
             next_ord,
             stored_ord: next_ord,
@@ -404,6 +415,8 @@ impl<'c> Tx<'c> {
         })?;
         *head += 1;
         let cursor = *head;
+        self.pending
+            .insert(task, Pending::Appended(self.events.len()));
         self.events.push(NewEvent {
             tenant: tenant.clone(),
             cursor,
@@ -425,17 +438,17 @@ impl<'c> Tx<'c> {
     /// else by an update at flush. The feed keeps its one entry.
     fn replace(&mut self, task: TaskId, seq: u64, kind: &EventKind) -> Result<()> {
         let json = to_json!(kind, "event")?;
-        match self
-            .events
-            .iter_mut()
-            .rev()
-            .find(|e| e.task == task && e.seq == seq)
-        {
-            Some(e) => {
-                e.kind = json;
-                e.at = self.now;
+        match self.pending.get(&task).copied() {
+            Some(Pending::Appended(k)) if self.events[k].seq == seq => {
+                self.events[k].kind = json;
+                self.events[k].at = self.now;
             }
-            None => self.replaced.push((task, seq, json)),
+            Some(Pending::Replaced(k)) => self.replaced[k].2 = json,
+            _ => {
+                self.pending
+                    .insert(task, Pending::Replaced(self.replaced.len()));
+                self.replaced.push((task, seq, json));
+            }
         }
         self.fx.tasks.push(task);
         Ok(())
@@ -511,6 +524,8 @@ impl<'c> Tx<'c> {
     /// Writes the changed tasks, the new events, lease counts, signs of life and
     /// the queue order counter.
     async fn flush(&mut self) -> Result<()> {
+        // The indices point into `events` and `replaced`, emptied below.
+        self.pending.clear();
         let dirty = mem::take(&mut self.dirty);
         let mut rows = Vec::with_capacity(dirty.len());
         for id in dirty {
