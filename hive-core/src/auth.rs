@@ -49,6 +49,10 @@ pub enum Action {
     CancelWorkflow,
     /// Issue an API token.
     IssueToken,
+    /// Issue a worker token: the credential a remote worker presents to
+    /// work one node over HTTP (the node's owner, or an operator or admin of
+    /// its tenant, may).
+    IssueWorkerToken,
     /// Revoke an API token.
     RevokeToken,
     /// List a tenant's API tokens (never their secrets).
@@ -72,7 +76,10 @@ impl Action {
             Action::SubmitTask => Scope::TaskSubmit,
             Action::ReadTask | Action::ConsumeFeed | Action::ReadNode => Scope::TaskRead,
             Action::CancelTask => Scope::TaskCancel,
-            Action::RegisterNode | Action::DrainNode | Action::RemoveNode => Scope::NodeRegister,
+            Action::RegisterNode
+            | Action::DrainNode
+            | Action::RemoveNode
+            | Action::IssueWorkerToken => Scope::NodeRegister,
             Action::WorkNode => Scope::NodeWork,
             Action::Supervise | Action::ManageTenant => Scope::SystemAdmin,
             Action::SubmitWorkflow => Scope::WorkflowSubmit,
@@ -98,6 +105,7 @@ impl Action {
                 | Action::SubmitWorkflow
                 | Action::CancelWorkflow
                 | Action::IssueToken
+                | Action::IssueWorkerToken
                 | Action::RevokeToken
                 | Action::PromoteExperiment
                 | Action::PublishAgent
@@ -106,7 +114,7 @@ impl Action {
     }
 
     /// Every action, in declaration order.
-    pub const ALL: [Action; 21] = [
+    pub const ALL: [Action; 22] = [
         Action::SubmitTask,
         Action::ReadTask,
         Action::CancelTask,
@@ -121,6 +129,7 @@ impl Action {
         Action::ReadWorkflow,
         Action::CancelWorkflow,
         Action::IssueToken,
+        Action::IssueWorkerToken,
         Action::RevokeToken,
         Action::ReadToken,
         Action::ReadAudit,
@@ -147,6 +156,7 @@ impl Action {
             Action::ReadWorkflow => "workflow.read",
             Action::CancelWorkflow => "workflow.cancel",
             Action::IssueToken => "token.issue",
+            Action::IssueWorkerToken => "token.issue_worker",
             Action::RevokeToken => "token.revoke",
             Action::ReadToken => "token.read",
             Action::ReadAudit => "audit.read",

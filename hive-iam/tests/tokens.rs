@@ -100,7 +100,7 @@ async fn a_token_resolves_to_its_principal() {
     assert_eq!(p.id.as_str(), "reader");
     assert_eq!(p.kind, PrincipalKind::Operator);
     assert_eq!(p.scopes, scopes);
-    assert_eq!(p, issued.info.to_principal());
+    assert_eq!(p, issued.info.to_principal().expect("a user token"));
 }
 
 #[tokio::test]
@@ -417,4 +417,77 @@ async fn invalid_requests_are_refused_before_anything_is_recorded() {
         }
     }
     assert_eq!(f.count("acme").await, 0);
+}
+
+#[tokio::test]
+async fn a_worker_token_resolves_to_its_nodes_worker_and_nothing_more() {
+    let f = fixture();
+    let alice = Principal::user("acme", "alice");
+    let node = f
+        .hive
+        .register_node(&alice, hive_core::NodeSpec::user("laptop", &alice, 2))
+        .await
+        .expect("alice registers her node");
+    let before = f.count("acme").await;
+    let issued = f
+        .tokens
+        .issue_worker(&f.hive, &alice, node.id, Some(Duration::from_secs(600)))
+        .await
+        .expect("the owner issues its node's worker token");
+    assert_eq!(issued.info.kind, TokenKind::Worker);
+    assert_eq!(issued.info.node, Some(node.id));
+    let worker = f.tokens.resolve(&issued.token).await.expect("resolves");
+    assert_eq!(worker, Principal::worker("acme", node.id));
+    let new = f.events_since("acme", before).await;
+    assert_eq!(new.len(), 1, "the issue is audited");
+    assert_eq!(new[0].action, "token.issue_worker");
+    assert_eq!(new[0].outcome, AuditOutcome::Allowed);
+    assert_eq!(new[0].details["node"], json!(node.id));
+
+    // The worker works its node and does nothing else.
+    f.hive
+        .claim(&worker, node.id, &Default::default())
+        .await
+        .expect("a worker claims for its node");
+    forbidden(
+        f.hive
+            .submit(&worker, hive_core::TaskSpec::new("a", json!({})))
+            .await,
+    );
+    // It cannot mint more tokens for itself.
+    forbidden(f.tokens.issue_worker(&f.hive, &worker, node.id, None).await);
+    // Another user of the tenant may not issue it; an operator may; another
+    // tenant does not see the node.
+    let bob = Principal::user("acme", "bob");
+    let reason = forbidden(f.tokens.issue_worker(&f.hive, &bob, node.id, None).await);
+    assert!(reason.contains("owner"), "{reason}");
+    f.tokens
+        .issue_worker(&f.hive, &Principal::operator("acme", "ops"), node.id, None)
+        .await
+        .expect("an operator issues");
+    not_found(
+        f.tokens
+            .issue_worker(&f.hive, &Principal::admin("globex", "root"), node.id, None)
+            .await,
+    );
+    // Revoked, it stops resolving; `issue` never mints a worker token.
+    f.tokens
+        .revoke(&f.hive, &admin(), &issued.info.id)
+        .await
+        .expect("revoke");
+    invalid(f.tokens.resolve(&issued.token).await);
+    let reason = forbidden(
+        f.tokens
+            .issue(&f.hive, &admin(), TokenRequest::new("w", TokenKind::Worker))
+            .await,
+    );
+    assert!(reason.contains("one node"), "{reason}");
+    match f
+        .tokens
+        .issue_worker(&f.hive, &alice, node.id, Some(Duration::ZERO))
+        .await
+    {
+        Err(Error::InvalidArgument { .. }) => {}
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
 }

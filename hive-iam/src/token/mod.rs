@@ -31,6 +31,8 @@ use std::time::Duration;
 
 use hive_core::auth::{Action, Resource};
 use hive_core::clock::{Clock, SystemClock, Timestamp};
+use hive_core::id::NodeId;
+use hive_core::node::{Node, NodeOwner};
 use hive_core::principal::{Principal, PrincipalId, PrincipalKind, Scope, Scopes, TenantId};
 use hive_core::store::{Record, RecordQuery, RecordStore, RecordWrite};
 use hive_core::{Error, Hive, Result};
@@ -67,8 +69,9 @@ fn invalid_token() -> Error {
     }
 }
 
-/// What kind of principal a token stands for. Workers are never issued tokens:
-/// they act as [`Principal::worker`] of the node they registered.
+/// What kind of principal a token stands for. A worker token is bound to one
+/// node ([`TokenService::issue_worker`]) and resolves to that node's
+/// [`Principal::worker`]; [`TokenService::issue`] refuses it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenKind {
@@ -78,6 +81,8 @@ pub enum TokenKind {
     Operator,
     /// A tenant admin.
     Admin,
+    /// The worker of one node (a remote worker over HTTP).
+    Worker,
 }
 
 impl TokenKind {
@@ -87,15 +92,7 @@ impl TokenKind {
             TokenKind::User => Role::User,
             TokenKind::Operator => Role::Operator,
             TokenKind::Admin => Role::Admin,
-        }
-    }
-
-    /// The kind of the token's principal.
-    pub fn principal_kind(self) -> PrincipalKind {
-        match self {
-            TokenKind::User => PrincipalKind::User,
-            TokenKind::Operator => PrincipalKind::Operator,
-            TokenKind::Admin => PrincipalKind::Admin,
+            TokenKind::Worker => Role::Worker,
         }
     }
 
@@ -218,6 +215,9 @@ pub struct TokenInfo {
     pub principal: PrincipalId,
     /// The principal's kind.
     pub kind: TokenKind,
+    /// The node a worker token works (`None` for every other kind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeId>,
     /// The principal's scopes.
     pub scopes: Scopes,
     /// What it is for.
@@ -249,14 +249,22 @@ impl TokenInfo {
         }
     }
 
-    /// The principal the token stands for.
-    pub fn to_principal(&self) -> Principal {
-        Principal {
+    /// The principal the token stands for; `None` for a worker token that
+    /// names no node (a malformed record).
+    pub fn to_principal(&self) -> Option<Principal> {
+        let kind = match (self.kind, self.node) {
+            (TokenKind::User, _) => PrincipalKind::User,
+            (TokenKind::Operator, _) => PrincipalKind::Operator,
+            (TokenKind::Admin, _) => PrincipalKind::Admin,
+            (TokenKind::Worker, Some(node)) => PrincipalKind::Worker { node },
+            (TokenKind::Worker, None) => return None,
+        };
+        Some(Principal {
             tenant: self.tenant.clone(),
             id: self.principal.clone(),
-            kind: self.kind.principal_kind(),
+            kind,
             scopes: self.scopes,
-        }
+        })
     }
 }
 
@@ -392,8 +400,115 @@ impl TokenService {
             tenant: tenant.clone(),
             principal: request.principal,
             kind: request.kind,
+            node: None,
             scopes: request.scopes,
             description: request.description,
+            issued_by: caller.id.clone(),
+            issued_by_tenant: caller.tenant.clone(),
+            issued_at: now,
+            expires_at,
+            revoked_at: None,
+            revoked_by: None,
+        };
+        let body = StoredToken {
+            info: info.clone(),
+            secret_sha256: hex::encode(secret::secret_hash(&secret)),
+        };
+        self.store
+            .write_record(RecordWrite {
+                kind: TOKEN_KIND.to_owned(),
+                id: id.clone(),
+                tenant,
+                expected_version: 0,
+                status: "active".to_owned(),
+                body: to_json(&body)?,
+                events: vec![json!({
+                    "type": "issued",
+                    "by": caller.id,
+                    "by_tenant": caller.tenant,
+                    "at": now,
+                })],
+                now,
+            })
+            .await?;
+        Ok(IssuedToken {
+            token: secret::format_token(&id, &secret),
+            info,
+        })
+    }
+
+    /// Issues a worker token for `node`: the credential a remote worker
+    /// presents (over HTTP) to claim, start, heartbeat, log and report as the
+    /// node's [`Principal::worker`], and nothing else. The node must be visible
+    /// to the caller (else `NotFound`); its owner may, and so may an operator
+    /// or admin of its tenant (a system node: `system:admin`); a worker never
+    /// may. Authorized as [`Action::IssueWorkerToken`] (scope `node:register`)
+    /// and audited, allowed or refused; the secret is shown once, as for
+    /// [`TokenService::issue`], and the token is revoked the same way.
+    pub async fn issue_worker(
+        &self,
+        hive: &Hive,
+        caller: &Principal,
+        node: NodeId,
+        ttl: Option<Duration>,
+    ) -> Result<IssuedToken> {
+        if ttl.is_some_and(|d| d.is_zero()) {
+            return Err(Error::InvalidArgument {
+                message: "a token's ttl must be greater than zero".into(),
+            });
+        }
+        let id = secret::new_id();
+        if matches!(caller.kind, PrincipalKind::Worker { .. }) {
+            let resource = Resource::Named {
+                kind: TOKEN_KIND,
+                id,
+                tenant: caller.tenant.clone(),
+            };
+            return Err(hive
+                .deny(
+                    caller,
+                    Action::IssueWorkerToken,
+                    &resource,
+                    "a worker may never issue tokens",
+                )
+                .await);
+        }
+        let node = hive.get_node(caller, node).await?;
+        let tenant = match &node.spec.owner {
+            NodeOwner::User { tenant, .. } => tenant.clone(),
+            NodeOwner::System => TenantId::system(),
+        };
+        let resource = Resource::Named {
+            kind: TOKEN_KIND,
+            id: id.clone(),
+            tenant: tenant.clone(),
+        };
+        if let Some(reason) = worker_token_refusal(caller, &node) {
+            return Err(hive
+                .deny(caller, Action::IssueWorkerToken, &resource, reason)
+                .await);
+        }
+        let now = self.clock.now();
+        let expires_at = ttl.map(|ttl| now.saturating_add(ttl));
+        hive.authorize_with(caller, Action::IssueWorkerToken, &resource, || {
+            json!({
+                "token": id,
+                "tenant": tenant,
+                "node": node.id,
+                "expires_at": expires_at,
+            })
+        })
+        .await?;
+        let worker = Principal::worker(tenant.clone(), node.id);
+        let secret = secret::new_secret()?;
+        let info = TokenInfo {
+            id: id.clone(),
+            tenant: tenant.clone(),
+            principal: worker.id,
+            kind: TokenKind::Worker,
+            node: Some(node.id),
+            scopes: worker.scopes,
+            description: format!("worker of node {} ({})", node.id, node.spec.name),
             issued_by: caller.id.clone(),
             issued_by_tenant: caller.tenant.clone(),
             issued_at: now,
@@ -451,7 +566,7 @@ impl TokenService {
         let matches = secret::hashes_match(&presented, &stored_hash);
         match stored {
             Some(s) if matches && s.info.status(self.clock.now()) == TokenStatus::Active => {
-                Ok(s.info.to_principal())
+                s.info.to_principal().ok_or_else(invalid_token)
             }
             _ => Err(invalid_token()),
         }
@@ -586,6 +701,26 @@ impl TokenService {
     }
 }
 
+/// Why `caller` may not issue a worker token for `node`, if it may not (the
+/// engine already made sure the node is visible to the caller).
+fn worker_token_refusal(caller: &Principal, node: &Node) -> Option<&'static str> {
+    if caller.is_cross_tenant() || caller.kind == PrincipalKind::System {
+        return None;
+    }
+    match &node.spec.owner {
+        NodeOwner::System => Some("a system node's worker token needs system:admin"),
+        NodeOwner::User { principal, .. } if principal == &caller.id => None,
+        NodeOwner::User { .. }
+            if matches!(caller.kind, PrincipalKind::Operator | PrincipalKind::Admin) =>
+        {
+            None
+        }
+        NodeOwner::User { .. } => {
+            Some("only the node's owner, an operator or an admin may issue its worker token")
+        }
+    }
+}
+
 /// Why `caller` may not issue `request` into `tenant`, if it may not (the policy
 /// is asked afterwards).
 fn issue_refusal(caller: &Principal, tenant: &TenantId, request: &TokenRequest) -> Option<String> {
@@ -606,6 +741,9 @@ fn issue_refusal(caller: &Principal, tenant: &TenantId, request: &TokenRequest) 
         TokenKind::User => 0,
         TokenKind::Operator => 1,
         TokenKind::Admin => 2,
+        TokenKind::Worker => {
+            return Some("a worker token is issued for one node (issue_worker)".into());
+        }
     };
     if wanted > rank {
         return Some(format!(
