@@ -50,11 +50,12 @@ pub async fn open_with(url: &str, config: HiveConfig) -> Result<Hive> {
 pub mod prelude {
     pub use hive_core::worker::handler_fn;
     pub use hive_core::{
-        AgentRef, AuditOutcome, ClaimOptions, Error, EventKind, FeedEvent, Hive, HiveConfig,
-        LeaseToken, NodeOwner, NodeSpec, NodeStatus, Owner, Principal, Report, Result, RetryPolicy,
-        SkipReason, StepSpec, StepView, Task, TaskError, TaskEvent, TaskId, TaskQuery, TaskSpec,
-        TaskState, TenantId, Timeouts, WorkerOptions, WorkflowId, WorkflowQuery, WorkflowSpec,
-        WorkflowState, WorkflowView,
+        AgentRef, AuditOutcome, ClaimOptions, Error, EventKind, FeedEvent, FeedSubscription, Hive,
+        HiveConfig, LeaseToken, Node, NodeId, NodeOwner, NodeSpec, NodeStatus, Owner, Principal,
+        Report, Result, RetryPolicy, SkipReason, StepSpec, StepView, Task, TaskDiagnosis,
+        TaskError, TaskEvent, TaskId, TaskQuery, TaskSpec, TaskState, TaskSubscription, TenantId,
+        Timeouts, WorkerOptions, WorkflowId, WorkflowQuery, WorkflowSpec, WorkflowState,
+        WorkflowSubscription, WorkflowView,
     };
     pub use hive_iam::{AuditQuery, AuditTrail, HiveIamExt, TokenService};
 }

@@ -31,8 +31,8 @@ pub mod workflow;
 pub use audit::AuditOutcome;
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use engine::{
-    ClaimOptions, FeedSubscription, Hive, HiveBuilder, HiveConfig, Report, TaskSubscription,
-    WorkflowSubscription,
+    ClaimOptions, FeedSubscription, Hive, HiveBuilder, HiveConfig, Report, TaskDiagnosis,
+    TaskSubscription, Waiting, WorkflowSubscription,
 };
 pub use error::{Error, Result};
 pub use id::{LeaseId, NodeId, TaskId};

@@ -7,8 +7,10 @@
 //! and `/api/version`, and stops cleanly on SIGINT/SIGTERM; [`healthcheck`]
 //! probes a running one (a container's `HEALTHCHECK`).
 
+pub mod admin;
+pub mod api;
 pub mod config;
 pub mod serve;
 
 pub use config::{Config, ConfigError, Layer, Origin};
-pub use serve::{ServeError, healthcheck, serve};
+pub use serve::{ServeError, healthcheck, serve, serve_with};

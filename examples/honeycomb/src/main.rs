@@ -29,6 +29,46 @@ enum Command {
     /// Exits 0 when the service at the configured address answers `/healthz`
     /// (for a container's HEALTHCHECK: the image has no shell or curl).
     Healthcheck(Settings),
+    /// Administration on the configured store, without the HTTP API.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Issues an API token straight into the store (the bootstrap path for
+    /// the first admin token); prints it once on stdout. Audited, with the
+    /// local user as the actor.
+    Issue {
+        #[command(flatten)]
+        settings: Settings,
+        /// The tenant the token acts in.
+        #[arg(long)]
+        tenant: String,
+        /// The principal it stands for.
+        #[arg(long)]
+        principal: String,
+        /// user, operator or admin.
+        #[arg(long, default_value = "admin")]
+        kind: String,
+        /// How long it is valid (e.g. 30d); forever when absent.
+        #[arg(long)]
+        ttl: Option<String>,
+        /// What it is for.
+        #[arg(long, default_value = "issued by honeycomb admin token issue")]
+        description: String,
+    },
 }
 
 /// The settings a flag can set (each also has a file key and a variable).
@@ -110,6 +150,29 @@ fn main() -> ExitCode {
         Command::Serve(s) => ("serve", s),
         Command::Config(s) => ("config", s),
         Command::Healthcheck(s) => ("healthcheck", s),
+        Command::Admin {
+            command:
+                AdminCommand::Token {
+                    command:
+                        TokenCommand::Issue {
+                            settings,
+                            tenant,
+                            principal,
+                            kind,
+                            ttl,
+                            description,
+                        },
+                },
+        } => {
+            let request = honeycomb::admin::IssueRequest {
+                tenant,
+                principal,
+                kind,
+                ttl,
+                description,
+            };
+            return admin_issue(settings, request);
+        }
     };
     let config = match settings.resolve() {
         Ok(c) => c,
@@ -149,6 +212,40 @@ fn main() -> ExitCode {
     }
     match runtime.block_on(honeycomb::serve(config, stop_signal(), |_| {})) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("honeycomb: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn admin_issue(settings: Settings, request: honeycomb::admin::IssueRequest) -> ExitCode {
+    let config = match settings.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("honeycomb: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("honeycomb: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(honeycomb::admin::issue_token(&config, request)) {
+        Ok(issued) => {
+            eprintln!(
+                "honeycomb: issued token {} for {}/{} ({}); it is shown once:",
+                issued.info.id, issued.info.tenant, issued.info.principal, issued.info.kind
+            );
+            println!("{}", issued.token);
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("honeycomb: {e}");
             ExitCode::FAILURE

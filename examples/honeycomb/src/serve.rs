@@ -1,6 +1,6 @@
 //! Starting and stopping the service.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -11,6 +11,9 @@ use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ApiLimits, ApiState};
 use crate::config::{Config, Origin, mask_url};
 
 /// Why the service could not start.
@@ -93,8 +96,8 @@ pub async fn open_store(config: &Config) -> Result<hive::Hive, ServeError> {
 
 /// `/readyz`: 200 when the store answers (one read of a task that does not
 /// exist), 503 with the reason when it does not.
-async fn ready(State(hive): State<hive::Hive>) -> (StatusCode, String) {
-    match hive.store().get_task(hive::TaskId::new()).await {
+async fn ready(State(state): State<ApiState>) -> (StatusCode, String) {
+    match state.hive().store().get_task(hive::TaskId::new()).await {
         Ok(_) => (StatusCode::OK, "ready\n".into()),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -103,8 +106,8 @@ async fn ready(State(hive): State<hive::Hive>) -> (StatusCode, String) {
     }
 }
 
-/// The routes of this part of the service.
-pub fn router(hive: hive::Hive) -> Router {
+/// The routes served without a token: health, readiness, version.
+fn open_routes() -> Router<ApiState> {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
@@ -118,25 +121,59 @@ pub fn router(hive: hive::Hive) -> Router {
                 }))
             }),
         )
-        .with_state(hive)
+}
+
+/// The whole service's router over `state`.
+pub fn router(state: ApiState) -> Router {
+    crate::api::router(state, open_routes())
 }
 
 /// Runs the service until `stop` completes: binds first (so a taken port
 /// fails before anything else is touched), opens the store, serves, then
-/// stops the engine. `ready` gets the bound address once it listens.
+/// stops: no new connections, open event streams end (clients resume with
+/// `Last-Event-ID`), requests in flight get up to `shutdown_grace` to
+/// finish, then the engine stops. `ready` gets the bound address once it
+/// listens.
 pub async fn serve(
     config: Config,
+    stop: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
+    serve_with(config, ApiLimits::default(), stop, ready).await
+}
+
+/// [`serve`] with the API's limits.
+pub async fn serve_with(
+    config: Config,
+    limits: ApiLimits,
     stop: impl Future<Output = ()> + Send + 'static,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
     let listener = bind(&config).await?;
     let hive = open_store(&config).await?;
     let addr = listener.local_addr()?;
+    let stopping = CancellationToken::new();
+    let state = ApiState::new(hive.clone(), limits, stopping.clone());
     tracing::info!(%addr, backend = %mask_url(&config.backend_url()), "honeycomb listening");
     ready(addr);
-    let served = axum::serve(listener, router(hive.clone()))
-        .with_graceful_shutdown(stop)
-        .await;
+    let signal = stopping.clone();
+    let server = axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            stop.await;
+            signal.cancel();
+        })
+        .into_future();
+    tokio::pin!(server);
+    let served = tokio::select! {
+        r = &mut server => r,
+        () = async {
+            stopping.cancelled().await;
+            tokio::time::sleep(config.shutdown_grace).await;
+        } => {
+            tracing::warn!(grace = ?config.shutdown_grace, "requests still in flight after the grace period; stopping anyway");
+            Ok(())
+        }
+    };
     hive.shutdown();
     served?;
     tracing::info!("honeycomb stopped");

@@ -5,6 +5,7 @@
 //! input, and hands the state change to the [`crate::store::TaskStore`], which applies it
 //! atomically with its event.
 
+mod diagnose;
 mod nodes;
 pub mod partitions;
 mod subscribe;
@@ -13,6 +14,7 @@ mod tasks;
 mod worker_protocol;
 mod workflow;
 
+pub use diagnose::{TaskDiagnosis, Waiting};
 pub use subscribe::{FeedSubscription, TaskSubscription};
 pub use workflow::{DriverStats, WorkflowSubscription};
 

@@ -1,0 +1,360 @@
+//! The HTTP API: a thin mapping of the public `hive` API.
+//!
+//! Every route but `/healthz`, `/readyz`, `/api/version` and the OpenAPI
+//! document needs `Authorization: Bearer <token>` (an API token or a worker
+//! token, resolved by `hive-iam`); the engine authorizes and audits each call
+//! as if it came from Rust. Errors are [`problem::Problem`]s.
+
+pub mod admin;
+pub mod auth;
+pub mod nodes;
+pub mod problem;
+pub mod sse;
+pub mod tasks;
+pub mod workflows;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, StatusCode};
+use axum::response::IntoResponse;
+use axum::{Json, Router};
+use hive::prelude::*;
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use auth::Caller;
+pub use problem::{ApiError, Problem};
+
+/// The limits of the API (defaults in [`ApiLimits::default`]).
+#[derive(Clone, Debug)]
+pub struct ApiLimits {
+    /// The largest request body, in bytes (413 above it).
+    pub body_bytes: usize,
+    /// How long a request may take before it is answered `503` (streams
+    /// are exempt once their headers are sent; long polls are capped below).
+    pub request_timeout: Duration,
+    /// The longest long poll (`wait=` is capped to it): below common proxy
+    /// idle timeouts (60 s).
+    pub long_poll_max: Duration,
+    /// Event streams one token may hold open at once (429 beyond).
+    pub streams_per_token: usize,
+    /// The largest output or error shown inline in a task snapshot; larger
+    /// ones are linked (`output_link`).
+    pub inline_bytes: usize,
+    /// How often an idle event stream sends a keep-alive comment.
+    pub keep_alive: Duration,
+    /// How long a resolved token is remembered (a revocation reaches other
+    /// processes within this; the revoking process forgets at once).
+    pub token_cache_ttl: Duration,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            body_bytes: 4 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            long_poll_max: Duration::from_secs(25),
+            streams_per_token: 256,
+            inline_bytes: 64 * 1024,
+            keep_alive: Duration::from_secs(15),
+            token_cache_ttl: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct ApiState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    hive: Hive,
+    tokens: TokenService,
+    audit: AuditTrail,
+    limits: ApiLimits,
+    stop: CancellationToken,
+    cache: auth::TokenCache,
+    streams: sse::StreamCounter,
+}
+
+impl ApiState {
+    /// The state of an API over `hive`; `stop` ends every open stream (the
+    /// service's shutdown).
+    pub fn new(hive: Hive, limits: ApiLimits, stop: CancellationToken) -> ApiState {
+        ApiState {
+            inner: Arc::new(Inner {
+                tokens: hive.tokens(),
+                audit: hive.audit_trail(),
+                cache: auth::TokenCache::new(limits.token_cache_ttl),
+                streams: sse::StreamCounter::default(),
+                hive,
+                limits,
+                stop,
+            }),
+        }
+    }
+
+    /// The engine.
+    pub fn hive(&self) -> &Hive {
+        &self.inner.hive
+    }
+
+    /// The token service.
+    pub fn tokens(&self) -> &TokenService {
+        &self.inner.tokens
+    }
+
+    /// The audit trail.
+    pub fn audit(&self) -> &AuditTrail {
+        &self.inner.audit
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> &ApiLimits {
+        &self.inner.limits
+    }
+
+    /// Fires when the service stops.
+    pub fn stop(&self) -> &CancellationToken {
+        &self.inner.stop
+    }
+
+    pub(crate) fn cache(&self) -> &auth::TokenCache {
+        &self.inner.cache
+    }
+
+    pub(crate) fn streams(&self) -> &sse::StreamCounter {
+        &self.inner.streams
+    }
+
+    /// The wait of a long poll: `wait`, capped to [`ApiLimits::long_poll_max`].
+    pub(crate) fn long_poll(&self, wait: Option<&str>) -> Result<Duration, ApiError> {
+        let Some(wait) = wait else {
+            return Ok(Duration::ZERO);
+        };
+        let d = parse_duration(wait).ok_or_else(|| {
+            ApiError::bad_request(format!("wait={wait:?}: not a duration (25s, 500ms)"))
+        })?;
+        Ok(d.min(self.inner.limits.long_poll_max))
+    }
+}
+
+/// A duration in humantime syntax (`25s`, `500ms`) or whole seconds (`25`).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).ok()
+}
+
+/// A JSON body; a body that is not JSON, or not the JSON the route takes,
+/// is a problem naming what is wrong (and nothing is stored).
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => {
+                let status = rejection.status();
+                let detail = rejection.body_text();
+                Err(match status {
+                    StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+                        status,
+                        "too_large",
+                        "Too large",
+                        "the request body is larger than the limit",
+                    ),
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+                        status,
+                        "unsupported_media_type",
+                        "Unsupported media type",
+                        "send the body as application/json",
+                    ),
+                    StatusCode::UNPROCESSABLE_ENTITY => {
+                        ApiError::new(status, "invalid_body", "Invalid body", detail)
+                    }
+                    _ => ApiError::bad_request(detail),
+                })
+            }
+        }
+    }
+}
+
+/// Query parameters; a bad one is a `400` naming it.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(q) => Ok(ApiQuery(q.0)),
+            Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
+        }
+    }
+}
+
+/// Parses an id from a path or body (`T::from_str`); a malformed one is a
+/// `400` naming the kind.
+pub(crate) fn parse_id<T: std::str::FromStr>(kind: &str, s: &str) -> Result<T, ApiError> {
+    s.parse()
+        .map_err(|_| ApiError::bad_request(format!("{s:?} is not a {kind} id")))
+}
+
+/// The OpenAPI document's frame: its info, tags and security scheme (the
+/// paths come from the routes).
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Honeycomb",
+        description = "Hive behind HTTP: tasks, workflows, live event streams, remote workers, tokens and audit.",
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "tasks", description = "Submit, read, poll, cancel and follow tasks"),
+        (name = "workflows", description = "Workflow DAGs"),
+        (name = "feed", description = "The tenant feed and named consumers"),
+        (name = "nodes", description = "Worker nodes"),
+        (name = "worker", description = "The remote-worker protocol (worker tokens)"),
+        (name = "admin", description = "Tokens and the audit trail"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API token (hive_<id>.<secret>) or a worker token"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The API routes with their OpenAPI document.
+pub fn api_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(tasks::submit, tasks::list))
+        .routes(routes!(tasks::get_task))
+        .routes(routes!(tasks::get_output))
+        .routes(routes!(tasks::cancel))
+        .routes(routes!(tasks::bulk_cancel))
+        .routes(routes!(tasks::events))
+        .routes(routes!(tasks::logs))
+        .routes(routes!(tasks::diagnostics))
+        .routes(routes!(workflows::submit, workflows::list))
+        .routes(routes!(workflows::get_workflow))
+        .routes(routes!(workflows::cancel))
+        .routes(routes!(workflows::events))
+        .routes(routes!(admin::feed))
+        .routes(routes!(admin::feed_events))
+        .routes(routes!(admin::ack))
+        .routes(routes!(admin::unacked))
+        .routes(routes!(nodes::register, nodes::list))
+        .routes(routes!(nodes::get_node, nodes::remove))
+        .routes(routes!(nodes::drain))
+        .routes(routes!(nodes::worker_token))
+        .routes(routes!(nodes::claim))
+        .routes(routes!(nodes::start))
+        .routes(routes!(nodes::heartbeat))
+        .routes(routes!(nodes::log))
+        .routes(routes!(nodes::report))
+        .routes(routes!(nodes::node_heartbeat))
+        .routes(routes!(admin::issue_token, admin::list_tokens))
+        .routes(routes!(admin::revoke_token))
+        .routes(routes!(admin::audit))
+        .routes(routes!(admin::verify_audit))
+        .routes(routes!(admin::whoami))
+        .split_for_parts()
+}
+
+/// The OpenAPI document of the API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = api_routes();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc
+}
+
+/// The whole API router with its layers: request ids, tracing (the
+/// `Authorization` header marked sensitive), panics caught, body limit,
+/// timeout, and problems with `instance` and `request_id`. `extra` (health,
+/// readiness, version) is served without a token.
+pub fn router(state: ApiState, extra: Router<ApiState>) -> Router {
+    let (api, _) = api_routes();
+    let doc = serde_json::to_vec(&openapi()).unwrap_or_default();
+    let limits = state.limits().clone();
+    let x_request_id = HeaderName::from_static("x-request-id");
+    api.merge(extra)
+        .route(
+            "/api/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        doc,
+                    )
+                }
+            }),
+        )
+        .route(
+            "/api/docs",
+            axum::routing::get(|| async { axum::response::Html(DOCS_PAGE) }),
+        )
+        .fallback(|uri: axum::http::Uri| async move { ApiError::no_route(uri.path()) })
+        .layer(DefaultBodyLimit::max(limits.body_bytes))
+        .layer(CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "Internal error",
+                    "the service failed while answering; the failure is logged",
+                )
+                .into_response()
+            },
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            limits.request_timeout,
+        ))
+        .layer(axum::middleware::from_fn(problem::problem_context))
+        .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
+        .layer(TraceLayer::new_for_http())
+        .layer(SetSensitiveHeadersLayer::new([
+            axum::http::header::AUTHORIZATION,
+        ]))
+        .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// The vendored API docs page: renders `/api/openapi.json` as a list of
+/// routes with their parameters, bodies and answers, with no script from
+/// elsewhere.
+const DOCS_PAGE: &str = include_str!("docs.html");
