@@ -93,7 +93,11 @@ pub async fn feed_events(
     let after = sse::resume_from(&headers, q.last_event_id.as_deref(), 0)?;
     let sub = state.hive().feed(&p, after).await?;
     let slot = state.open_stream(&p)?;
-    Ok(sse::respond(&state, slot, sse::events(FeedEvents { sub })))
+    Ok(sse::respond(
+        &state,
+        slot,
+        sse::events(FeedEvents { sub }, after),
+    ))
 }
 
 /// Tasks whose terminal events a consumer acknowledges.

@@ -104,18 +104,19 @@ pub(crate) trait Source: Send + 'static {
 }
 
 enum Phase<S> {
-    Open(S),
+    Open(S, u64),
     End(u64),
     Done,
 }
 
-/// The stream of `source`'s items as events, then an `end` event after a
-/// terminal one; a failure is a `problem` event, after which the stream
-/// closes (the client resumes from its last id).
-pub(crate) fn events<S: Source>(source: S) -> impl Stream<Item = Event> + Send {
-    stream::unfold(Phase::Open(source), |phase| async move {
+/// The stream of `source`'s items as events (resuming after `after`), then
+/// an `end` event after a terminal one — or at once when the source had
+/// ended before `after`; a failure is a `problem` event, after which the
+/// stream closes (the client resumes from its last id).
+pub(crate) fn events<S: Source>(source: S, after: u64) -> impl Stream<Item = Event> + Send {
+    stream::unfold(Phase::Open(source, after), |phase| async move {
         match phase {
-            Phase::Open(mut source) => match source.next_item().await {
+            Phase::Open(mut source, last) => match source.next_item().await {
                 Some(Ok(item)) => {
                     let event = Event::default()
                         .id(item.id.to_string())
@@ -123,7 +124,7 @@ pub(crate) fn events<S: Source>(source: S) -> impl Stream<Item = Event> + Send {
                     let next = if item.terminal {
                         Phase::End(item.id)
                     } else {
-                        Phase::Open(source)
+                        Phase::Open(source, item.id)
                     };
                     Some((event, next))
                 }
@@ -132,17 +133,18 @@ pub(crate) fn events<S: Source>(source: S) -> impl Stream<Item = Event> + Send {
                     let data = serde_json::to_string(&*problem.0).unwrap_or_default();
                     Some((Event::default().event("problem").data(data), Phase::Done))
                 }
-                None => None,
+                None => Some((end_event(last), Phase::Done)),
             },
-            Phase::End(last) => Some((
-                Event::default()
-                    .event("end")
-                    .data(serde_json::json!({ "last_event_id": last }).to_string()),
-                Phase::Done,
-            )),
+            Phase::End(last) => Some((end_event(last), Phase::Done)),
             Phase::Done => None,
         }
     })
+}
+
+fn end_event(last: u64) -> Event {
+    Event::default()
+        .event("end")
+        .data(serde_json::json!({ "last_event_id": last }).to_string())
 }
 
 /// The SSE answer: a `retry:` first, then `events`, keep-alive comments

@@ -754,7 +754,11 @@ pub async fn events(
     let after = sse::resume_from(&headers, q.last_event_id.as_deref(), 0)?;
     let sub = state.hive().subscribe(&p, id, after).await?;
     let slot = state.open_stream(&p)?;
-    Ok(sse::respond(&state, slot, sse::events(TaskEvents { sub })))
+    Ok(sse::respond(
+        &state,
+        slot,
+        sse::events(TaskEvents { sub }, after),
+    ))
 }
 
 /// One log line.
@@ -930,7 +934,7 @@ pub async fn logs(
         return Ok(sse::respond(
             &state,
             slot,
-            sse::events(LogEvents { sub, attempt }),
+            sse::events(LogEvents { sub, attempt }, after),
         ));
     }
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);

@@ -300,6 +300,6 @@ pub async fn events(
     Ok(sse::respond(
         &state,
         slot,
-        sse::events(WorkflowEvents { sub }),
+        sse::events(WorkflowEvents { sub }, after),
     ))
 }
