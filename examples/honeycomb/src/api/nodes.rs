@@ -223,14 +223,22 @@ pub async fn worker_token(
         .into_response())
 }
 
-/// The node a worker token works.
-fn own_node(p: &Principal) -> Result<NodeId, ApiError> {
-    p.worker_node().ok_or_else(|| {
-        ApiError::from(hive::Error::Forbidden {
-            action: "node.work".into(),
-            reason: "the worker protocol needs a worker token (POST /api/nodes issues one)".into(),
-        })
-    })
+/// The node a worker token works; any other caller is refused by the
+/// engine (and the refusal audited).
+async fn own_node(state: &ApiState, p: &Principal) -> Result<NodeId, ApiError> {
+    match p.worker_node() {
+        Some(node) => Ok(node),
+        None => Err(state
+            .hive()
+            .deny(
+                p,
+                hive::auth::Action::WorkNode,
+                &hive::auth::Resource::System,
+                "the worker protocol needs a worker token (POST /api/nodes issues one)",
+            )
+            .await
+            .into()),
+    }
 }
 
 /// A claim.
@@ -300,7 +308,7 @@ pub async fn claim(
     Caller(p): Caller,
     ApiJson(body): ApiJson<ClaimBody>,
 ) -> Result<Json<ClaimAnswer>, ApiError> {
-    let node = own_node(&p)?;
+    let node = own_node(&state, &p).await?;
     let wait = state.long_poll(body.wait.as_deref())?;
     let options = ClaimOptions {
         max: body.max.unwrap_or(1).max(1),
@@ -402,7 +410,7 @@ pub async fn start(
     Caller(p): Caller,
     ApiJson(body): ApiJson<StartBody>,
 ) -> Result<Json<BatchAnswer>, ApiError> {
-    own_node(&p)?;
+    own_node(&state, &p).await?;
     Ok(answers(state.hive().start(&p, &body.tokens).await?))
 }
 
@@ -441,7 +449,7 @@ pub async fn heartbeat(
     Caller(p): Caller,
     ApiJson(body): ApiJson<HeartbeatBody>,
 ) -> Result<Json<BatchAnswer>, ApiError> {
-    own_node(&p)?;
+    own_node(&state, &p).await?;
     let beats = body
         .beats
         .into_iter()
@@ -484,7 +492,7 @@ pub async fn log(
     Caller(p): Caller,
     ApiJson(body): ApiJson<LogBody>,
 ) -> Result<Json<BatchAnswer>, ApiError> {
-    own_node(&p)?;
+    own_node(&state, &p).await?;
     let mut out = Vec::with_capacity(body.lines.len());
     for item in body.lines {
         out.push(
@@ -521,7 +529,7 @@ pub async fn report(
     Caller(p): Caller,
     ApiJson(body): ApiJson<ReportBody>,
 ) -> Result<Json<BatchAnswer>, ApiError> {
-    own_node(&p)?;
+    own_node(&state, &p).await?;
     Ok(answers(state.hive().report(&p, body.reports).await?))
 }
 
@@ -537,6 +545,6 @@ pub async fn node_heartbeat(
     State(state): State<ApiState>,
     Caller(p): Caller,
 ) -> Result<Json<Node>, ApiError> {
-    let node = own_node(&p)?;
+    let node = own_node(&state, &p).await?;
     Ok(Json(state.hive().node_heartbeat(&p, node).await?))
 }
