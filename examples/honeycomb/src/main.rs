@@ -29,6 +29,9 @@ enum Command {
     /// Exits 0 when the service at the configured address answers `/healthz`
     /// (for a container's HEALTHCHECK: the image has no shell or curl).
     Healthcheck(Settings),
+    /// Prints the OpenAPI 3.1 document of the HTTP API (also served at
+    /// /api/openapi.json, and kept in docs/openapi.json).
+    Openapi,
     /// Administration on the configured store, without the HTTP API.
     Admin {
         #[command(subcommand)]
@@ -150,6 +153,10 @@ fn main() -> ExitCode {
         Command::Serve(s) => ("serve", s),
         Command::Config(s) => ("config", s),
         Command::Healthcheck(s) => ("healthcheck", s),
+        Command::Openapi => {
+            println!("{}", honeycomb::api::openapi_json());
+            return ExitCode::SUCCESS;
+        }
         Command::Admin {
             command:
                 AdminCommand::Token {

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use common::{Server, SseReader, problem};
 use hive::iam::TokenKind;
-use hive::prelude::*;
 use honeycomb::api::ApiLimits;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

@@ -119,7 +119,7 @@ pub struct AckTasks {
     request_body = AckTasks,
     responses(
         (status = 204, description = "Acknowledged"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn ack(
@@ -184,8 +184,8 @@ pub struct IssuedBody {
     tag = "admin",
     request_body(content = Object, description = "A TokenRequest"),
     responses(
-        (status = 201, body = IssuedBody),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 201, description = "Created", body = IssuedBody),
+        (status = 403, description = "A scope is missing (the denial is audited)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn issue_token(
@@ -211,7 +211,7 @@ pub async fn issue_token(
     tag = "admin",
     responses(
         (status = 200, description = "TokenInfos", body = [Object]),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A scope is missing (the denial is audited)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list_tokens(
@@ -230,7 +230,7 @@ pub async fn list_tokens(
     params(("id" = String, Path, description = "The token id")),
     responses(
         (status = 200, description = "The revoked TokenInfo", body = Object),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn revoke_token(
@@ -270,7 +270,7 @@ pub struct AuditListQuery {
     params(AuditListQuery),
     responses(
         (status = 200, description = "An AuditPage: {events, next_after_seq}", body = Object),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A scope is missing (the denial is audited)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn audit(
@@ -314,7 +314,7 @@ pub struct VerifyQuery {
     params(VerifyQuery),
     responses(
         (status = 200, description = "A VerifyReport", body = Object),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A scope is missing (the denial is audited)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn verify_audit(

@@ -301,6 +301,12 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
+/// The OpenAPI document as pretty JSON (what `honeycomb openapi` prints and
+/// `docs/openapi.json` holds).
+pub fn openapi_json() -> String {
+    serde_json::to_string_pretty(&openapi()).unwrap_or_default()
+}
+
 /// The whole API router with its layers: request ids, tracing (the
 /// `Authorization` header marked sensitive), panics caught, body limit,
 /// timeout, and problems with `instance` and `request_id`. `extra` (health,

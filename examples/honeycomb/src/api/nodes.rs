@@ -51,9 +51,9 @@ fn ttl_of(body: &mut serde_json::Map<String, Value>) -> Result<Option<Duration>,
     tag = "nodes",
     request_body(content = Object, description = "A NodeSpec (owner optional) and an optional worker_token_ttl"),
     responses(
-        (status = 201, body = RegisteredNode),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 201, description = "Created", body = RegisteredNode),
+        (status = 422, description = "An invalid body or spec; nothing stored", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A scope is missing (the denial is audited)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn register(
@@ -109,8 +109,8 @@ pub async fn list(
     tag = "nodes",
     params(("id" = String, Path, description = "The node id")),
     responses(
-        (status = 200, body = Object),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "OK", body = Object),
+        (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_node(
@@ -130,7 +130,7 @@ pub async fn get_node(
     params(("id" = String, Path, description = "The node id")),
     responses(
         (status = 204, description = "Removed"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn remove(
@@ -150,8 +150,8 @@ pub async fn remove(
     tag = "nodes",
     params(("id" = String, Path, description = "The node id")),
     responses(
-        (status = 200, body = Object),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "OK", body = Object),
+        (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn drain(
@@ -190,9 +190,9 @@ pub struct WorkerToken {
     params(("id" = String, Path, description = "The node id")),
     request_body(content = Option<WorkerTokenBody>),
     responses(
-        (status = 201, body = WorkerToken),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 201, description = "Created", body = WorkerToken),
+        (status = 403, description = "A scope is missing (the denial is audited)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn worker_token(
@@ -298,7 +298,7 @@ pub struct ClaimAnswer {
     tag = "worker",
     request_body = ClaimBody,
     responses(
-        (status = 200, body = ClaimAnswer),
+        (status = 200, description = "OK", body = ClaimAnswer),
         (status = 403, description = "Not a worker token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The node was removed", body = Problem, content_type = "application/problem+json"),
     )
@@ -403,7 +403,7 @@ pub struct StartBody {
     path = "/api/worker/start",
     tag = "worker",
     request_body = StartBody,
-    responses((status = 200, body = BatchAnswer))
+    responses((status = 200, description = "OK", body = BatchAnswer))
 )]
 pub async fn start(
     State(state): State<ApiState>,
@@ -442,7 +442,7 @@ pub struct HeartbeatBody {
     path = "/api/worker/heartbeat",
     tag = "worker",
     request_body = HeartbeatBody,
-    responses((status = 200, body = BatchAnswer))
+    responses((status = 200, description = "OK", body = BatchAnswer))
 )]
 pub async fn heartbeat(
     State(state): State<ApiState>,
@@ -485,7 +485,7 @@ pub struct LogBody {
     path = "/api/worker/log",
     tag = "worker",
     request_body = LogBody,
-    responses((status = 200, body = BatchAnswer))
+    responses((status = 200, description = "OK", body = BatchAnswer))
 )]
 pub async fn log(
     State(state): State<ApiState>,
@@ -522,7 +522,7 @@ pub struct ReportBody {
     path = "/api/worker/report",
     tag = "worker",
     request_body = ReportBody,
-    responses((status = 200, body = BatchAnswer))
+    responses((status = 200, description = "OK", body = BatchAnswer))
 )]
 pub async fn report(
     State(state): State<ApiState>,

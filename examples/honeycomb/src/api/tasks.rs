@@ -159,9 +159,9 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         (status = 201, description = "Created (a batch: at least one new task)", body = SubmittedTask),
         (status = 200, description = "The existing task for the idempotency key (or a batch answer)", body = SubmittedBatch),
         (status = 422, description = "An invalid spec, naming the field; nothing stored", body = Problem, content_type = "application/problem+json"),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The request cannot be read (a bad id, query or JSON)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No token, or a bad, expired or revoked one", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A scope is missing (the denial is audited)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn submit(
@@ -272,8 +272,8 @@ fn none_match(headers: &HeaderMap, etag: &str) -> bool {
         (status = 200, description = "The task", body = TaskSnapshot),
         (status = 304, description = "Unchanged since the ETag"),
         (status = 404, description = "No such task in the caller's tenant", body = Problem, content_type = "application/problem+json"),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The request cannot be read (a bad id, query or JSON)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No token, or a bad, expired or revoked one", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_task(
@@ -349,8 +349,8 @@ pub struct TaskResult {
     tag = "tasks",
     params(("id" = String, Path, description = "The task id")),
     responses(
-        (status = 200, body = TaskResult),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "OK", body = TaskResult),
+        (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_output(
@@ -448,8 +448,8 @@ pub(crate) struct ListQuery {
     tag = "tasks",
     params(TaskFilter, PageQuery),
     responses(
-        (status = 200, body = TaskPage),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "OK", body = TaskPage),
+        (status = 400, description = "The request cannot be read (a bad id, query or JSON)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list(
@@ -555,10 +555,10 @@ impl From<Ack> for AckBody {
     params(("id" = String, Path, description = "The task id")),
     request_body(content = Option<CancelBody>),
     responses(
-        (status = 200, body = AckBody),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "OK", body = AckBody),
+        (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The task already ended", body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A scope is missing (the denial is audited)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn cancel(
@@ -628,8 +628,8 @@ const BULK_MAX: usize = 10_000;
     tag = "tasks",
     request_body = BulkCancel,
     responses(
-        (status = 200, body = BulkCancelled),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "OK", body = BulkCancelled),
+        (status = 400, description = "The request cannot be read (a bad id, query or JSON)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn bulk_cancel(
@@ -739,7 +739,7 @@ fn json_error(e: serde_json::Error) -> hive::Error {
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this seq")),
     responses(
         (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many streams open for this token", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -912,7 +912,7 @@ impl Source for LogEvents {
     params(("id" = String, Path, description = "The task id"), LogQuery),
     responses(
         (status = 200, description = "A page (or, with follow, an event stream)", body = LogPage),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn logs(
@@ -987,7 +987,7 @@ async fn attempt_at(
     params(("id" = String, Path, description = "The task id")),
     responses(
         (status = 200, description = "The engine's diagnosis (hive::TaskDiagnosis)", body = Object),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn diagnostics(

@@ -33,9 +33,9 @@ pub struct SubmittedWorkflow {
     request_body(content = Object, description = "A WorkflowSpec"),
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried submission answer the workflow it created")),
     responses(
-        (status = 201, body = SubmittedWorkflow),
+        (status = 201, description = "Created", body = SubmittedWorkflow),
         (status = 200, description = "The existing workflow for the idempotency key", body = SubmittedWorkflow),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An invalid body or spec; nothing stored", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn submit(
@@ -123,8 +123,8 @@ pub struct WorkflowBody {
     tag = "workflows",
     params(("id" = String, Path, description = "The workflow id")),
     responses(
-        (status = 200, body = WorkflowBody),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "OK", body = WorkflowBody),
+        (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_workflow(
@@ -189,7 +189,7 @@ pub struct WorkflowListQuery {
     params(WorkflowListQuery),
     responses(
         (status = 200, description = "A page: {items, next}", body = Object),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The request cannot be read (a bad id, query or JSON)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list(
@@ -230,8 +230,8 @@ pub async fn list(
     request_body(content = Option<CancelBody>),
     responses(
         (status = 204, description = "Cancelled"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict with the current state", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn cancel(
@@ -283,7 +283,7 @@ impl Source for WorkflowEvents {
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this seq")),
     responses(
         (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn events(

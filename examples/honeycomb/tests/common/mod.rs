@@ -1,7 +1,7 @@
 //! A Honeycomb served in-process on a loopback port, over a store the test
 //! also holds (to issue tokens and look behind the API), and an SSE reader.
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
