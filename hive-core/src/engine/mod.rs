@@ -637,6 +637,8 @@ impl Hive {
                  the rest waits for the next sweep"
             );
         }
+        metrics::counter!("hive_deadlines_expired_total").increment(total.expired as u64);
+        metrics::counter!("hive_placements_lost_total").increment(total.placements_lost as u64);
         if total.expired + total.placements_lost > 0 {
             self.wake_workflows();
         }
@@ -695,4 +697,16 @@ fn node_visible(p: &Principal, n: &Node) -> bool {
         NodeOwner::System => true,
         NodeOwner::User { tenant, .. } => p.can_see_tenant(tenant),
     }
+}
+
+/// Counts the tasks `acks` ended, by state, in `hive_tasks_terminal_total`
+/// (the `metrics` facade: a no-op until the host installs a recorder).
+/// Returns how many ended.
+pub(crate) fn count_terminal(acks: &[Ack]) -> usize {
+    let mut n = 0;
+    for a in acks.iter().filter(|a| a.state.is_terminal()) {
+        metrics::counter!("hive_tasks_terminal_total", "state" => a.state.as_str()).increment(1);
+        n += 1;
+    }
+    n
 }

@@ -60,7 +60,15 @@ impl Hive {
                 spec: Arc::new(spec),
             })
             .collect();
-        self.inner.store.submit(tasks, self.inner.clock.now()).await
+        let out = self
+            .inner
+            .store
+            .submit(tasks, self.inner.clock.now())
+            .await?;
+        let created = out.iter().filter(|s| s.created).count();
+        metrics::counter!("hive_tasks_submitted_total", "tenant" => p.tenant.to_string())
+            .increment(created as u64);
+        Ok(out)
     }
 
     /// One task. Another tenant's task is `NotFound`.
@@ -104,6 +112,7 @@ impl Hive {
             reason: reason.into(),
         };
         let ack = self.apply_one(id, op).await?;
+        count_terminal(std::slice::from_ref(&ack));
         self.wake_workflows();
         Ok(ack)
     }

@@ -49,7 +49,9 @@ impl Hive {
     ) -> Result<ClaimResult> {
         self.check_live()?;
         self.check_worker(p, node).await?;
-        self.inner
+        let started = std::time::Instant::now();
+        let claimed = self
+            .inner
             .store
             .claim(ClaimRequest {
                 node,
@@ -59,7 +61,10 @@ impl Hive {
                 scheduler: &*self.inner.scheduler,
                 now: self.inner.clock.now(),
             })
-            .await
+            .await?;
+        metrics::histogram!("hive_claim_duration_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("hive_tasks_claimed_total").increment(claimed.tasks.len() as u64);
+        Ok(claimed)
     }
 
     /// Starts claimed tasks (Scheduled → Running).
@@ -206,10 +211,11 @@ impl Hive {
             })
             .collect();
         let out = self.apply_checked(p, checked).await?;
-        if out
+        let acks: Vec<Ack> = out
             .iter()
-            .any(|a| a.as_ref().is_ok_and(|a| a.state.is_terminal()))
-        {
+            .filter_map(|a| a.as_ref().ok().copied())
+            .collect();
+        if count_terminal(&acks) > 0 {
             self.wake_workflows();
         }
         Ok(out)

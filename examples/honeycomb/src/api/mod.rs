@@ -11,6 +11,7 @@ pub mod nodes;
 pub mod problem;
 pub mod sse;
 pub mod tasks;
+pub mod telemetry;
 pub mod workflows;
 
 use std::sync::Arc;
@@ -57,6 +58,13 @@ pub struct ApiLimits {
     /// How long a resolved token is remembered (a revocation reaches other
     /// processes within this; the revoking process forgets at once).
     pub token_cache_ttl: Duration,
+    /// Requests per second one token may make (0: no limit); beyond it and
+    /// its burst, `429` with `Retry-After`.
+    pub rate_per_second: u32,
+    /// How many requests a token may make at once above its rate.
+    pub rate_burst: u32,
+    /// The bearer token `/metrics` needs (open when `None`).
+    pub metrics_token: Option<String>,
 }
 
 impl Default for ApiLimits {
@@ -69,6 +77,9 @@ impl Default for ApiLimits {
             inline_bytes: 64 * 1024,
             keep_alive: Duration::from_secs(15),
             token_cache_ttl: Duration::from_secs(2),
+            rate_per_second: 2_000,
+            rate_burst: 4_000,
+            metrics_token: None,
         }
     }
 }
@@ -124,6 +135,11 @@ impl ApiState {
     /// The limits.
     pub fn limits(&self) -> &ApiLimits {
         &self.inner.limits
+    }
+
+    /// The token `/metrics` needs, if any.
+    pub fn metrics_token(&self) -> Option<&str> {
+        self.inner.limits.metrics_token.as_deref()
     }
 
     /// Fires when the service stops.
@@ -312,11 +328,16 @@ pub fn openapi_json() -> String {
 /// timeout, and problems with `instance` and `request_id`. `extra` (health,
 /// readiness, version) is served without a token.
 pub fn router(state: ApiState, extra: Router<ApiState>) -> Router {
-    let (api, _) = api_routes();
+    let (mut api, _) = api_routes();
     let doc = serde_json::to_vec(&openapi()).unwrap_or_default();
     let limits = state.limits().clone();
     let x_request_id = HeaderName::from_static("x-request-id");
+    if let Some(layer) = rate_limit(&state) {
+        api = api.layer(layer);
+    }
+    telemetry::handle();
     api.merge(extra)
+        .route("/metrics", axum::routing::get(telemetry::metrics))
         .route(
             "/api/openapi.json",
             axum::routing::get(move || {
@@ -333,6 +354,7 @@ pub fn router(state: ApiState, extra: Router<ApiState>) -> Router {
             "/api/docs",
             axum::routing::get(|| async { axum::response::Html(DOCS_PAGE) }),
         )
+        .layer(axum::middleware::from_fn(telemetry::track))
         .fallback(|uri: axum::http::Uri| async move { ApiError::no_route(uri.path()) })
         .layer(DefaultBodyLimit::max(limits.body_bytes))
         .layer(CatchPanicLayer::custom(
@@ -358,6 +380,82 @@ pub fn router(state: ApiState, extra: Router<ApiState>) -> Router {
         ]))
         .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
         .with_state(state)
+}
+
+/// Requests are limited per token (the `Authorization` header's hash):
+/// the key of a rate limit.
+#[derive(Clone, Copy, Debug)]
+struct TokenKey;
+
+impl tower_governor::key_extractor::KeyExtractor for TokenKey {
+    type Key = u64;
+
+    fn extract<T>(
+        &self,
+        req: &axum::http::Request<T>,
+    ) -> Result<u64, tower_governor::GovernorError> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        req.headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default()
+            .hash(&mut h);
+        Ok(h.finish())
+    }
+}
+
+type RateLayer = tower_governor::GovernorLayer<
+    TokenKey,
+    governor::middleware::NoOpMiddleware<governor::clock::QuantaInstant>,
+    axum::body::Body,
+>;
+
+/// The per-token rate limit (`None` when off), answering `429` problems
+/// with `Retry-After`; forgotten keys are swept every minute until the
+/// service stops.
+fn rate_limit(state: &ApiState) -> Option<RateLayer> {
+    let limits = state.limits();
+    if limits.rate_per_second == 0 {
+        return None;
+    }
+    let period = Duration::from_secs(1) / limits.rate_per_second;
+    let config = tower_governor::governor::GovernorConfigBuilder::default()
+        .period(period.max(Duration::from_nanos(1)))
+        .burst_size(limits.rate_burst.max(1))
+        .key_extractor(TokenKey)
+        .finish()?;
+    let config = Arc::new(config);
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let limiter = config.limiter().clone();
+        let stop = state.stop().clone();
+        rt.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => limiter.retain_recent(),
+                }
+            }
+        });
+    }
+    Some(
+        tower_governor::GovernorLayer::new(config).error_handler(|e| match e {
+            tower_governor::GovernorError::TooManyRequests { wait_time, .. } => {
+                ApiError::rate_limited(
+                    format!("this token is over its rate limit; retry in {wait_time} s"),
+                    wait_time,
+                )
+                .into_response()
+            }
+            other => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+                format!("rate limiting failed: {other}"),
+            )
+            .into_response(),
+        }),
+    )
 }
 
 /// The vendored API docs page: renders `/api/openapi.json` as a list of
