@@ -20,7 +20,7 @@ pub const DEFAULT_REGISTRY: &str = "127.0.0.1:5055";
 pub const DEFAULT_DATA_DIR: &str = "honeycomb-data";
 
 /// The settings with their environment variable and flag, in display order.
-pub const SETTINGS: [(&str, &str, &str); 6] = [
+pub const SETTINGS: [(&str, &str, &str); 8] = [
     ("listen", "HONEYCOMB_LISTEN", "--listen"),
     ("data_dir", "HONEYCOMB_DATA_DIR", "--data-dir"),
     ("backend", "HONEYCOMB_BACKEND", "--backend"),
@@ -31,6 +31,12 @@ pub const SETTINGS: [(&str, &str, &str); 6] = [
         "--shutdown-grace",
     ),
     ("log", "HONEYCOMB_LOG", "--log"),
+    ("rate_limit", "HONEYCOMB_RATE_LIMIT", "--rate-limit"),
+    (
+        "metrics_token",
+        "HONEYCOMB_METRICS_TOKEN",
+        "--metrics-token",
+    ),
 ];
 
 /// The environment variable naming the config file (not a setting itself).
@@ -119,6 +125,10 @@ pub struct Layer {
     pub shutdown_grace: Option<String>,
     /// `log`: the log filter (`info`, `honeycomb=debug,hive=info`…).
     pub log: Option<String>,
+    /// `rate_limit`: requests per second per token (`0`: off).
+    pub rate_limit: Option<String>,
+    /// `metrics_token`: the bearer token `/metrics` needs (open when unset).
+    pub metrics_token: Option<String>,
 }
 
 impl Layer {
@@ -130,6 +140,8 @@ impl Layer {
             "registry" => self.registry.as_ref(),
             "shutdown_grace" => self.shutdown_grace.as_ref(),
             "log" => self.log.as_ref(),
+            "rate_limit" => self.rate_limit.as_ref(),
+            "metrics_token" => self.metrics_token.as_ref(),
             _ => None,
         }
     }
@@ -171,6 +183,8 @@ impl Layer {
                 "HONEYCOMB_REGISTRY" => &mut layer.registry,
                 "HONEYCOMB_SHUTDOWN_GRACE" => &mut layer.shutdown_grace,
                 "HONEYCOMB_LOG" => &mut layer.log,
+                "HONEYCOMB_RATE_LIMIT" => &mut layer.rate_limit,
+                "HONEYCOMB_METRICS_TOKEN" => &mut layer.metrics_token,
                 _ => return Err(ConfigError::UnknownEnv { name }),
             };
             *slot = Some(value);
@@ -194,6 +208,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// The log filter.
     pub log: String,
+    /// Requests per second per token (0: no limit; the burst is twice it).
+    pub rate_limit: u32,
+    /// The bearer token `/metrics` needs, if any.
+    pub metrics_token: Option<String>,
     /// Where each setting's value came from.
     pub origins: BTreeMap<&'static str, Origin>,
 }
@@ -213,6 +231,7 @@ impl Config {
             ("registry", DEFAULT_REGISTRY),
             ("shutdown_grace", "30s"),
             ("log", "info"),
+            ("rate_limit", "2000"),
         ];
         for (k, v) in defaults {
             chosen.insert(k, (v.to_owned(), Origin::Default));
@@ -288,6 +307,18 @@ impl Config {
             invalid("shutdown_grace", (grace_text.clone(), grace_origin), reason)
         })?;
         let (log, _) = value("log");
+        let (rate_text, rate_origin) = value("rate_limit");
+        let rate_limit = rate_text.trim().parse::<u32>().map_err(|_| {
+            invalid(
+                "rate_limit",
+                (rate_text.clone(), rate_origin),
+                "not a whole number of requests per second per token (0 turns it off)".into(),
+            )
+        })?;
+        let metrics_token = chosen
+            .get("metrics_token")
+            .map(|(v, _)| v.clone())
+            .filter(|v| !v.is_empty());
         let origins = chosen.iter().map(|(k, (_, o))| (*k, o.clone())).collect();
         Ok(Config {
             listen,
@@ -296,8 +327,20 @@ impl Config {
             registry,
             shutdown_grace,
             log,
+            rate_limit,
+            metrics_token,
             origins,
         })
+    }
+
+    /// The API's limits from these settings (the rest at their defaults).
+    pub fn api_limits(&self) -> crate::api::ApiLimits {
+        crate::api::ApiLimits {
+            rate_per_second: self.rate_limit,
+            rate_burst: self.rate_limit.saturating_mul(2),
+            metrics_token: self.metrics_token.clone(),
+            ..crate::api::ApiLimits::default()
+        }
     }
 
     /// The store URL: the one given, or the SQLite file in the data directory.
@@ -321,18 +364,26 @@ impl Config {
     pub fn render(&self) -> String {
         let grace = humantime::format_duration(self.shutdown_grace).to_string();
         let backend = mask_url(&self.backend_url());
-        let rows: [(&str, String); 6] = [
+        let metrics_token = match &self.metrics_token {
+            Some(_) => "****".to_owned(),
+            None => String::new(),
+        };
+        let rows: [(&str, String); 8] = [
             ("listen", self.listen.to_string()),
             ("data_dir", self.data_dir.display().to_string()),
             ("backend", backend),
             ("registry", self.registry.clone()),
             ("shutdown_grace", grace),
             ("log", self.log.clone()),
+            ("rate_limit", self.rate_limit.to_string()),
+            ("metrics_token", metrics_token),
         ];
         let mut out = String::from("# honeycomb: the effective configuration (secrets masked)\n");
         for (k, v) in rows {
             let origin = if k == "backend" && self.backend.is_none() {
                 "the default: an SQLite file in data_dir".to_owned()
+            } else if k == "metrics_token" && self.metrics_token.is_none() {
+                "not set: /metrics is open".to_owned()
             } else {
                 self.origin(k).to_string()
             };

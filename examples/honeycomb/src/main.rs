@@ -98,6 +98,12 @@ struct Settings {
     /// Log filter [default: info].
     #[arg(long)]
     log: Option<String>,
+    /// Requests per second per token; 0 turns the limit off [default: 2000].
+    #[arg(long)]
+    rate_limit: Option<String>,
+    /// The bearer token /metrics needs [default: none, /metrics is open].
+    #[arg(long)]
+    metrics_token: Option<String>,
 }
 
 impl Settings {
@@ -117,6 +123,8 @@ impl Settings {
             registry: self.registry,
             shutdown_grace: self.shutdown_grace,
             log: self.log,
+            rate_limit: self.rate_limit,
+            metrics_token: self.metrics_token,
         };
         Config::resolve(file, env, flags)
     }

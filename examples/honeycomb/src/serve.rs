@@ -139,7 +139,8 @@ pub async fn serve(
     stop: impl Future<Output = ()> + Send + 'static,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
-    serve_with(config, ApiLimits::default(), stop, ready).await
+    let limits = config.api_limits();
+    serve_with(config, limits, stop, ready).await
 }
 
 /// [`serve`] with the API's limits.

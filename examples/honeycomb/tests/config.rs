@@ -197,3 +197,37 @@ fn the_rendered_configuration_masks_secrets_and_names_each_origin() {
     assert_eq!(mask_url("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
     assert_eq!(mask_url("not a url"), "not a url");
 }
+
+#[test]
+fn the_metrics_token_is_masked_and_the_rate_limit_is_checked() {
+    let environment = Layer::from_env(env(&[
+        ("HONEYCOMB_METRICS_TOKEN", "scrape-secret"),
+        ("HONEYCOMB_RATE_LIMIT", "50"),
+    ]))
+    .unwrap();
+    let c = Config::resolve(None, environment, Layer::default()).unwrap();
+    assert_eq!(c.rate_limit, 50);
+    assert_eq!(c.metrics_token.as_deref(), Some("scrape-secret"));
+    let limits = c.api_limits();
+    assert_eq!((limits.rate_per_second, limits.rate_burst), (50, 100));
+    let text = c.render();
+    assert!(!text.contains("scrape-secret"), "{text}");
+    assert!(text.contains("metrics_token = \"****\""), "{text}");
+    let err = Config::resolve(
+        None,
+        Layer::default(),
+        Layer {
+            rate_limit: Some("fast".into()),
+            ..Layer::default()
+        },
+    )
+    .unwrap_err();
+    let line = err.to_string();
+    assert!(
+        line.contains("rate_limit") && line.contains("--rate-limit"),
+        "{line}"
+    );
+    let c = Config::resolve(None, Layer::default(), Layer::default()).unwrap();
+    assert_eq!(c.rate_limit, 2000);
+    assert!(c.metrics_token.is_none());
+}
