@@ -163,9 +163,12 @@ async fn the_document_names_every_route_and_is_kept_in_docs() {
     assert_eq!(doc["openapi"], "3.1.0");
     assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
     let mut documented = 0;
+    let mut ids = std::collections::BTreeSet::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
             documented += 1;
+            let id = op["operationId"].as_str().expect("an operationId");
+            assert!(ids.insert(id.to_owned()), "operationId {id} is not unique");
             assert!(
                 ROUTES.contains(&(method.as_str(), path.as_str())),
                 "{method} {path} is documented but not in the test's list"

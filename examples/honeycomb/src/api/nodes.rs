@@ -46,6 +46,7 @@ fn ttl_of(body: &mut serde_json::Map<String, Value>) -> Result<Option<Duration>,
 /// the caller) and issues its worker token (`worker_token_ttl`, e.g.
 /// `"30d"`, bounds it; forever by default). Both are audited.
 #[utoipa::path(
+    operation_id = "register_node",
     post,
     path = "/api/nodes",
     tag = "nodes",
@@ -90,6 +91,7 @@ pub async fn register(
 /// `GET /api/nodes`: the nodes visible to the caller (system nodes and its
 /// tenant's).
 #[utoipa::path(
+    operation_id = "list_nodes",
     get,
     path = "/api/nodes",
     tag = "nodes",
@@ -124,6 +126,7 @@ pub async fn get_node(
 
 /// `DELETE /api/nodes/{id}`: removes a node; its leases are reclaimed at once.
 #[utoipa::path(
+    operation_id = "remove_node",
     delete,
     path = "/api/nodes/{id}",
     tag = "nodes",
@@ -145,6 +148,7 @@ pub async fn remove(
 
 /// `POST /api/nodes/{id}/drain`: the node keeps its leases, claims nothing new.
 #[utoipa::path(
+    operation_id = "drain_node",
     post,
     path = "/api/nodes/{id}/drain",
     tag = "nodes",
@@ -293,6 +297,7 @@ pub struct ClaimAnswer {
 /// `wait`, a long poll that answers as soon as work arrives (woken by the
 /// store's notifications).
 #[utoipa::path(
+    operation_id = "worker_claim",
     post,
     path = "/api/worker/claim",
     tag = "worker",
@@ -399,6 +404,7 @@ pub struct StartBody {
 
 /// `POST /api/worker/start`: starts claimed tasks (scheduled → running).
 #[utoipa::path(
+    operation_id = "worker_start",
     post,
     path = "/api/worker/start",
     tag = "worker",
@@ -438,6 +444,7 @@ pub struct HeartbeatBody {
 /// `POST /api/worker/heartbeat`: heartbeats running leases; a `lease_lost`
 /// answer tells the worker to stop that attempt.
 #[utoipa::path(
+    operation_id = "worker_heartbeat",
     post,
     path = "/api/worker/heartbeat",
     tag = "worker",
@@ -481,6 +488,7 @@ pub struct LogBody {
 
 /// `POST /api/worker/log`: appends log lines to leased tasks, in order.
 #[utoipa::path(
+    operation_id = "worker_log",
     post,
     path = "/api/worker/log",
     tag = "worker",
@@ -518,6 +526,7 @@ pub struct ReportBody {
 /// `POST /api/worker/report`: reports outcomes. A duplicate of an accepted
 /// report gets the same answer; a stale lease gets `lease_lost`.
 #[utoipa::path(
+    operation_id = "worker_report",
     post,
     path = "/api/worker/report",
     tag = "worker",

@@ -150,6 +150,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 /// sets the key of a single spec that has none (`<key>/<index>` for each
 /// spec of a batch); a reused key answers the existing task with `200`.
 #[utoipa::path(
+    operation_id = "submit_task",
     post,
     path = "/api/tasks",
     tag = "tasks",
@@ -443,6 +444,7 @@ pub(crate) struct ListQuery {
 
 /// `GET /api/tasks`: the caller's tenant's tasks, filtered, in cursor pages.
 #[utoipa::path(
+    operation_id = "list_tasks",
     get,
     path = "/api/tasks",
     tag = "tasks",
@@ -549,6 +551,7 @@ impl From<Ack> for AckBody {
 /// `POST /api/tasks/{id}/cancel`: cancels a task that has not ended (`409`
 /// once it has).
 #[utoipa::path(
+    operation_id = "cancel_task",
     post,
     path = "/api/tasks/{id}/cancel",
     tag = "tasks",
@@ -732,6 +735,7 @@ fn json_error(e: serde_json::Error) -> hive::Error {
 /// the terminal event, then an `end` event. Each event's data is the
 /// engine's `TaskEvent` JSON.
 #[utoipa::path(
+    operation_id = "task_events",
     get,
     path = "/api/tasks/{id}/events",
     tag = "tasks",

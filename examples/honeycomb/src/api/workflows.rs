@@ -27,6 +27,7 @@ pub struct SubmittedWorkflow {
 /// `POST /api/workflows`: a workflow spec, the same JSON as Rust and Python.
 /// `Idempotency-Key` sets the spec's key when it has none.
 #[utoipa::path(
+    operation_id = "submit_workflow",
     post,
     path = "/api/workflows",
     tag = "workflows",
@@ -183,6 +184,7 @@ pub struct WorkflowListQuery {
 /// `GET /api/workflows`: the caller's tenant's workflows, in cursor pages
 /// (the engine's `WorkflowPage`).
 #[utoipa::path(
+    operation_id = "list_workflows",
     get,
     path = "/api/workflows",
     tag = "workflows",
@@ -223,6 +225,7 @@ pub async fn list(
 /// `POST /api/workflows/{id}/cancel`: cancels a running workflow (`409`
 /// once it ended).
 #[utoipa::path(
+    operation_id = "cancel_workflow",
     post,
     path = "/api/workflows/{id}/cancel",
     tag = "workflows",
@@ -276,6 +279,7 @@ impl Source for WorkflowEvents {
 /// `GET /api/workflows/{id}/events`: the workflow's events as SSE (`id:` =
 /// seq, resumable), ending with `end` after `finished`.
 #[utoipa::path(
+    operation_id = "workflow_events",
     get,
     path = "/api/workflows/{id}/events",
     tag = "workflows",
