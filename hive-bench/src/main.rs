@@ -31,6 +31,7 @@ mod beats;
 mod children;
 mod claims;
 mod drivers;
+mod http;
 mod workflows;
 
 use clap::Parser;
@@ -119,6 +120,14 @@ struct Args {
     /// Internal: run as one child of `--audit-contention` on this store URL.
     #[arg(long, hide = true)]
     audit_child: Option<String>,
+    /// Measure Honeycomb's `GET /api/tasks/{id}` over HTTP with wrk and hey
+    /// (`--seconds` each, default 10 here), on memory or postgres.
+    #[arg(long)]
+    http: bool,
+    /// Measure remote workers over HTTP end to end: `--tasks` (default
+    /// 100,000) tasks, `--workers` workers claiming `--capacity` at a time.
+    #[arg(long)]
+    http_workers: bool,
     /// Width of the workflow fan-out.
     #[arg(long, default_value_t = 1_000)]
     width: usize,
@@ -383,6 +392,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     if args.workflows {
         return workflows::bench(&args).await;
+    }
+    if args.http {
+        return http::polls(&args).await;
+    }
+    if args.http_workers {
+        return http::workers(&args).await;
     }
     if args.unacked {
         return acks::bench(&args).await;
