@@ -72,7 +72,9 @@ fn backend_url(args: &Args) -> Result<String, BoxError> {
             std::env::var("HIVE_TEST_POSTGRES_URL")?,
             hive_store::testing::unique_name("http")
         ),
-        (other, None) => return Err(format!("--http runs on memory or postgres, not {other}").into()),
+        (other, None) => {
+            return Err(format!("--http runs on memory or postgres, not {other}").into());
+        }
     })
 }
 
@@ -128,7 +130,12 @@ fn wrk_ms(v: &str) -> Option<f64> {
 /// `wrk` at full speed: `connections` connections on one thread for `secs`.
 async fn wrk(url: &str, headers: &[String], connections: u32, secs: u64) -> Result<Load, BoxError> {
     let mut cmd = tokio::process::Command::new("wrk");
-    cmd.args(["-t1", &format!("-c{connections}"), &format!("-d{secs}s"), "--latency"]);
+    cmd.args([
+        "-t1",
+        &format!("-c{connections}"),
+        &format!("-d{secs}s"),
+        "--latency",
+    ]);
     for h in headers {
         cmd.args(["-H", h]);
     }
@@ -195,8 +202,12 @@ async fn hey(url: &str, headers: &[String], rate: f64, secs: u64) -> Result<Load
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["Requests/sec:", v] => load.per_s = v.parse()?,
-            ["50%%", "in", v, "secs"] | ["50%", "in", v, "secs"] => load.p50_ms = v.parse::<f64>()? * 1000.0,
-            ["99%%", "in", v, "secs"] | ["99%", "in", v, "secs"] => load.p99_ms = v.parse::<f64>()? * 1000.0,
+            ["50%%", "in", v, "secs"] | ["50%", "in", v, "secs"] => {
+                load.p50_ms = v.parse::<f64>()? * 1000.0
+            }
+            ["99%%", "in", v, "secs"] | ["99%", "in", v, "secs"] => {
+                load.p99_ms = v.parse::<f64>()? * 1000.0
+            }
             _ => {}
         }
     }
@@ -212,7 +223,9 @@ pub(crate) async fn polls(args: &Args) -> Result<(), BoxError> {
     let s = serve(&url).await?;
     let http = reqwest::Client::new();
     // Some tasks in the store, one of them polled.
-    let specs: Vec<Value> = (0..1000).map(|i| json!({"agent": "bench", "input": i})).collect();
+    let specs: Vec<Value> = (0..1000)
+        .map(|i| json!({"agent": "bench", "input": i}))
+        .collect();
     let batch: Value = http
         .post(format!("{}/api/tasks", s.base))
         .bearer_auth(&s.token)
@@ -221,7 +234,10 @@ pub(crate) async fn polls(args: &Args) -> Result<(), BoxError> {
         .await?
         .json()
         .await?;
-    let id = batch["tasks"][500]["id"].as_str().ok_or("no task id")?.to_owned();
+    let id = batch["tasks"][500]["id"]
+        .as_str()
+        .ok_or("no task id")?
+        .to_owned();
     let task_id: TaskId = id.parse()?;
     let poll = format!("{}/api/tasks/{id}", s.base);
     let auth = format!("Authorization: Bearer {}", s.token);
@@ -259,7 +275,9 @@ pub(crate) async fn polls(args: &Args) -> Result<(), BoxError> {
 pub(crate) async fn workers(args: &Args) -> Result<(), BoxError> {
     let url = backend_url(args)?;
     let s = serve(&url).await?;
-    let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
     let n = args.tasks.unwrap_or(100_000);
     let capacity = args.capacity.min(1000);
     let mut worker_tokens = Vec::new();
@@ -272,7 +290,12 @@ pub(crate) async fn workers(args: &Args) -> Result<(), BoxError> {
             .await?
             .json()
             .await?;
-        worker_tokens.push(node["worker_token"].as_str().ok_or("no worker token")?.to_owned());
+        worker_tokens.push(
+            node["worker_token"]
+                .as_str()
+                .ok_or("no worker token")?
+                .to_owned(),
+        );
     }
     let done = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -321,7 +344,9 @@ pub(crate) async fn workers(args: &Args) -> Result<(), BoxError> {
     let mut submitted = 0;
     while submitted < n {
         let k = batch.min(n - submitted);
-        let specs: Vec<Value> = (0..k).map(|i| json!({"agent": "bench", "input": submitted + i})).collect();
+        let specs: Vec<Value> = (0..k)
+            .map(|i| json!({"agent": "bench", "input": submitted + i}))
+            .collect();
         let r = http
             .post(format!("{}/api/tasks", s.base))
             .bearer_auth(&s.token)

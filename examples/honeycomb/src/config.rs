@@ -20,11 +20,16 @@ pub const DEFAULT_REGISTRY: &str = "127.0.0.1:5055";
 pub const DEFAULT_DATA_DIR: &str = "honeycomb-data";
 
 /// The settings with their environment variable and flag, in display order.
-pub const SETTINGS: [(&str, &str, &str); 8] = [
+pub const SETTINGS: [(&str, &str, &str); 9] = [
     ("listen", "HONEYCOMB_LISTEN", "--listen"),
     ("data_dir", "HONEYCOMB_DATA_DIR", "--data-dir"),
     ("backend", "HONEYCOMB_BACKEND", "--backend"),
     ("registry", "HONEYCOMB_REGISTRY", "--registry"),
+    (
+        "registry_keys",
+        "HONEYCOMB_REGISTRY_KEYS",
+        "--registry-keys",
+    ),
     (
         "shutdown_grace",
         "HONEYCOMB_SHUTDOWN_GRACE",
@@ -121,6 +126,10 @@ pub struct Layer {
     pub backend: Option<String>,
     /// `registry`: the APIary registry's address.
     pub registry: Option<String>,
+    /// `registry_keys`: the folder of APIary keys (`sandbox.pub`,
+    /// `production.pub`, optionally `sandbox.key`, `production.key`); the
+    /// APIary routes are on when it is set.
+    pub registry_keys: Option<String>,
     /// `shutdown_grace`: how long a stop waits for work in flight (e.g. `30s`).
     pub shutdown_grace: Option<String>,
     /// `log`: the log filter (`info`, `honeycomb=debug,hive=info`…).
@@ -138,6 +147,7 @@ impl Layer {
             "data_dir" => self.data_dir.as_ref(),
             "backend" => self.backend.as_ref(),
             "registry" => self.registry.as_ref(),
+            "registry_keys" => self.registry_keys.as_ref(),
             "shutdown_grace" => self.shutdown_grace.as_ref(),
             "log" => self.log.as_ref(),
             "rate_limit" => self.rate_limit.as_ref(),
@@ -181,6 +191,7 @@ impl Layer {
                 "HONEYCOMB_DATA_DIR" => &mut layer.data_dir,
                 "HONEYCOMB_BACKEND" => &mut layer.backend,
                 "HONEYCOMB_REGISTRY" => &mut layer.registry,
+                "HONEYCOMB_REGISTRY_KEYS" => &mut layer.registry_keys,
                 "HONEYCOMB_SHUTDOWN_GRACE" => &mut layer.shutdown_grace,
                 "HONEYCOMB_LOG" => &mut layer.log,
                 "HONEYCOMB_RATE_LIMIT" => &mut layer.rate_limit,
@@ -204,6 +215,8 @@ pub struct Config {
     pub backend: Option<String>,
     /// The APIary registry's address.
     pub registry: String,
+    /// The folder of APIary keys, when the APIary routes are on.
+    pub registry_keys: Option<PathBuf>,
     /// How long a stop waits for work in flight.
     pub shutdown_grace: Duration,
     /// The log filter.
@@ -302,6 +315,11 @@ impl Config {
                 "must not be empty".into(),
             ));
         }
+        let registry_keys = chosen
+            .get("registry_keys")
+            .map(|(v, _)| v.clone())
+            .filter(|v| !v.trim().is_empty())
+            .map(PathBuf::from);
         let (grace_text, grace_origin) = value("shutdown_grace");
         let shutdown_grace = humantime_parse(&grace_text).map_err(|reason| {
             invalid("shutdown_grace", (grace_text.clone(), grace_origin), reason)
@@ -325,6 +343,7 @@ impl Config {
             data_dir: PathBuf::from(data_dir),
             backend,
             registry,
+            registry_keys,
             shutdown_grace,
             log,
             rate_limit,
@@ -368,11 +387,17 @@ impl Config {
             Some(_) => "****".to_owned(),
             None => String::new(),
         };
-        let rows: [(&str, String); 8] = [
+        let keys = self
+            .registry_keys
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let rows: [(&str, String); 9] = [
             ("listen", self.listen.to_string()),
             ("data_dir", self.data_dir.display().to_string()),
             ("backend", backend),
             ("registry", self.registry.clone()),
+            ("registry_keys", keys),
             ("shutdown_grace", grace),
             ("log", self.log.clone()),
             ("rate_limit", self.rate_limit.to_string()),
@@ -382,6 +407,8 @@ impl Config {
         for (k, v) in rows {
             let origin = if k == "backend" && self.backend.is_none() {
                 "the default: an SQLite file in data_dir".to_owned()
+            } else if k == "registry_keys" && self.registry_keys.is_none() {
+                "not set: the APIary routes are off".to_owned()
             } else if k == "metrics_token" && self.metrics_token.is_none() {
                 "not set: /metrics is open".to_owned()
             } else {

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod api;
 pub mod config;
+pub mod registry;
 pub mod serve;
 
 pub use config::{Config, ConfigError, Layer, Origin};

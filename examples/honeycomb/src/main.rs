@@ -92,6 +92,10 @@ struct Settings {
     /// The APIary registry's address [default: 127.0.0.1:5055].
     #[arg(long)]
     registry: Option<String>,
+    /// The folder of APIary keys (sandbox.pub, production.pub, optionally
+    /// sandbox.key, production.key) [default: none, APIary routes off].
+    #[arg(long)]
+    registry_keys: Option<String>,
     /// How long a stop waits for work in flight [default: 30s].
     #[arg(long)]
     shutdown_grace: Option<String>,
@@ -121,6 +125,7 @@ impl Settings {
             data_dir: self.data_dir,
             backend: self.backend,
             registry: self.registry,
+            registry_keys: self.registry_keys,
             shutdown_grace: self.shutdown_grace,
             log: self.log,
             rate_limit: self.rate_limit,

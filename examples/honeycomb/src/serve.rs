@@ -55,6 +55,9 @@ pub enum ServeError {
         /// Why.
         error: hive::Error,
     },
+    /// The APIary registry could not be set up.
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
     /// Serving failed.
     #[error("serving failed: {0}")]
     Io(#[from] std::io::Error),
@@ -154,7 +157,14 @@ pub async fn serve_with(
     let hive = open_store(&config).await?;
     let addr = listener.local_addr()?;
     let stopping = CancellationToken::new();
-    let state = ApiState::new(hive.clone(), limits, stopping.clone());
+    let registry = match crate::registry::open_registry(&config, &hive) {
+        Ok(r) => r,
+        Err(e) => {
+            hive.shutdown();
+            return Err(e.into());
+        }
+    };
+    let state = ApiState::with_registry(hive.clone(), limits, stopping.clone(), registry);
     tracing::info!(%addr, backend = %mask_url(&config.backend_url()), "honeycomb listening");
     ready(addr);
     let signal = stopping.clone();

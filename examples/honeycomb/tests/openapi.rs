@@ -47,6 +47,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/audit"),
     ("get", "/api/audit/verify"),
     ("get", "/api/whoami"),
+    ("get", "/api/agents"),
+    ("get", "/api/agents/get"),
+    ("get", "/api/experiments"),
+    ("post", "/api/experiments/promote"),
 ];
 
 fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {

@@ -114,3 +114,74 @@ async fn an_unopenable_store_is_a_clear_error_with_the_secret_masked() {
         "{line}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_keys_turn_the_apiary_routes_on_and_bad_ones_fail_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let data = dir.path().join("data");
+    let layer = |keys: &std::path::Path| Layer {
+        listen: Some("127.0.0.1:0".into()),
+        data_dir: Some(data.display().to_string()),
+        registry_keys: Some(keys.display().to_string()),
+        ..Layer::default()
+    };
+    // No key files: the start fails naming the file.
+    let err = honeycomb::serve(config(layer(&keys)), std::future::pending(), |_| {})
+        .await
+        .unwrap_err();
+    let line = err.to_string();
+    assert!(matches!(err, ServeError::Registry(_)), "{err:?}");
+    assert!(line.contains("sandbox.pub"), "{line}");
+    std::fs::write(keys.join("sandbox.pub"), "not a key").unwrap();
+    std::fs::write(keys.join("production.pub"), "not a key").unwrap();
+    let err = honeycomb::serve(config(layer(&keys)), std::future::pending(), |_| {})
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not a valid key"), "{err}");
+
+    // Real keys: the routes answer (an empty catalog).
+    for name in ["sandbox", "production"] {
+        let key = hive_registry::AgentSigningKey::generate();
+        std::fs::write(keys.join(format!("{name}.pub")), key.public_key().pem()).unwrap();
+        std::fs::write(keys.join(format!("{name}.key")), key.to_pkcs8_pem()).unwrap();
+    }
+    let c = config(layer(&keys));
+    let token = honeycomb::admin::issue_token(
+        &c,
+        honeycomb::admin::IssueRequest {
+            tenant: "acme".into(),
+            principal: "root".into(),
+            kind: "admin".into(),
+            ttl: Some("1h".into()),
+            description: "test".into(),
+        },
+    )
+    .await
+    .unwrap()
+    .token;
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = oneshot::channel();
+    let server = tokio::spawn(honeycomb::serve(
+        c,
+        async move {
+            let _ = stop_rx.await;
+        },
+        move |addr| {
+            let _ = addr_tx.send(addr);
+        },
+    ));
+    let addr = addr_rx.await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /api/experiments HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.ends_with("[]"), "{out}");
+    stop_tx.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}

@@ -6,6 +6,7 @@
 //! as if it came from Rust. Errors are [`problem::Problem`]s.
 
 pub mod admin;
+pub mod apiary;
 pub mod auth;
 pub mod nodes;
 pub mod problem;
@@ -98,14 +99,27 @@ struct Inner {
     stop: CancellationToken,
     cache: auth::TokenCache,
     streams: sse::StreamCounter,
+    registry: Option<Arc<dyn hive::registry::AgentRegistry>>,
 }
 
 impl ApiState {
     /// The state of an API over `hive`; `stop` ends every open stream (the
     /// service's shutdown).
     pub fn new(hive: Hive, limits: ApiLimits, stop: CancellationToken) -> ApiState {
+        ApiState::with_registry(hive, limits, stop, None)
+    }
+
+    /// [`ApiState::new`] with an APIary registry behind `/api/agents` and
+    /// `/api/experiments` (without one they answer `503`).
+    pub fn with_registry(
+        hive: Hive,
+        limits: ApiLimits,
+        stop: CancellationToken,
+        registry: Option<Arc<dyn hive::registry::AgentRegistry>>,
+    ) -> ApiState {
         ApiState {
             inner: Arc::new(Inner {
+                registry,
                 tokens: hive.tokens(),
                 audit: hive.audit_trail(),
                 cache: auth::TokenCache::new(limits.token_cache_ttl),
@@ -130,6 +144,11 @@ impl ApiState {
     /// The audit trail.
     pub fn audit(&self) -> &AuditTrail {
         &self.inner.audit
+    }
+
+    /// The APIary registry, if the service has one.
+    pub fn registry(&self) -> Option<Arc<dyn hive::registry::AgentRegistry>> {
+        self.inner.registry.clone()
     }
 
     /// The limits.
@@ -251,6 +270,7 @@ pub(crate) fn parse_id<T: std::str::FromStr>(kind: &str, s: &str) -> Result<T, A
         (name = "nodes", description = "Worker nodes"),
         (name = "worker", description = "The remote-worker protocol (worker tokens)"),
         (name = "admin", description = "Tokens and the audit trail"),
+        (name = "apiary", description = "Agents, experiments and promotion (with a registry)"),
     )
 )]
 struct ApiDoc;
@@ -307,6 +327,10 @@ pub fn api_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(admin::audit))
         .routes(routes!(admin::verify_audit))
         .routes(routes!(admin::whoami))
+        .routes(routes!(apiary::list_agents))
+        .routes(routes!(apiary::get_agent))
+        .routes(routes!(apiary::experiments))
+        .routes(routes!(apiary::promote))
         .split_for_parts()
 }
 

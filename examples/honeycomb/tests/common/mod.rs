@@ -34,8 +34,13 @@ impl Server {
 
     pub async fn on(url: &str, limits: ApiLimits) -> Server {
         let hive = hive::open(url).await.expect("the store opens");
-        let stop = CancellationToken::new();
-        let state = ApiState::new(hive.clone(), limits, stop.clone());
+        let state = ApiState::new(hive.clone(), limits, CancellationToken::new());
+        Server::with_state(hive, state).await
+    }
+
+    /// A server over `state` (built on `hive`).
+    pub async fn with_state(hive: Hive, state: ApiState) -> Server {
+        let stop = state.stop().clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
