@@ -202,5 +202,22 @@ async fn readiness_and_version() {
         .await
         .unwrap();
     problem(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    // CORS is off: no preflight is granted, no answer carries CORS headers.
+    let r = s
+        .req(Method::OPTIONS, "/api/tasks", None)
+        .header("Origin", "https://evil.example")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    let r = s
+        .req(Method::GET, "/api/tasks", Some(&admin))
+        .header("Origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers().get("access-control-allow-origin").is_none());
     s.stop().await;
 }

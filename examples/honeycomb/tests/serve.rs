@@ -185,3 +185,88 @@ async fn registry_keys_turn_the_apiary_routes_on_and_bad_ones_fail_at_start() {
     stop_tx.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_ends_open_streams_and_long_polls_within_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(Layer {
+        listen: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.path().join("data").display().to_string()),
+        shutdown_grace: Some("5s".into()),
+        ..Layer::default()
+    });
+    let token = honeycomb::admin::issue_token(
+        &c,
+        honeycomb::admin::IssueRequest {
+            tenant: "acme".into(),
+            principal: "u".into(),
+            kind: "user".into(),
+            ttl: None,
+            description: String::new(),
+        },
+    )
+    .await
+    .unwrap()
+    .token;
+    c.rate_limit = 0;
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = oneshot::channel();
+    let server = tokio::spawn(honeycomb::serve(
+        c,
+        async move {
+            let _ = stop_rx.await;
+        },
+        move |addr| {
+            let _ = addr_tx.send(addr);
+        },
+    ));
+    let addr = addr_rx.await.unwrap();
+    let send = |req: String| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        s
+    };
+    let body = r#"{"agent":"echo","input":{}}"#;
+    let mut s = send(format!(
+        "POST /api/tasks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ))
+    .await;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let json = out.split("\r\n\r\n").nth(1).unwrap();
+    let id = serde_json::from_str::<serde_json::Value>(json).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // An event stream and a long poll, both waiting.
+    let mut stream = send(format!(
+        "GET /api/tasks/{id}/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+    ))
+    .await;
+    let mut poll = send(format!(
+        "GET /api/tasks/{id}?after_seq=1&wait=25s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    ))
+    .await;
+    let mut first = [0u8; 64];
+    let n = stream.read(&mut first).await.unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    stop_tx.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "stopped within the grace: {took:?}"
+    );
+    // The long poll was answered (unchanged), the stream ended.
+    let mut answer = String::new();
+    poll.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut rest))
+        .await
+        .expect("the stream closed")
+        .unwrap();
+}
