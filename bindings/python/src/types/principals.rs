@@ -196,10 +196,14 @@ impl TokenInfo {
         opt_datetime(py, self.inner.revoked_at)
     }
 
-    /// The principal it stands for.
-    fn to_principal(&self) -> Principal {
-        Principal {
-            inner: self.inner.to_principal(),
+    /// The principal it stands for (a worker token's: the worker of its node).
+    fn to_principal(&self) -> PyResult<Principal> {
+        match self.inner.to_principal() {
+            Some(inner) => Ok(Principal { inner }),
+            None => Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "token {} is a worker token without a node",
+                self.inner.id
+            ))),
         }
     }
 
