@@ -19,6 +19,9 @@ use crate::Args;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// wrk's connections, and the in-process readers it is compared with.
+const CONNECTIONS: u32 = 32;
+
 /// A Honeycomb served in this process on a loopback port.
 struct Served {
     hive: Hive,
@@ -69,7 +72,8 @@ fn backend_url(args: &Args) -> Result<String, BoxError> {
         ("memory", None) => "memory://".into(),
         ("postgres", None) => format!(
             "{}?schema={}",
-            std::env::var("HIVE_TEST_POSTGRES_URL")?,
+            std::env::var("HIVE_TEST_POSTGRES_URL")
+                .map_err(|_| "HIVE_TEST_POSTGRES_URL is not set (or pass --url)")?,
             hive_store::testing::unique_name("http")
         ),
         (other, None) => {
@@ -78,23 +82,24 @@ fn backend_url(args: &Args) -> Result<String, BoxError> {
     })
 }
 
-/// The in-process `get_task` rate: two concurrent readers for `secs`.
+/// The in-process `get_task` rate: as many concurrent readers as wrk has
+/// connections ([`CONNECTIONS`]), for `secs`.
 async fn in_process_rate(hive: &Hive, id: TaskId, secs: u64) -> Result<f64, BoxError> {
     let p = Principal::user("acme", "bench");
     let done = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let until = started + Duration::from_secs(secs);
     let mut readers = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..CONNECTIONS {
         let hive = hive.clone();
         let p = p.clone();
         let done = done.clone();
         readers.push(tokio::spawn(async move {
             while Instant::now() < until {
-                for _ in 0..64 {
+                for _ in 0..16 {
                     hive.get_task(&p, id).await?;
                 }
-                done.fetch_add(64, Ordering::Relaxed);
+                done.fetch_add(16, Ordering::Relaxed);
             }
             Ok::<_, hive_core::Error>(())
         }));
@@ -248,7 +253,7 @@ pub(crate) async fn polls(args: &Args) -> Result<(), BoxError> {
         ("get", vec![auth.clone()]),
         ("get_if_none_match", vec![auth.clone(), etag.clone()]),
     ] {
-        let full = wrk(&poll, &headers, 32, secs).await?;
+        let full = wrk(&poll, &headers, CONNECTIONS, secs).await?;
         let half = full.per_s / 2.0;
         let paced = hey(&poll, &headers, half, secs).await?;
         println!(
