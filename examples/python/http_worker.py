@@ -26,12 +26,15 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from typing import Any, Optional
+
+Json = dict[str, Any]
 
 
 class HiveHTTPError(Exception):
     """A problem answer (application/problem+json) from Honeycomb."""
 
-    def __init__(self, status: int, problem: dict):
+    def __init__(self, status: int, problem: Json):
         super().__init__(f"{status} {problem.get('code')}: {problem.get('detail')}")
         self.status = status
         self.problem = problem
@@ -45,7 +48,7 @@ class Client:
         self.token = token
         self.timeout = timeout
 
-    def call(self, method: str, path: str, body: dict | None = None) -> dict | list | None:
+    def call(self, method: str, path: str, body: Optional[Json] = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method)
         req.add_header("Authorization", f"Bearer {self.token}")
@@ -75,7 +78,7 @@ class Worker:
         self.lost = 0
 
     # -- handlers ---------------------------------------------------------
-    def handle(self, task: dict) -> dict:
+    def handle(self, task: Json) -> Json:
         agent = task["spec"]["agent"]
         payload = task["spec"].get("input")
         token = task["token"]
@@ -102,15 +105,15 @@ class Worker:
             return {"lines": n}
         raise TaskFailure("UnknownAgent", f"no handler for {agent}", non_retryable=True)
 
-    def beat(self, token: dict, progress: dict | None) -> bool:
+    def beat(self, token: Json, progress: Optional[Json]) -> bool:
         """Heartbeats a lease; False when it was taken away (stop the attempt)."""
         answer = self.client.call("POST", "/api/worker/heartbeat",
                                   {"beats": [{"token": token, "progress": progress}]})
-        result = answer["results"][0]
+        result: Json = answer["results"][0]
         return "ack" in result
 
     # -- the loop ---------------------------------------------------------
-    def run_one(self, task: dict) -> dict | None:
+    def run_one(self, task: Json) -> Optional[Json]:
         try:
             output = self.handle(task)
             report = {"token": task["token"], "outcome": "success", "output": output}
@@ -123,7 +126,7 @@ class Worker:
                       "error": {"code": type(e).__name__, "message": str(e)}}
         return report
 
-    def report(self, reports: list[dict]) -> None:
+    def report(self, reports: list[Json]) -> None:
         if not reports:
             return
         answer = self.client.call("POST", "/api/worker/report", {"reports": reports})
@@ -140,15 +143,15 @@ class Worker:
         while max_tasks is None or self.ran + self.lost < max_tasks:
             claim = self.client.call("POST", "/api/worker/claim", {
                 "max": self.capacity, "agents": self.agents, "start": True, "wait": "20s"})
-            tasks = claim["tasks"]
+            tasks: list[Json] = claim["tasks"]
             if not tasks:
                 if idle_exit is not None and time.monotonic() - idle_since > idle_exit:
                     return
                 continue
             idle_since = time.monotonic()
-            results: list[dict | None] = [None] * len(tasks)
+            results: list[Optional[Json]] = [None] * len(tasks)
 
-            def run(i: int, t: dict) -> None:
+            def run(i: int, t: Json) -> None:
                 results[i] = self.run_one(t)
 
             threads = [threading.Thread(target=run, args=(i, t)) for i, t in enumerate(tasks)]
