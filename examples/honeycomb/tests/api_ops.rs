@@ -35,6 +35,9 @@ async fn metrics_show_engine_and_http_counters() {
     let (_, worker) = s.node(&t, 4).await;
     common::run_remote(&s, &worker, 3).await;
     s.get("/api/tasks/not-an-id", &t).await;
+    // Two left waiting: the queue depth.
+    s.submit(&t, "nobody-runs-this").await;
+    s.submit(&t, "nobody-runs-this").await;
     let r = s.req(Method::GET, "/metrics", None).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert!(
@@ -50,7 +53,7 @@ async fn metrics_show_engine_and_http_counters() {
             "hive_tasks_submitted_total",
             &["tenant=\"metrics-acme\""]
         ),
-        Some(4.0),
+        Some(6.0),
         "{text}"
     );
     assert!(sample(&text, "hive_tasks_terminal_total", &["state=\"succeeded\""]).unwrap() >= 3.0);

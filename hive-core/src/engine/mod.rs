@@ -699,13 +699,24 @@ fn node_visible(p: &Principal, n: &Node) -> bool {
     }
 }
 
-/// Counts the tasks `acks` ended, by state, in `hive_tasks_terminal_total`
-/// (the `metrics` facade: a no-op until the host installs a recorder).
-/// Returns how many ended.
-pub(crate) fn count_terminal(acks: &[Ack]) -> usize {
+/// Counts the tasks `acks` ended, by state, in `hive_tasks_terminal_total`,
+/// and records each one's submission-to-end time in
+/// `hive_task_end_to_end_seconds` (from its id, a UUIDv7 minted at
+/// submission: no read). Through the `metrics` facade: a no-op until the host
+/// installs a recorder. Returns how many ended.
+pub(crate) fn count_terminal(acks: &[(TaskId, Ack)]) -> usize {
     let mut n = 0;
-    for a in acks.iter().filter(|a| a.state.is_terminal()) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    for (id, a) in acks.iter().filter(|(_, a)| a.state.is_terminal()) {
         metrics::counter!("hive_tasks_terminal_total", "state" => a.state.as_str()).increment(1);
+        if let Some(ts) = id.as_uuid().get_timestamp() {
+            let (secs, nanos) = ts.to_unix();
+            let submitted_ms = secs * 1000 + u64::from(nanos / 1_000_000);
+            let ms = now_ms.saturating_sub(submitted_ms);
+            metrics::histogram!("hive_task_end_to_end_seconds").record(ms as f64 / 1000.0);
+        }
         n += 1;
     }
     n

@@ -112,7 +112,7 @@ impl Hive {
             reason: reason.into(),
         };
         let ack = self.apply_one(id, op).await?;
-        count_terminal(std::slice::from_ref(&ack));
+        count_terminal(&[(id, ack)]);
         self.wake_workflows();
         Ok(ack)
     }

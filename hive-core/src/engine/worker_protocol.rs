@@ -189,6 +189,7 @@ impl Hive {
         let node = self.acting_node(p).await?;
         self.check_worker(p, node).await?;
         let limits = &self.inner.config.limits;
+        let ids: Vec<TaskId> = reports.iter().map(|r| r.token.task).collect();
         let checked: Vec<Result<Command>> = reports
             .into_iter()
             .map(|r| {
@@ -211,9 +212,10 @@ impl Hive {
             })
             .collect();
         let out = self.apply_checked(p, checked).await?;
-        let acks: Vec<Ack> = out
-            .iter()
-            .filter_map(|a| a.as_ref().ok().copied())
+        let acks: Vec<(TaskId, Ack)> = ids
+            .into_iter()
+            .zip(&out)
+            .filter_map(|(id, a)| a.as_ref().ok().map(|a| (id, *a)))
             .collect();
         if count_terminal(&acks) > 0 {
             self.wake_workflows();

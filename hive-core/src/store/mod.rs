@@ -238,6 +238,14 @@ pub trait TaskStore: Send + Sync + fmt::Debug + 'static {
         limit: usize,
     ) -> Result<Vec<FeedEvent>>;
 
+    /// How many tasks are pending now (ready or waiting for a retry
+    /// backoff), across tenants: the queue depth a host exports as a gauge.
+    /// `None` when a backend cannot count without reading every task (the
+    /// default); the built-in backends count from their pending indexes.
+    async fn pending_count(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
     /// Stores a new node. An existing id is `Conflict`.
     async fn register_node(&self, node: Node) -> Result<()>;
 

@@ -100,6 +100,7 @@ macro_rules! conformance_tests {
             batch_items_fail_independently,
             concurrent_reports_have_exactly_one_winner,
             get_tasks_reads_many_in_order,
+            pending_count_counts_ready_and_backoff_tasks,
             records_compare_and_set_with_their_events,
             records_list_filters_and_paginates,
             concurrent_record_writers_have_one_winner_per_version,

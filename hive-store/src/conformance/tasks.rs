@@ -250,3 +250,58 @@ pub async fn get_tasks_reads_many_in_order(store: Arc<dyn Store>) {
     );
     assert!(store.get_tasks(&[]).await.unwrap().is_empty());
 }
+
+/// `pending_count` counts ready tasks and retries in their backoff, across
+/// tenants, and nothing leased, running or ended.
+pub async fn pending_count_counts_ready_and_backoff_tasks(store: Arc<dyn Store>) {
+    let h = Harness::new(store.clone());
+    assert_eq!(store.pending_count().await.unwrap(), Some(0));
+    let policy = RetryPolicy {
+        initial_interval: Duration::from_secs(60),
+        jitter: 0.0,
+        ..RetryPolicy::attempts(3, Duration::from_secs(60))
+    };
+    let specs: Vec<TaskSpec> = (0..4).map(|_| spec("echo").retry(policy.clone())).collect();
+    let ids: Vec<TaskId> = h
+        .hive
+        .submit_batch(&alice(), specs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    h.hive
+        .submit(&Principal::user("globex", "gina"), spec("echo"))
+        .await
+        .unwrap();
+    assert_eq!(store.pending_count().await.unwrap(), Some(5));
+    let (node, w) = h.system_node(2).await;
+    let claimed = h.claim(&w, node, 2, true).await;
+    assert_eq!(claimed.len(), 2);
+    assert_eq!(
+        store.pending_count().await.unwrap(),
+        Some(3),
+        "leased tasks are not pending"
+    );
+    // One attempt fails: it waits for its backoff, pending again.
+    h.hive
+        .report_failure(&w, claimed[0].token, TaskError::new("flaky", "again"))
+        .await
+        .unwrap();
+    h.hive
+        .report_success(&w, claimed[1].token, serde_json::json!(1))
+        .await
+        .unwrap();
+    assert_eq!(store.pending_count().await.unwrap(), Some(4));
+    let waiting = ids
+        .iter()
+        .copied()
+        .find(|id| claimed.iter().all(|c| c.token.task != *id))
+        .unwrap();
+    h.hive.cancel(&alice(), waiting, "done").await.unwrap();
+    assert_eq!(
+        store.pending_count().await.unwrap(),
+        Some(3),
+        "a cancelled task is not"
+    );
+}

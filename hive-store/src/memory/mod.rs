@@ -97,6 +97,10 @@ impl TaskStore for MemoryStore {
         Ok(self.state.lock().snapshot(id))
     }
 
+    async fn pending_count(&self) -> Result<Option<u64>> {
+        Ok(Some(self.state.lock().pending_count() as u64))
+    }
+
     async fn get_tasks(&self, ids: &[TaskId]) -> Result<Vec<Task>> {
         let state = self.state.lock();
         Ok(ids.iter().filter_map(|&id| state.snapshot(id)).collect())

@@ -210,6 +210,11 @@ impl State {
 
     // ----- tasks -------------------------------------------------------------
 
+    /// Pending tasks: those in a ready queue and those in a retry backoff.
+    pub(super) fn pending_count(&self) -> usize {
+        self.queues.iter().map(|q| q.ready.len()).sum::<usize>() + self.delayed.len()
+    }
+
     pub(super) fn submit(&mut self, tasks: Vec<NewTask>, now: Timestamp) -> Vec<Submitted> {
         let now = self.now(now);
         let mut out = Vec::with_capacity(tasks.len());

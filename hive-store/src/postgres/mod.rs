@@ -227,6 +227,15 @@ impl TaskStore for PostgresStore {
         self.get_many(ids).await
     }
 
+    async fn pending_count(&self) -> Result<Option<u64>> {
+        // An index-only count over the partial index of pending tasks.
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks WHERE state = 'pending'")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| error::db("count pending tasks", e))?;
+        Ok(Some(n.max(0) as u64))
+    }
+
     async fn list_tasks(&self, tenant: &TenantId, query: &TaskQuery) -> Result<Page<Task>> {
         self.list(tenant, query).await
     }

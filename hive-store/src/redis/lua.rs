@@ -474,6 +474,17 @@ return n
 "#
 );
 
+/// Pending tasks: the ready queues' members plus the retry backoffs.
+/// ARGV: prefix.
+pub(super) const PENDING_COUNT: &str = r#"
+local P = ARGV[1] .. ':'
+local n = redis.call('ZCARD', P .. 'delayed')
+for _, qid in ipairs(redis.call('SMEMBERS', P .. 'qready')) do
+  n = n + redis.call('ZCARD', P .. 'q:' .. qid)
+end
+return n
+"#;
+
 /// Commits transitions decided in Rust.
 ///
 /// ARGV: prefix, now, node count, nodes to touch…, record count, records (see

@@ -393,6 +393,17 @@ impl TaskStore for RedisStore {
     async fn sweep(&self, now: Timestamp, options: &SweepOptions) -> Result<SweepReport> {
         self.sweep_once(now, options).await
     }
+
+    async fn pending_count(&self) -> Result<Option<u64>> {
+        let n: i64 = redis::cmd("EVAL")
+            .arg(lua::PENDING_COUNT)
+            .arg(0)
+            .arg(&self.keys.prefix)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| unavailable_or_backend("counting pending tasks", e))?;
+        Ok(Some(n.max(0) as u64))
+    }
 }
 
 #[async_trait]

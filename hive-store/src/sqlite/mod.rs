@@ -389,6 +389,10 @@ impl TaskStore for SqliteStore {
         read::get_tasks(&self.readers, &self.shared, ids).await
     }
 
+    async fn pending_count(&self) -> Result<Option<u64>> {
+        read::pending_count(&self.readers).await.map(Some)
+    }
+
     async fn list_tasks(&self, tenant: &TenantId, query: &TaskQuery) -> Result<Page<Task>> {
         read::list_tasks(&self.readers, &self.shared, tenant, query).await
     }

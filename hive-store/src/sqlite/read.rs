@@ -39,6 +39,15 @@ pub(super) async fn get_tasks(
     Ok(ids.iter().filter_map(|id| found.get(id).cloned()).collect())
 }
 
+/// Pending tasks, counted over the partial index of ready tasks.
+pub(super) async fn pending_count(pool: &SqlitePool) -> Result<u64> {
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks WHERE state = 0")
+        .fetch_one(pool)
+        .await
+        .map_err(|e| db("count pending tasks", e))?;
+    Ok(n.max(0) as u64)
+}
+
 pub(super) async fn list_tasks(
     pool: &SqlitePool,
     shared: &Shared,

@@ -74,6 +74,11 @@ pub async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Respo
         }
     }
     metrics::gauge!("honeycomb_sse_streams").set(state.open_streams() as f64);
+    match state.hive().store().pending_count().await {
+        Ok(Some(n)) => metrics::gauge!("hive_queue_depth").set(n as f64),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot count pending tasks"),
+    }
     let Some(h) = handle() else {
         return (StatusCode::OK, String::new()).into_response();
     };
