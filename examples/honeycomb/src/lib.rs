@@ -1,11 +1,16 @@
 //! Honeycomb, the Hive host service: the reference host that puts the engine
 //! behind HTTP, built only on the public `hive` API.
 //!
-//! This first part is the service's frame: its configuration
-//! ([`config`]: defaults, a TOML file, `HONEYCOMB_*` variables, flags) and
-//! [`serve`], which opens the store, listens, answers `/healthz`, `/readyz`
-//! and `/api/version`, and stops cleanly on SIGINT/SIGTERM; [`healthcheck`]
-//! probes a running one (a container's `HEALTHCHECK`).
+//! - [`config`]: settings from defaults, a TOML file, `HONEYCOMB_*` variables
+//!   and flags, each value with where it came from;
+//! - [`api`]: the HTTP API (tasks, workflows, SSE streams, the remote-worker
+//!   protocol, nodes, tokens, audit, APIary, metrics), its OpenAPI document
+//!   and its layers (bearer tokens, problem+json errors, limits);
+//! - [`mod@serve`]: opens the store (and the APIary [`registry`] when configured),
+//!   listens, and stops cleanly on SIGINT/SIGTERM within the grace;
+//!   [`healthcheck`] probes a running one (a container's `HEALTHCHECK`);
+//! - [`admin`]: what runs on the store before a token exists (the first
+//!   admin token).
 
 pub mod admin;
 pub mod api;
