@@ -287,3 +287,63 @@ async fn the_python_reference_worker_runs_tasks_and_drops_a_stale_report() {
     assert_eq!(n["state"], "cancelled", "the stale report changed nothing");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_node_claims_nothing_and_the_audit_pages() {
+    let s = Server::start().await;
+    let t = s.token("acme", "alice", TokenKind::User).await;
+    let ops = s.token("acme", "ops", TokenKind::Operator).await;
+    let (node, worker) = s.node(&t, 2).await;
+    let r: Value = s
+        .post(&format!("/api/nodes/{node}/drain"), &t, json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["status"], "draining", "{r}");
+    s.submit(&t, "echo").await;
+    let claim: Value = s
+        .post("/api/worker/claim", &worker, json!({"max": 2}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(claim["tasks"].as_array().unwrap().is_empty(), "{claim}");
+    let listed: Value = s.get("/api/nodes", &t).await.json().await.unwrap();
+    assert_eq!(listed[0]["status"], "draining");
+
+    // The audit trail (node.register, token.issue_worker, node.drain,
+    // task.submit…) in pages of one.
+    let mut after = 0;
+    let mut actions = Vec::new();
+    loop {
+        let page: Value = s
+            .get(&format!("/api/audit?limit=1&after_seq={after}"), &ops)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let events = page["events"].as_array().unwrap();
+        assert!(events.len() <= 1);
+        actions.extend(
+            events
+                .iter()
+                .map(|e| e["action"].as_str().unwrap().to_owned()),
+        );
+        match page["next_after_seq"].as_u64() {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    for a in [
+        "node.register",
+        "token.issue_worker",
+        "node.drain",
+        "task.submit",
+    ] {
+        assert!(actions.iter().any(|x| x == a), "{a} in {actions:?}");
+    }
+    let verify: Value = s.get("/api/audit/verify", &ops).await.json().await.unwrap();
+    assert_eq!(verify["ok"], true, "{verify}");
+    s.stop().await;
+}
