@@ -9,6 +9,9 @@
 //! - [`mod@serve`]: opens the store (and the APIary [`registry`] when configured),
 //!   listens, and stops cleanly on SIGINT/SIGTERM within the grace;
 //!   [`healthcheck`] probes a running one (a container's `HEALTHCHECK`);
+//! - [`ui`]: the operator console under `/ui` (tasks with live logs,
+//!   workflows drawn live, loop experiments and promotion, the promotion
+//!   audit trail, nodes), signed in with an API token;
 //! - [`admin`]: what runs on the store before a token exists (the first
 //!   admin token).
 
@@ -17,6 +20,7 @@ pub mod api;
 pub mod config;
 pub mod registry;
 pub mod serve;
+pub mod ui;
 
 pub use config::{Config, ConfigError, Layer, Origin};
 pub use serve::{ServeError, healthcheck, serve, serve_with};

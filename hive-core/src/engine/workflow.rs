@@ -266,6 +266,11 @@ impl Hive {
                 output: s.output.clone(),
                 error: s.error.clone(),
                 skip_reason: s.skip_reason,
+                agent: spec.agent.clone(),
+                depends_on: spec.depends_on.clone(),
+                trigger: spec.trigger,
+                join: spec.join,
+                input: s.input.clone(),
             })
             .collect();
         Ok(WorkflowView {

@@ -232,4 +232,10 @@ pub trait AgentRegistry: Send + Sync + fmt::Debug + 'static {
     /// The registry's repository catalog, which spans tenants: only for
     /// `system:admin` and Hive itself.
     async fn catalog(&self, p: &Principal) -> Result<Vec<String>>;
+
+    /// The metric thresholds promotion checks (metric name → minimum), for
+    /// showing an experiment's metrics against them. None by default.
+    fn promotion_thresholds(&self) -> BTreeMap<String, f64> {
+        BTreeMap::new()
+    }
 }

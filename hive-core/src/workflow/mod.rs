@@ -577,6 +577,21 @@ pub struct StepView {
     pub error: Option<TaskError>,
     /// Why it was skipped.
     pub skip_reason: Option<SkipReason>,
+    /// The agent of its task(s).
+    pub agent: AgentRef,
+    /// The steps it waits for, by id (the edges of the DAG).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// When it runs.
+    #[serde(default)]
+    pub trigger: Trigger,
+    /// How its parents' results are aggregated into its input, for a join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<JoinMode>,
+    /// The input its (non-map) task was submitted with, fixed when it fired:
+    /// for a join, the aggregated parents' results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<serde_json::Value>,
 }
 
 /// A workflow with every step, as [`crate::Hive::get_workflow`] returns it.

@@ -412,6 +412,10 @@ impl Apiary {
 
 #[async_trait]
 impl AgentRegistry for Apiary {
+    fn promotion_thresholds(&self) -> std::collections::BTreeMap<String, f64> {
+        self.promotion_policy().min_metrics.clone()
+    }
+
     async fn publish(&self, p: &Principal, request: PublishRequest) -> Result<AgentEntry> {
         let r = AgentRef::new(
             p.tenant.clone(),

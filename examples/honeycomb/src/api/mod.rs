@@ -100,6 +100,7 @@ struct Inner {
     cache: auth::TokenCache,
     streams: sse::StreamCounter,
     registry: Option<Arc<dyn hive::registry::AgentRegistry>>,
+    sessions: crate::ui::Sessions,
 }
 
 impl ApiState {
@@ -120,6 +121,7 @@ impl ApiState {
         ApiState {
             inner: Arc::new(Inner {
                 registry,
+                sessions: crate::ui::Sessions::default(),
                 tokens: hive.tokens(),
                 audit: hive.audit_trail(),
                 cache: auth::TokenCache::new(limits.token_cache_ttl),
@@ -172,6 +174,10 @@ impl ApiState {
 
     pub(crate) fn streams(&self) -> &sse::StreamCounter {
         &self.inner.streams
+    }
+
+    pub(crate) fn sessions(&self) -> &crate::ui::Sessions {
+        &self.inner.sessions
     }
 
     /// The wait of a long poll: `wait`, capped to [`ApiLimits::long_poll_max`].
@@ -361,6 +367,7 @@ pub fn router(state: ApiState, extra: Router<ApiState>) -> Router {
     }
     telemetry::handle();
     api.merge(extra)
+        .merge(crate::ui::routes())
         .route("/metrics", axum::routing::get(telemetry::metrics))
         .route(
             "/api/openapi.json",

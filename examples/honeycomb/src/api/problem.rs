@@ -179,7 +179,8 @@ impl IntoResponse for ApiError {
 
 /// The layer that gives every error answer its `instance` (the path) and
 /// `request_id`, and turns an error answer without a body of its own (a
-/// method not allowed, a timeout, a body over the limit) into a problem.
+/// method not allowed, a timeout, a body over the limit) into a problem
+/// (the console's HTML error pages are left as they are).
 pub async fn problem_context(request: Request<Body>, next: Next) -> Response {
     let path = request.uri().path().to_owned();
     let request_id = request
@@ -198,6 +199,10 @@ pub async fn problem_context(request: Request<Body>, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
+    if content_type.starts_with("text/html") {
+        // The console's error pages are pages, not problems.
+        return response;
+    }
     let (parts, body) = response.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_PROBLEM_BODY).await else {
         return ApiError::new(

@@ -700,8 +700,15 @@ pub struct StreamQuery {
     pub last_event_id: Option<String>,
 }
 
-struct TaskEvents {
+/// A task's events as stream items (the API's and the console's streams).
+pub(crate) struct TaskEvents {
     sub: TaskSubscription,
+}
+
+impl TaskEvents {
+    pub(crate) fn new(sub: TaskSubscription) -> TaskEvents {
+        TaskEvents { sub }
+    }
 }
 
 impl Source for TaskEvents {

@@ -250,8 +250,15 @@ pub async fn cancel(
     Ok(StatusCode::NO_CONTENT)
 }
 
-struct WorkflowEvents {
+/// A workflow's events as stream items (the API's and the console's).
+pub(crate) struct WorkflowEvents {
     sub: WorkflowSubscription,
+}
+
+impl WorkflowEvents {
+    pub(crate) fn new(sub: WorkflowSubscription) -> WorkflowEvents {
+        WorkflowEvents { sub }
+    }
 }
 
 impl Source for WorkflowEvents {
