@@ -444,36 +444,6 @@ pub(crate) async fn page(
             data-terminal=(terminal) data-tail=(tail) data-summary={ "/ui/tasks/" (id) "?part=summary" } {}
         (h::live_hint())
         (summary)
-        section aria-labelledby="attempts-h" {
-            h2 #attempts-h { "Attempts" }
-            @if story.attempts.is_empty() {
-                p.muted { "No attempt has started." }
-            } @else {
-                div.scroll {
-                    table #attempts {
-                        thead { tr { th scope="col" { "#" } th scope="col" { "Node" } th scope="col" { "Started" } th scope="col" { "Ended" } th scope="col" { "Took" } th scope="col" { "Outcome" } th scope="col" { "Log" } } }
-                        tbody {
-                            @for a in &story.attempts {
-                                tr #{ "attempt-" (a.n) } {
-                                    td { a href={ "#attempt-" (a.n) } { (a.n) } }
-                                    td { @if let Some(n) = a.node { a href={ "/ui/nodes#node-" (n) } { code.id { (n) } } } }
-                                    td { (h::maybe_time(a.started_at)) }
-                                    td { (h::maybe_time(a.ended_at)) }
-                                    td { @if let (Some(s), Some(e)) = (a.started_at, a.ended_at) { (h::duration(s, e)) } }
-                                    td {
-                                        (a.outcome)
-                                        @if let Some(err) = &a.error {
-                                            br; code { (err.code) } ": " (err.message)
-                                        }
-                                    }
-                                    td { a href={ "/ui/tasks/" (id) "?attempt=" (a.n) "#log" } { (a.lines) " lines" } }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
         section #log-section aria-labelledby="log-h" {
             h2 #log-h { "Log" }
             form.filters #log-filters method="get" action={ "/ui/tasks/" (id) } aria-label="Filter the log" {
@@ -583,6 +553,36 @@ fn summary(task: &Task, story: &Story, waiting: Option<&hive::TaskDiagnosis>) ->
                 div #task-error.error-box {
                     p { code { (err.code) } ": " (err.message) @if err.non_retryable { " (not retryable)" } }
                     @if let Some(d) = &err.details { (h::json_block(d)) }
+                }
+            }
+            div.attempts aria-labelledby="attempts-h" {
+                h2 #attempts-h { "Attempts" }
+                @if story.attempts.is_empty() {
+                    p.muted { "No attempt has started." }
+                } @else {
+                    div.scroll {
+                        table #attempts {
+                            thead { tr { th scope="col" { "#" } th scope="col" { "Node" } th scope="col" { "Started" } th scope="col" { "Ended" } th scope="col" { "Took" } th scope="col" { "Outcome" } th scope="col" { "Log" } } }
+                            tbody {
+                                @for a in &story.attempts {
+                                    tr #{ "attempt-" (a.n) } {
+                                        td { a href={ "#attempt-" (a.n) } { (a.n) } }
+                                        td { @if let Some(n) = a.node { a href={ "/ui/nodes#node-" (n) } { code.id { (n) } } } }
+                                        td { (h::maybe_time(a.started_at)) }
+                                        td { (h::maybe_time(a.ended_at)) }
+                                        td { @if let (Some(s), Some(e)) = (a.started_at, a.ended_at) { (h::duration(s, e)) } }
+                                        td {
+                                            (a.outcome)
+                                            @if let Some(err) = &a.error {
+                                                br; code { (err.code) } ": " (err.message)
+                                            }
+                                        }
+                                        td { a href={ "/ui/tasks/" (task.id) "?attempt=" (a.n) "#log" } { (a.lines) " lines" } }
+                                    }
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }

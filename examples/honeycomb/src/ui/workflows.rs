@@ -239,7 +239,7 @@ pub(crate) fn svg(w: &WorkflowView) -> Markup {
         }
     }
     html! {
-        svg.dag #dag role="img" aria-labelledby="dag-title" viewBox={ "0 0 " (width) " " (height) }
+        svg.dag #dag role="group" aria-labelledby="dag-title" viewBox={ "0 0 " (width) " " (height) }
             width=(width) height=(height) xmlns="http://www.w3.org/2000/svg" {
             title #dag-title { "The workflow's steps and their dependencies, coloured by state" }
             defs {
