@@ -147,8 +147,12 @@ async def test_jobs_never_started_before_the_loop_closed_are_retried(
 
 EXIT_SCRIPT = textwrap.dedent(
     """
-    import asyncio, sys
+    import asyncio, signal, sys
     import hive
+
+    # A parent that started this with SIGINT ignored (a background job of a
+    # shell without job control, nohup) must not turn Ctrl-C off here.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     async def main() -> None:
         h = await hive.Hive.open(sys.argv[1])
@@ -261,8 +265,10 @@ async def test_ctrl_c_ends_the_running_tasks(tmp_path: Path) -> None:
 
 ASYNC_WITH_SIGINT_SCRIPT = textwrap.dedent(
     """
-    import asyncio, sys, time
+    import asyncio, signal, sys, time
     import hive
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     async def main() -> None:
         try:
