@@ -210,7 +210,19 @@ async fn every_page_loads_for_an_operator_accessible_on_desktop_and_phone() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // The sign-in page and an error page are pages too.
+    b.goto(&s.url("/ui/login")).await;
+    b.assert_accessible("login").await;
     sign_in(&b, &s, &admin).await;
+    b.goto(&s.url("/ui/tasks/01a24048-5333-74c7-af99-f606a0978400"))
+        .await;
+    assert_eq!(
+        b.eval("document.getElementById('error-detail') !== null")
+            .await,
+        json!(true),
+        "a 404 page"
+    );
+    b.assert_accessible("not-found").await;
     let pages = [
         ("tasks", "/ui/tasks".to_owned(), "#tasks"),
         ("task", format!("/ui/tasks/{done}"), "#log li"),
