@@ -67,6 +67,10 @@ pub enum Action {
     ReadRegistry,
     /// Create or change tenants.
     ManageTenant,
+    /// Run an operator command from a chat (Honeycomb's Telegram route):
+    /// audited when refused (an unknown chat or sender, a bad webhook
+    /// secret); each command then needs its own action's scope.
+    ChatCommand,
 }
 
 impl Action {
@@ -83,7 +87,7 @@ impl Action {
             Action::WorkNode => Scope::NodeWork,
             Action::Supervise | Action::ManageTenant => Scope::SystemAdmin,
             Action::SubmitWorkflow => Scope::WorkflowSubmit,
-            Action::ReadWorkflow | Action::ReadRegistry => Scope::TaskRead,
+            Action::ReadWorkflow | Action::ReadRegistry | Action::ChatCommand => Scope::TaskRead,
             Action::CancelWorkflow => Scope::TaskCancel,
             Action::IssueToken | Action::RevokeToken | Action::ReadToken => Scope::TenantAdmin,
             Action::ReadAudit => Scope::AuditRead,
@@ -114,7 +118,7 @@ impl Action {
     }
 
     /// Every action, in declaration order.
-    pub const ALL: [Action; 22] = [
+    pub const ALL: [Action; 23] = [
         Action::SubmitTask,
         Action::ReadTask,
         Action::CancelTask,
@@ -137,6 +141,7 @@ impl Action {
         Action::PublishAgent,
         Action::ReadRegistry,
         Action::ManageTenant,
+        Action::ChatCommand,
     ];
 
     /// The action's wire name.
@@ -164,6 +169,7 @@ impl Action {
             Action::PublishAgent => "registry.publish",
             Action::ReadRegistry => "registry.read",
             Action::ManageTenant => "tenant.manage",
+            Action::ChatCommand => "chat.command",
         }
     }
 }

@@ -19,8 +19,10 @@ pub const DEFAULT_REGISTRY: &str = "127.0.0.1:5055";
 /// The data directory unless told otherwise (relative to the working directory).
 pub const DEFAULT_DATA_DIR: &str = "honeycomb-data";
 
-/// The settings with their environment variable and flag, in display order.
-pub const SETTINGS: [(&str, &str, &str); 9] = [
+/// The settings with their environment variable and flag, in display order
+/// (the Telegram settings have no flag: a secret on a command line is seen by
+/// every user of the machine).
+pub const SETTINGS: [(&str, &str, &str); 17] = [
     ("listen", "HONEYCOMB_LISTEN", "--listen"),
     ("data_dir", "HONEYCOMB_DATA_DIR", "--data-dir"),
     ("backend", "HONEYCOMB_BACKEND", "--backend"),
@@ -42,6 +44,18 @@ pub const SETTINGS: [(&str, &str, &str); 9] = [
         "HONEYCOMB_METRICS_TOKEN",
         "--metrics-token",
     ),
+    ("telegram_bot_token", "HONEYCOMB_TELEGRAM_BOT_TOKEN", ""),
+    (
+        "telegram_webhook_secret",
+        "HONEYCOMB_TELEGRAM_WEBHOOK_SECRET",
+        "",
+    ),
+    ("telegram_api_url", "HONEYCOMB_TELEGRAM_API_URL", ""),
+    ("telegram_webhook_url", "HONEYCOMB_TELEGRAM_WEBHOOK_URL", ""),
+    ("telegram_users", "HONEYCOMB_TELEGRAM_USERS", ""),
+    ("telegram_groups", "HONEYCOMB_TELEGRAM_GROUPS", ""),
+    ("telegram_source_ranges", "HONEYCOMB_TELEGRAM_SOURCE_RANGES", ""),
+    ("telegram_console_url", "HONEYCOMB_TELEGRAM_CONSOLE_URL", ""),
 ];
 
 /// The environment variable naming the config file (not a setting itself).
@@ -138,6 +152,28 @@ pub struct Layer {
     pub rate_limit: Option<String>,
     /// `metrics_token`: the bearer token `/metrics` needs (open when unset).
     pub metrics_token: Option<String>,
+    /// `telegram_bot_token`: the Telegram bot's token; the route
+    /// `/telegram/webhook` is on when it is set (with the secret).
+    pub telegram_bot_token: Option<String>,
+    /// `telegram_webhook_secret`: what Telegram sends in
+    /// `X-Telegram-Bot-Api-Secret-Token` (1–256 of `A-Za-z0-9_-`).
+    pub telegram_webhook_secret: Option<String>,
+    /// `telegram_api_url`: the Bot API's base URL.
+    pub telegram_api_url: Option<String>,
+    /// `telegram_webhook_url`: this service's public webhook URL; when set,
+    /// `setWebhook` is called with it at start.
+    pub telegram_webhook_url: Option<String>,
+    /// `telegram_users`: the allow-list, `ID=tenant/principal:role` separated
+    /// by commas (numeric Telegram user ids, never usernames).
+    pub telegram_users: Option<String>,
+    /// `telegram_groups`: group chat ids where commands are allowed (both the
+    /// chat and the sender must be allowed).
+    pub telegram_groups: Option<String>,
+    /// `telegram_source_ranges`: if set, only these CIDR ranges may call the
+    /// webhook (Telegram's published ranges).
+    pub telegram_source_ranges: Option<String>,
+    /// `telegram_console_url`: the console's base URL for links in replies.
+    pub telegram_console_url: Option<String>,
 }
 
 impl Layer {
@@ -152,6 +188,14 @@ impl Layer {
             "log" => self.log.as_ref(),
             "rate_limit" => self.rate_limit.as_ref(),
             "metrics_token" => self.metrics_token.as_ref(),
+            "telegram_bot_token" => self.telegram_bot_token.as_ref(),
+            "telegram_webhook_secret" => self.telegram_webhook_secret.as_ref(),
+            "telegram_api_url" => self.telegram_api_url.as_ref(),
+            "telegram_webhook_url" => self.telegram_webhook_url.as_ref(),
+            "telegram_users" => self.telegram_users.as_ref(),
+            "telegram_groups" => self.telegram_groups.as_ref(),
+            "telegram_source_ranges" => self.telegram_source_ranges.as_ref(),
+            "telegram_console_url" => self.telegram_console_url.as_ref(),
             _ => None,
         }
     }
@@ -196,6 +240,14 @@ impl Layer {
                 "HONEYCOMB_LOG" => &mut layer.log,
                 "HONEYCOMB_RATE_LIMIT" => &mut layer.rate_limit,
                 "HONEYCOMB_METRICS_TOKEN" => &mut layer.metrics_token,
+                "HONEYCOMB_TELEGRAM_BOT_TOKEN" => &mut layer.telegram_bot_token,
+                "HONEYCOMB_TELEGRAM_WEBHOOK_SECRET" => &mut layer.telegram_webhook_secret,
+                "HONEYCOMB_TELEGRAM_API_URL" => &mut layer.telegram_api_url,
+                "HONEYCOMB_TELEGRAM_WEBHOOK_URL" => &mut layer.telegram_webhook_url,
+                "HONEYCOMB_TELEGRAM_USERS" => &mut layer.telegram_users,
+                "HONEYCOMB_TELEGRAM_GROUPS" => &mut layer.telegram_groups,
+                "HONEYCOMB_TELEGRAM_SOURCE_RANGES" => &mut layer.telegram_source_ranges,
+                "HONEYCOMB_TELEGRAM_CONSOLE_URL" => &mut layer.telegram_console_url,
                 _ => return Err(ConfigError::UnknownEnv { name }),
             };
             *slot = Some(value);
@@ -225,6 +277,8 @@ pub struct Config {
     pub rate_limit: u32,
     /// The bearer token `/metrics` needs, if any.
     pub metrics_token: Option<String>,
+    /// The Telegram route's settings, when it is on.
+    pub telegram: Option<crate::telegram::TelegramSettings>,
     /// Where each setting's value came from.
     pub origins: BTreeMap<&'static str, Origin>,
 }
@@ -337,6 +391,7 @@ impl Config {
             .get("metrics_token")
             .map(|(v, _)| v.clone())
             .filter(|v| !v.is_empty());
+        let telegram = crate::telegram::TelegramSettings::from_chosen(&chosen)?;
         let origins = chosen.iter().map(|(k, (_, o))| (*k, o.clone())).collect();
         Ok(Config {
             listen,
@@ -348,6 +403,7 @@ impl Config {
             log,
             rate_limit,
             metrics_token,
+            telegram,
             origins,
         })
     }
@@ -392,7 +448,9 @@ impl Config {
             .as_ref()
             .map(|p| p.display().to_string())
             .unwrap_or_default();
-        let rows: [(&str, String); 9] = [
+        let tg = self.telegram.as_ref();
+        let secret = |set: bool| if set { "****".to_owned() } else { String::new() };
+        let rows: [(&str, String); 17] = [
             ("listen", self.listen.to_string()),
             ("data_dir", self.data_dir.display().to_string()),
             ("backend", backend),
@@ -402,6 +460,33 @@ impl Config {
             ("log", self.log.clone()),
             ("rate_limit", self.rate_limit.to_string()),
             ("metrics_token", metrics_token),
+            ("telegram_bot_token", secret(tg.is_some())),
+            ("telegram_webhook_secret", secret(tg.is_some())),
+            (
+                "telegram_api_url",
+                tg.map(|t| t.api_url.to_string()).unwrap_or_default(),
+            ),
+            (
+                "telegram_webhook_url",
+                tg.and_then(|t| t.webhook_url.as_ref().map(|u| u.to_string()))
+                    .unwrap_or_default(),
+            ),
+            (
+                "telegram_users",
+                tg.map(|t| t.users_text()).unwrap_or_default(),
+            ),
+            (
+                "telegram_groups",
+                tg.map(|t| t.groups_text()).unwrap_or_default(),
+            ),
+            (
+                "telegram_source_ranges",
+                tg.map(|t| t.ranges_text()).unwrap_or_default(),
+            ),
+            (
+                "telegram_console_url",
+                tg.and_then(|t| t.console_url.clone()).unwrap_or_default(),
+            ),
         ];
         let mut out = String::from("# honeycomb: the effective configuration (secrets masked)\n");
         for (k, v) in rows {
@@ -411,6 +496,8 @@ impl Config {
                 "not set: the APIary routes are off".to_owned()
             } else if k == "metrics_token" && self.metrics_token.is_none() {
                 "not set: /metrics is open".to_owned()
+            } else if k.starts_with("telegram_") && self.telegram.is_none() {
+                "not set: the Telegram route is off".to_owned()
             } else {
                 self.origin(k).to_string()
             };

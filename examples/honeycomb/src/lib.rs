@@ -12,6 +12,8 @@
 //! - [`ui`]: the operator console under `/ui` (tasks with live logs,
 //!   workflows drawn live, loop experiments and promotion, the promotion
 //!   audit trail, nodes), signed in with an API token;
+//! - [`telegram`]: the Telegram route (`POST /telegram/webhook`), off
+//!   unless configured: operator commands from a chat, through the engine;
 //! - [`admin`]: what runs on the store before a token exists (the first
 //!   admin token).
 
@@ -20,6 +22,7 @@ pub mod api;
 pub mod config;
 pub mod registry;
 pub mod serve;
+pub mod telegram;
 pub mod ui;
 
 pub use config::{Config, ConfigError, Layer, Origin};

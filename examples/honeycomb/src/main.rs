@@ -130,6 +130,7 @@ impl Settings {
             log: self.log,
             rate_limit: self.rate_limit,
             metrics_token: self.metrics_token,
+            ..Layer::default()
         };
         Config::resolve(file, env, flags)
     }

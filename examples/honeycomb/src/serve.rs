@@ -61,6 +61,9 @@ pub enum ServeError {
     /// Serving failed.
     #[error("serving failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The Telegram route could not start.
+    #[error(transparent)]
+    Telegram(crate::telegram::TelegramError),
 }
 
 /// Listens on the configured address; a taken port is [`ServeError::AddrInUse`]
@@ -165,10 +168,28 @@ pub async fn serve_with(
         }
     };
     let state = ApiState::with_registry(hive.clone(), limits, stopping.clone(), registry);
+    if let Some(settings) = config.telegram.clone() {
+        match crate::telegram::Telegram::new(settings) {
+            Ok(tg) => {
+                if let Err(e) = crate::telegram::start(&state, std::sync::Arc::new(tg)).await {
+                    // The route still answers; Telegram can be pointed at it later.
+                    tracing::warn!(error = %e, "telegram: the webhook is not registered");
+                }
+                tracing::info!("telegram: the route /telegram/webhook is on");
+            }
+            Err(e) => {
+                hive.shutdown();
+                return Err(ServeError::Telegram(e));
+            }
+        }
+    }
     tracing::info!(%addr, backend = %mask_url(&config.backend_url()), "honeycomb listening");
     ready(addr);
     let signal = stopping.clone();
-    let server = axum::serve(listener, router(state))
+    let server = axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
         .with_graceful_shutdown(async move {
             stop.await;
             signal.cancel();

@@ -101,6 +101,7 @@ struct Inner {
     streams: sse::StreamCounter,
     registry: Option<Arc<dyn hive::registry::AgentRegistry>>,
     sessions: crate::ui::Sessions,
+    telegram: std::sync::OnceLock<Arc<crate::telegram::Telegram>>,
 }
 
 impl ApiState {
@@ -122,6 +123,7 @@ impl ApiState {
             inner: Arc::new(Inner {
                 registry,
                 sessions: crate::ui::Sessions::default(),
+                telegram: std::sync::OnceLock::new(),
                 tokens: hive.tokens(),
                 audit: hive.audit_trail(),
                 cache: auth::TokenCache::new(limits.token_cache_ttl),
@@ -178,6 +180,16 @@ impl ApiState {
 
     pub(crate) fn sessions(&self) -> &crate::ui::Sessions {
         &self.inner.sessions
+    }
+
+    /// Turns the Telegram route on (once; later calls change nothing).
+    pub fn set_telegram(&self, telegram: Arc<crate::telegram::Telegram>) {
+        let _ = self.inner.telegram.set(telegram);
+    }
+
+    /// The Telegram route, when it is on.
+    pub fn telegram(&self) -> Option<Arc<crate::telegram::Telegram>> {
+        self.inner.telegram.get().cloned()
     }
 
     /// The wait of a long poll: `wait`, capped to [`ApiLimits::long_poll_max`].
@@ -368,6 +380,7 @@ pub fn router(state: ApiState, extra: Router<ApiState>) -> Router {
     telemetry::handle();
     api.merge(extra)
         .merge(crate::ui::routes())
+        .merge(crate::telegram::routes())
         .route("/metrics", axum::routing::get(telemetry::metrics))
         .route(
             "/api/openapi.json",

@@ -34,6 +34,7 @@ use axum::routing::{get, post};
 use crate::api::{ApiError, ApiState};
 
 pub(crate) use session::Sessions;
+pub(crate) use tasks::first_id_at;
 pub use session::UiCaller;
 
 /// The console's routes (under `/ui`), to merge into the service's router.

@@ -59,7 +59,7 @@ pub(crate) fn parse_time(field: &str, s: &str) -> Result<Timestamp, UiError> {
 }
 
 /// The smallest task id of tasks created at `t` or later (ids are UUIDv7).
-fn first_id_at(t: Timestamp) -> TaskId {
+pub(crate) fn first_id_at(t: Timestamp) -> TaskId {
     let ms = t.as_millis().max(0) as u64;
     let mut b = [0u8; 16];
     b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);

@@ -50,10 +50,13 @@ impl Server {
         let app = honeycomb::serve::router(state.clone());
         let signal = stop.clone();
         let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { signal.cancelled().await })
-                .await
-                .expect("serves");
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { signal.cancelled().await })
+            .await
+            .expect("serves");
         });
         Server {
             addr,
