@@ -79,3 +79,19 @@ pub use token::{
     IssuedToken, TOKEN_KIND, TOKEN_PREFIX, TokenInfo, TokenKind, TokenRequest, TokenService,
     TokenStatus, is_invalid_token,
 };
+
+/// Authorizes a read across every tenant (`caller` needs `system:admin`):
+/// without it the attempt is refused with `reason` and audited; with it the
+/// engine's authorizer decides `action` on `resource` as usual.
+pub(crate) async fn authorize_platform_read(
+    hive: &hive_core::Hive,
+    caller: &hive_core::Principal,
+    action: hive_core::auth::Action,
+    resource: &hive_core::auth::Resource,
+    reason: &str,
+) -> hive_core::Result<()> {
+    if !caller.is_cross_tenant() {
+        return Err(hive.deny(caller, action, resource, reason).await);
+    }
+    hive.authorize(caller, action, resource).await
+}

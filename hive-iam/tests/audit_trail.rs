@@ -358,6 +358,38 @@ async fn reading_the_trail_is_tenant_scoped() {
     assert!(empty.ok && empty.checked == 0, "{empty:?}");
 }
 
+#[tokio::test]
+async fn the_tenants_with_a_trail_are_listed_for_system_admin_only() {
+    let f = fixture();
+    let system = Principal::system();
+    assert!(
+        f.trail
+            .tenants(&f.hive, &system)
+            .await
+            .expect("no trail yet")
+            .is_empty()
+    );
+    for tenant in ["globex", "acme"] {
+        f.hive
+            .submit(
+                &Principal::user(tenant, "alice"),
+                TaskSpec::new("echo", json!(1)),
+            )
+            .await
+            .expect("submit");
+    }
+    let tenants = f.trail.tenants(&f.hive, &system).await.expect("tenants");
+    let names: Vec<&str> = tenants.iter().map(|t| t.as_str()).collect();
+    assert_eq!(names, ["acme", "globex"], "ordered by name");
+
+    // A tenant's own operator reads its trail, not the list of tenants; the
+    // refusal is audited in its own trail.
+    let carol = Principal::operator("acme", "carol");
+    forbidden(f.trail.tenants(&f.hive, &carol).await);
+    let last = f.events("acme").await.pop().expect("the refusal");
+    assert_denial(&last, &carol, "audit.read", "audit/*");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_appends_form_one_gapless_chain() {
     let f = fixture();

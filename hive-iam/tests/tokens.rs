@@ -379,6 +379,36 @@ async fn listing_shows_the_tenants_tokens_without_secrets() {
 }
 
 #[tokio::test]
+async fn listing_every_tenants_tokens_needs_system_admin() {
+    let f = fixture();
+    let system = Principal::system();
+    let a = issue(&f, TokenRequest::new("a", TokenKind::User)).await;
+    let b = f
+        .tokens
+        .issue(
+            &f.hive,
+            &system,
+            TokenRequest::new("b", TokenKind::Admin).tenant("globex"),
+        )
+        .await
+        .expect("system issues into any tenant");
+    let all = f.tokens.list_all(&f.hive, &system).await.expect("list_all");
+    let ids: Vec<&str> = all.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, [a.info.id.as_str(), b.info.id.as_str()], "issue order");
+    assert_eq!(all[1].tenant.as_str(), "globex");
+    assert!(
+        !serde_json::to_string(&all)
+            .expect("json")
+            .contains("secret")
+    );
+
+    // A tenant admin lists its own tenant's tokens, never every tenant's.
+    forbidden(f.tokens.list_all(&f.hive, &admin()).await);
+    let last = f.events("acme").await.pop().expect("the refusal");
+    assert_denial(&last, &admin(), "token.read", "token/*");
+}
+
+#[tokio::test]
 async fn a_worker_never_issues_even_under_a_permissive_policy() {
     let store = Arc::new(MemoryStore::default());
     let hive = Hive::builder()

@@ -54,7 +54,11 @@ pub const SETTINGS: [(&str, &str, &str); 17] = [
     ("telegram_webhook_url", "HONEYCOMB_TELEGRAM_WEBHOOK_URL", ""),
     ("telegram_users", "HONEYCOMB_TELEGRAM_USERS", ""),
     ("telegram_groups", "HONEYCOMB_TELEGRAM_GROUPS", ""),
-    ("telegram_source_ranges", "HONEYCOMB_TELEGRAM_SOURCE_RANGES", ""),
+    (
+        "telegram_source_ranges",
+        "HONEYCOMB_TELEGRAM_SOURCE_RANGES",
+        "",
+    ),
     ("telegram_console_url", "HONEYCOMB_TELEGRAM_CONSOLE_URL", ""),
 ];
 
@@ -449,7 +453,13 @@ impl Config {
             .map(|p| p.display().to_string())
             .unwrap_or_default();
         let tg = self.telegram.as_ref();
-        let secret = |set: bool| if set { "****".to_owned() } else { String::new() };
+        let secret = |set: bool| {
+            if set {
+                "****".to_owned()
+            } else {
+                String::new()
+            }
+        };
         let rows: [(&str, String); 17] = [
             ("listen", self.listen.to_string()),
             ("data_dir", self.data_dir.display().to_string()),

@@ -14,8 +14,10 @@
 //!   audit trail, nodes), signed in with an API token;
 //! - [`telegram`]: the Telegram route (`POST /telegram/webhook`), off
 //!   unless configured: operator commands from a chat, through the engine;
-//! - [`admin`]: what runs on the store before a token exists (the first
-//!   admin token).
+//! - [`admin`]: `honeycomb admin`, the operator's tooling straight on the
+//!   store (tokens, the audit chain and its export, nodes, cancel by filter,
+//!   queue depth, a configuration check), each action audited as `cli:<user>`;
+//!   also the bootstrap path for the first admin token.
 
 pub mod admin;
 pub mod api;

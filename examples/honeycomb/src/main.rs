@@ -1,10 +1,12 @@
-//! The `honeycomb` binary: `honeycomb serve`, `honeycomb config`.
+//! The `honeycomb` binary: `serve`, `config`, `healthcheck`, `openapi` and
+//! `admin` (the operator's tooling on the configured store).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use honeycomb::{Config, ConfigError, Layer};
+use honeycomb::{Config, ConfigError, Layer, admin};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -41,10 +43,38 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum AdminCommand {
-    /// API tokens.
+    /// API tokens: issue, list, revoke.
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// The hash-chained audit trails: verify, export.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Worker nodes: list, drain, remove.
+    Nodes {
+        #[command(subcommand)]
+        command: NodesCommand,
+    },
+    /// Tasks: cancel by filter.
+    Tasks {
+        #[command(subcommand)]
+        command: TasksCommand,
+    },
+    /// The queue's depth per tenant and agent (pending, delayed, scheduled,
+    /// running, the oldest pending task).
+    Queue {
+        #[command(flatten)]
+        settings: Settings,
+        #[command(flatten)]
+        args: admin::queue::QueueArgs,
+    },
+    /// The configuration: check it.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
     },
 }
 
@@ -56,22 +86,122 @@ enum TokenCommand {
     Issue {
         #[command(flatten)]
         settings: Settings,
-        /// The tenant the token acts in.
-        #[arg(long)]
-        tenant: String,
-        /// The principal it stands for.
-        #[arg(long)]
-        principal: String,
-        /// user, operator or admin.
-        #[arg(long, default_value = "admin")]
-        kind: String,
-        /// How long it is valid (e.g. 30d); forever when absent.
-        #[arg(long)]
-        ttl: Option<String>,
-        /// What it is for.
-        #[arg(long, default_value = "issued by honeycomb admin token issue")]
-        description: String,
+        #[command(flatten)]
+        args: admin::tokens::IssueArgs,
     },
+    /// Lists API tokens (never their secrets) with their status.
+    List {
+        #[command(flatten)]
+        settings: Settings,
+        #[command(flatten)]
+        args: admin::tokens::ListArgs,
+    },
+    /// Revokes an API token. Audited.
+    Revoke {
+        #[command(flatten)]
+        settings: Settings,
+        #[command(flatten)]
+        args: admin::tokens::RevokeArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Verifies the hash chains; exits 3 naming the first broken seq when
+    /// one is broken.
+    Verify {
+        #[command(flatten)]
+        settings: Settings,
+        #[command(flatten)]
+        args: admin::audit::VerifyArgs,
+    },
+    /// Exports audit events as JSON lines, to stdout or a file.
+    Export {
+        #[command(flatten)]
+        settings: Settings,
+        #[command(flatten)]
+        args: admin::audit::ExportArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NodesCommand {
+    /// Lists every node: owner, status, leases, labels, last heartbeat.
+    List {
+        #[command(flatten)]
+        settings: Settings,
+        #[command(flatten)]
+        args: admin::nodes::ListArgs,
+    },
+    /// Drains a node: it keeps its leases and claims nothing new. Audited.
+    Drain {
+        #[command(flatten)]
+        settings: Settings,
+        #[command(flatten)]
+        args: admin::nodes::NodeArgs,
+    },
+    /// Removes a node; its leases are reclaimed at once. Audited.
+    Remove {
+        #[command(flatten)]
+        settings: Settings,
+        #[command(flatten)]
+        args: admin::nodes::NodeArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TasksCommand {
+    /// Cancels the unfinished tasks that match a filter (or, with
+    /// --dry-run, lists them). Each cancellation is audited.
+    Cancel {
+        #[command(flatten)]
+        settings: Settings,
+        #[command(flatten)]
+        args: admin::tasks::CancelArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Checks the effective configuration: the settings resolve, the store
+    /// opens with current migrations and answers, the registry keys load.
+    /// Exits 1 when a check fails.
+    Check {
+        #[command(flatten)]
+        settings: Settings,
+        #[command(flatten)]
+        args: admin::check::CheckArgs,
+    },
+}
+
+impl AdminCommand {
+    /// The settings that find the store, and the command to run on it.
+    fn split(self) -> (Settings, admin::Command) {
+        use admin::Command as C;
+        match self {
+            AdminCommand::Token { command } => match command {
+                TokenCommand::Issue { settings, args } => (settings, C::TokenIssue(args)),
+                TokenCommand::List { settings, args } => (settings, C::TokenList(args)),
+                TokenCommand::Revoke { settings, args } => (settings, C::TokenRevoke(args)),
+            },
+            AdminCommand::Audit { command } => match command {
+                AuditCommand::Verify { settings, args } => (settings, C::AuditVerify(args)),
+                AuditCommand::Export { settings, args } => (settings, C::AuditExport(args)),
+            },
+            AdminCommand::Nodes { command } => match command {
+                NodesCommand::List { settings, args } => (settings, C::NodesList(args)),
+                NodesCommand::Drain { settings, args } => (settings, C::NodesDrain(args)),
+                NodesCommand::Remove { settings, args } => (settings, C::NodesRemove(args)),
+            },
+            AdminCommand::Tasks {
+                command: TasksCommand::Cancel { settings, args },
+            } => (settings, C::TasksCancel(args)),
+            AdminCommand::Queue { settings, args } => (settings, C::Queue(args)),
+            AdminCommand::Config {
+                command: ConfigCommand::Check { settings, args },
+            } => (settings, C::ConfigCheck(args)),
+        }
+    }
 }
 
 /// The settings a flag can set (each also has a file key and a variable).
@@ -171,29 +301,7 @@ fn main() -> ExitCode {
             println!("{}", honeycomb::api::openapi_json());
             return ExitCode::SUCCESS;
         }
-        Command::Admin {
-            command:
-                AdminCommand::Token {
-                    command:
-                        TokenCommand::Issue {
-                            settings,
-                            tenant,
-                            principal,
-                            kind,
-                            ttl,
-                            description,
-                        },
-                },
-        } => {
-            let request = honeycomb::admin::IssueRequest {
-                tenant,
-                principal,
-                kind,
-                ttl,
-                description,
-            };
-            return admin_issue(settings, request);
-        }
+        Command::Admin { command } => return run_admin(command),
     };
     let config = match settings.resolve() {
         Ok(c) => c,
@@ -240,14 +348,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn admin_issue(settings: Settings, request: honeycomb::admin::IssueRequest) -> ExitCode {
-    let config = match settings.resolve() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("honeycomb: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+/// `honeycomb admin …`: resolves the settings, runs the command on the
+/// store, and reports a failure as one line on stderr with its exit code.
+fn run_admin(command: AdminCommand) -> ExitCode {
+    let (settings, command) = command.split();
+    let config = settings.resolve();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -258,18 +363,13 @@ fn admin_issue(settings: Settings, request: honeycomb::admin::IssueRequest) -> E
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(honeycomb::admin::issue_token(&config, request)) {
-        Ok(issued) => {
-            eprintln!(
-                "honeycomb: issued token {} for {}/{} ({}); it is shown once:",
-                issued.info.id, issued.info.tenant, issued.info.principal, issued.info.kind
-            );
-            println!("{}", issued.token);
-            ExitCode::SUCCESS
-        }
+    match runtime.block_on(admin::run(config, command)) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("honeycomb: {e}");
-            ExitCode::FAILURE
+            if e.is_reported() {
+                let _ = writeln!(std::io::stderr(), "honeycomb: {e}");
+            }
+            ExitCode::from(e.exit_code())
         }
     }
 }

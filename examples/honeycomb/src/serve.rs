@@ -87,6 +87,15 @@ pub async fn bind(config: &Config) -> Result<TcpListener, ServeError> {
 /// Opens the configured store (creating the data directory for the default
 /// SQLite file).
 pub async fn open_store(config: &Config) -> Result<hive::Hive, ServeError> {
+    open_store_with(config, hive::HiveConfig::default()).await
+}
+
+/// [`open_store`] with the engine's settings (an admin command turns the
+/// background work off).
+pub async fn open_store_with(
+    config: &Config,
+    engine: hive::HiveConfig,
+) -> Result<hive::Hive, ServeError> {
     if config.backend.is_none() {
         std::fs::create_dir_all(&config.data_dir).map_err(|error| ServeError::DataDir {
             path: config.data_dir.clone(),
@@ -94,10 +103,12 @@ pub async fn open_store(config: &Config) -> Result<hive::Hive, ServeError> {
         })?;
     }
     let url = config.backend_url();
-    hive::open(&url).await.map_err(|error| ServeError::Store {
-        url: mask_url(&url),
-        error,
-    })
+    hive::open_with(&url, engine)
+        .await
+        .map_err(|error| ServeError::Store {
+            url: mask_url(&url),
+            error,
+        })
 }
 
 /// `/readyz`: 200 when the store answers (one read of a task that does not
@@ -190,11 +201,11 @@ pub async fn serve_with(
         listener,
         router(state).into_make_service_with_connect_info::<SocketAddr>(),
     )
-        .with_graceful_shutdown(async move {
-            stop.await;
-            signal.cancel();
-        })
-        .into_future();
+    .with_graceful_shutdown(async move {
+        stop.await;
+        signal.cancel();
+    })
+    .into_future();
     tokio::pin!(server);
     let served = tokio::select! {
         r = &mut server => r,

@@ -36,7 +36,7 @@ use hive_core::Hive;
 use hive_core::audit::{AuditEntry, AuditOutcome, Auditor};
 use hive_core::auth::{Action, Resource};
 use hive_core::principal::{Principal, PrincipalId, TenantId};
-use hive_core::store::{RecordStore, RecordWrite};
+use hive_core::store::{RecordQuery, RecordStore, RecordWrite};
 use hive_core::{Error, Result, Timestamp};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -372,6 +372,42 @@ impl AuditTrail {
                         next_after_seq: Some(cursor),
                     });
                 }
+            }
+        }
+    }
+
+    /// The tenants that have an audit trail — every tenant in which an
+    /// audited action was taken or refused — ordered by name: what an
+    /// operator walks to verify or export every trail. Listing every tenant is
+    /// a platform read: without `system:admin` it is `Forbidden` (the refusal
+    /// is audited); with it, the caller also needs `audit:read`
+    /// ([`Action::ReadAudit`]).
+    pub async fn tenants(&self, hive: &Hive, caller: &Principal) -> Result<Vec<TenantId>> {
+        let resource = Resource::Named {
+            kind: AUDIT_KIND,
+            id: "*".to_owned(),
+            tenant: caller.tenant.clone(),
+        };
+        crate::authorize_platform_read(
+            hive,
+            caller,
+            Action::ReadAudit,
+            &resource,
+            "listing every tenant's audit trail needs system:admin",
+        )
+        .await?;
+        let mut tenants = Vec::new();
+        let mut query = RecordQuery {
+            limit: Some(READ_PAGE as u32),
+            ..RecordQuery::default()
+        };
+        loop {
+            let page = self.store.list_records(AUDIT_KIND, &query).await?;
+            let full = page.len() >= query.effective_limit();
+            query.after = page.last().map(|r| r.id.clone());
+            tenants.extend(page.into_iter().map(|r| r.tenant));
+            if !full {
+                return Ok(tenants);
             }
         }
     }

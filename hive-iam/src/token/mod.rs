@@ -681,9 +681,36 @@ impl TokenService {
                 .await);
         }
         hive.authorize(caller, Action::ReadToken, &resource).await?;
+        self.read_all(Some(caller.tenant.clone())).await
+    }
+
+    /// Every tenant's tokens, without secrets, ordered by id (issue order):
+    /// what the platform's operators audit. Listing across tenants needs
+    /// `system:admin`: without it the call is `Forbidden` (the refusal is
+    /// audited as `token.read`); with it, it is checked by the engine's
+    /// authorizer as `token.read`.
+    pub async fn list_all(&self, hive: &Hive, caller: &Principal) -> Result<Vec<TokenInfo>> {
+        let resource = Resource::Named {
+            kind: TOKEN_KIND,
+            id: "*".to_owned(),
+            tenant: caller.tenant.clone(),
+        };
+        crate::authorize_platform_read(
+            hive,
+            caller,
+            Action::ReadToken,
+            &resource,
+            "listing every tenant's tokens needs system:admin",
+        )
+        .await?;
+        self.read_all(None).await
+    }
+
+    /// The stored tokens of `tenant` (every tenant's when `None`), in pages.
+    async fn read_all(&self, tenant: Option<TenantId>) -> Result<Vec<TokenInfo>> {
         let mut out = Vec::new();
         let mut query = RecordQuery {
-            tenant: Some(caller.tenant.clone()),
+            tenant,
             limit: Some(1000),
             ..RecordQuery::default()
         };

@@ -34,8 +34,8 @@ use axum::routing::{get, post};
 use crate::api::{ApiError, ApiState};
 
 pub(crate) use session::Sessions;
-pub(crate) use tasks::first_id_at;
 pub use session::UiCaller;
+pub(crate) use tasks::first_id_at;
 
 /// The console's routes (under `/ui`), to merge into the service's router.
 pub fn routes() -> Router<ApiState> {
