@@ -1,9 +1,9 @@
 //! `hive._hive`: the native half of the `hive` Python package.
 //!
-//! The engine runs on one tokio runtime per process ([`runtime`]); every call
-//! returns an asyncio future that a [`bridge`] resolves on the caller's event
+//! The engine runs on one tokio runtime per process (`runtime`); every call
+//! returns an asyncio future that a `bridge` resolves on the caller's event
 //! loop, and Python handlers run as asyncio tasks on the loop their worker was
-//! started on ([`worker`]). Tokio threads never take the GIL.
+//! started on (`worker`). Tokio threads never take the GIL.
 //!
 //! The Python package (`python/hive/`) adds the exception classes, the
 //! `Worker` decorator API, typed workflow helpers and the exit hook.
