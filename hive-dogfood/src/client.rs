@@ -208,24 +208,8 @@ impl Call<'_> {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(100);
         loop {
-            let attempt = Instant::now();
             let stats = &self.client.inner.stats;
-            stats.requests.fetch_add(1, Ordering::Relaxed);
-            let out = self.build().send().await;
-            let left = self.retry_window.saturating_sub(started.elapsed());
-            let response = match out {
-                Ok(r) => r,
-                Err(e) => {
-                    stats.transport_errors.fetch_add(1, Ordering::Relaxed);
-                    if left.is_zero() {
-                        return Err(self.transport(e));
-                    }
-                    stats.retries.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(backoff.min(left)).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            };
+            let (response, left, attempt) = self.connect(false, started, &mut backoff).await?;
             let status = response.status().as_u16();
             let headers = response.headers().clone();
             let body = match response.bytes().await {
@@ -266,22 +250,7 @@ impl Call<'_> {
         let mut backoff = Duration::from_millis(100);
         loop {
             let stats = &self.client.inner.stats;
-            stats.requests.fetch_add(1, Ordering::Relaxed);
-            let out = self.build_stream().send().await;
-            let left = self.retry_window.saturating_sub(started.elapsed());
-            let response = match out {
-                Ok(r) => r,
-                Err(e) => {
-                    stats.transport_errors.fetch_add(1, Ordering::Relaxed);
-                    if left.is_zero() {
-                        return Err(self.transport(e));
-                    }
-                    stats.retries.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(backoff.min(left)).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            };
+            let (response, left, _) = self.connect(true, started, &mut backoff).await?;
             let status = response.status().as_u16();
             if status != 200 {
                 let headers = response.headers().clone();
@@ -323,6 +292,42 @@ impl Call<'_> {
                 });
             }
             return Ok(response);
+        }
+    }
+
+    /// Sends the request until a response arrives: transport errors are
+    /// retried with backoff while the retry window (from `started`) lasts.
+    /// Returns the response, the time left of the window, and when the
+    /// attempt that answered began.
+    async fn connect(
+        &self,
+        stream: bool,
+        started: Instant,
+        backoff: &mut Duration,
+    ) -> Result<(reqwest::Response, Duration, Instant)> {
+        let stats = &self.client.inner.stats;
+        loop {
+            let attempt = Instant::now();
+            stats.requests.fetch_add(1, Ordering::Relaxed);
+            let request = if stream {
+                self.build_stream()
+            } else {
+                self.build()
+            };
+            let out = request.send().await;
+            let left = self.retry_window.saturating_sub(started.elapsed());
+            match out {
+                Ok(r) => return Ok((r, left, attempt)),
+                Err(e) => {
+                    stats.transport_errors.fetch_add(1, Ordering::Relaxed);
+                    if left.is_zero() {
+                        return Err(self.transport(e));
+                    }
+                    stats.retries.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep((*backoff).min(left)).await;
+                    *backoff = (*backoff * 2).min(Duration::from_secs(1));
+                }
+            }
         }
     }
 

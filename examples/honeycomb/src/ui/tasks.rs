@@ -637,16 +637,32 @@ pub(crate) async fn stream(
     q: Result<Query<StreamQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, UiError> {
-    let q = query(q)?;
+    let after = stream_after(q, &headers)?;
     let id = parse_task_id(&id)?;
-    let after = sse::resume_from(&headers, q.last_event_id.as_deref(), 0)?;
     let sub = state.hive().subscribe(&c.p, id, after).await?;
+    stream_response(&state, &c, TaskEvents::new(sub), after)
+}
+
+/// Where a console stream resumes: `Last-Event-ID`, else `?last_event_id=`,
+/// else the start.
+pub(crate) fn stream_after(
+    q: Result<Query<StreamQuery>, QueryRejection>,
+    headers: &HeaderMap,
+) -> Result<u64, UiError> {
+    let q = query(q)?;
+    Ok(sse::resume_from(headers, q.last_event_id.as_deref(), 0)?)
+}
+
+/// A console stream of `source` after `after`, counted against the
+/// principal's open streams.
+pub(crate) fn stream_response(
+    state: &ApiState,
+    c: &UiCaller,
+    source: impl sse::Source,
+    after: u64,
+) -> Result<Response, UiError> {
     let slot = state.open_stream(&c.p)?;
-    Ok(sse::respond(
-        &state,
-        slot,
-        sse::events(TaskEvents::new(sub), after),
-    ))
+    Ok(sse::respond(state, slot, sse::events(source, after)))
 }
 
 #[cfg(test)]

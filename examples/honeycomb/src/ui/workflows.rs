@@ -14,10 +14,9 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::html::{self as h, Nav};
-use super::tasks::{StreamQuery, query};
+use super::tasks::{StreamQuery, query, stream_after, stream_response};
 use super::{UiCaller, UiError, UiResult};
 use crate::api::ApiState;
-use crate::api::sse;
 use crate::api::workflows::WorkflowEvents;
 
 /// Workflows per list page.
@@ -364,14 +363,8 @@ pub(crate) async fn stream(
     q: Result<Query<StreamQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, UiError> {
-    let q = query(q)?;
+    let after = stream_after(q, &headers)?;
     let id = parse_workflow_id(&id)?;
-    let after = sse::resume_from(&headers, q.last_event_id.as_deref(), 0)?;
     let sub = state.hive().subscribe_workflow(&c.p, id, after).await?;
-    let slot = state.open_stream(&c.p)?;
-    Ok(sse::respond(
-        &state,
-        slot,
-        sse::events(WorkflowEvents::new(sub), after),
-    ))
+    stream_response(&state, &c, WorkflowEvents::new(sub), after)
 }
