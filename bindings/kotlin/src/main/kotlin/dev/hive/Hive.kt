@@ -23,7 +23,16 @@ import kotlin.time.toJavaDuration
  * Every call is a `suspend` function; a cancelled coroutine cancels the call.
  * Errors are [HiveException] subclasses (a sealed class).
  */
-class Hive private constructor(private val engine: HiveEngine) : AutoCloseable {
+class Hive private constructor(private val ffiEngine: HiveEngine) : AutoCloseable {
+    private val closed = java.util.concurrent.atomic.AtomicBoolean(false)
+
+    /** The engine, or [HiveException.Shutdown] once closed. */
+    private val engine: HiveEngine
+        get() = if (closed.get()) throw HiveException.Shutdown("this Hive ($url) was closed") else ffiEngine
+
+    /** The Kotlin sides of the workers started here, cancelled by [close]. */
+    private val dispatchers = java.util.concurrent.ConcurrentLinkedQueue<Dispatcher>()
+
     companion object {
         /** Opens the backend [url] names and starts an engine on it. */
         suspend fun open(url: String = "memory://"): Hive {
@@ -36,7 +45,7 @@ class Hive private constructor(private val engine: HiveEngine) : AutoCloseable {
     }
 
     /** The URL it was opened with. */
-    val url: String get() = engine.url()
+    val url: String = ffiEngine.url()
 
     /** Submits a task. */
     suspend fun submit(principal: Principal, spec: TaskSpec): Submitted = ffi { engine.submit(principal, spec) }
@@ -62,7 +71,10 @@ class Hive private constructor(private val engine: HiveEngine) : AutoCloseable {
         agent: String? = null,
         after: String? = null,
         limit: Int? = null,
-    ): TaskPage = ffi { engine.listTasks(principal, TaskQuery(states, agent, null, after, limit?.toUInt())) }
+    ): TaskPage {
+        require(limit == null || limit >= 1) { "limit must be at least 1 (got $limit)" }
+        return ffi { engine.listTasks(principal, TaskQuery(states, agent, null, after, limit?.toUInt())) }
+    }
 
     /** Cancels a task that has not ended; its handler's coroutine is cancelled. */
     suspend fun cancel(principal: Principal, taskId: String, reason: String = "cancelled") =
@@ -78,6 +90,7 @@ class Hive private constructor(private val engine: HiveEngine) : AutoCloseable {
      * collector ends the subscription.
      */
     fun events(principal: Principal, taskId: String, afterSeq: Long = 0): Flow<TaskEvent> = flow {
+        require(afterSeq >= 0) { "afterSeq must not be negative (got $afterSeq)" }
         val stream = ffi { engine.events(principal, taskId, afterSeq.toULong()) }
         try {
             while (true) {
@@ -96,6 +109,7 @@ class Hive private constructor(private val engine: HiveEngine) : AutoCloseable {
      * after its `finished` event.
      */
     fun workflowEvents(principal: Principal, workflowId: String, afterSeq: Long = 0): Flow<WorkflowEvent> = flow {
+        require(afterSeq >= 0) { "afterSeq must not be negative (got $afterSeq)" }
         val stream = ffi { engine.workflowEvents(principal, workflowId, afterSeq.toULong()) }
         try {
             while (true) {
@@ -114,6 +128,7 @@ class Hive private constructor(private val engine: HiveEngine) : AutoCloseable {
      * cancel the collector (or `take(n)`).
      */
     fun feed(principal: Principal, cursor: Long = 0, terminalOnly: Boolean = false): Flow<FeedEvent> = flow {
+        require(cursor >= 0) { "cursor must not be negative (got $cursor)" }
         val stream = ffi { engine.feed(principal, cursor.toULong(), terminalOnly) }
         try {
             while (true) {
@@ -148,13 +163,21 @@ class Hive private constructor(private val engine: HiveEngine) : AutoCloseable {
             dispatcher.close()
             throw e
         }
+        dispatchers += dispatcher
         return WorkerHandle(handle, dispatcher)
     }
 
-    /** Stops the engine (workers stop claiming; stored state stays) and frees it. Idempotent. */
+    /**
+     * Stops the engine and frees it: workers stop claiming, handlers still
+     * running are cancelled (their tasks go back to the queue when their
+     * leases expire); stored state stays. Idempotent. For a graceful stop,
+     * `shutdown()` the workers first.
+     */
     override fun close() {
-        engine.shutdown()
-        engine.close()
+        if (!closed.compareAndSet(false, true)) return
+        ffiEngine.shutdown()
+        while (true) dispatchers.poll()?.close() ?: break
+        ffiEngine.close()
     }
 }
 

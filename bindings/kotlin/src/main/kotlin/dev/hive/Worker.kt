@@ -206,7 +206,7 @@ internal class Dispatcher(private val handlers: Map<String, Handler>, val board:
         for (id in jobIds) running[id.toLong()]?.cancel()
     }
 
-    /** Cancels what still runs (the worker has stopped). */
+    /** Cancels what still runs (the worker has stopped). Idempotent. */
     fun close() {
         answers.close()
         scope.cancel()

@@ -215,9 +215,39 @@ class TasksTest {
             }
             expect("worker without handlers", { it is IllegalArgumentException }) { hive.startWorker(ops, worker("empty") {}) }
             expect("unknown backend", { it is HiveException }) { Hive.open("bogus://nowhere") }
+            expect("negative afterSeq", { it is IllegalArgumentException }) {
+                hive.events(alice, "00000000-0000-7000-8000-000000000000", afterSeq = -1).toList()
+            }
+            expect("zero limit", { it is IllegalArgumentException }) { hive.tasks(alice, limit = 0) }
             // Nothing was stored by any of it.
             assertEquals(0, hive.tasks(alice).items.size)
         }
+    }
+
+    @Test
+    fun `closing Hive cancels the handlers still running`() = test {
+        val started = CompletableDeferred<Unit>()
+        val cancelled = CompletableDeferred<Unit>()
+        val hive = Hive.open()
+        hive.startWorker(ops, worker("closing") {
+            system = true
+            handler("sleep") {
+                started.complete(Unit)
+                try {
+                    delay(60.seconds)
+                    NoOutput
+                } finally {
+                    cancelled.complete(Unit)
+                }
+            }
+        })
+        hive.submit(alice, "sleep")
+        started.await()
+        hive.close()
+        cancelled.await()
+        hive.close() // idempotent
+        val after = runCatching { hive.tasks(alice) }.exceptionOrNull()
+        assertTrue(after is HiveException.Shutdown, "after close: $after")
     }
 
     @Test
