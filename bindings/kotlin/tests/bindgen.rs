@@ -6,15 +6,21 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn library() -> PathBuf {
-    // The cdylib sits next to the binaries cargo built for this test.
+    // The cdylib cargo built for this test: `cargo build` copies it next to
+    // the binaries; `cargo test` leaves it in deps/.
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_uniffi-bindgen"));
-    let lib = bin.with_file_name(format!(
+    let name = format!(
         "{}hive_kotlin{}",
         std::env::consts::DLL_PREFIX,
         std::env::consts::DLL_SUFFIX
-    ));
-    assert!(lib.exists(), "{} was not built", lib.display());
-    lib
+    );
+    let dir = bin.parent().expect("the binary's folder");
+    let candidates = [dir.join(&name), dir.join("deps").join(&name)];
+    candidates
+        .iter()
+        .find(|p| p.exists())
+        .cloned()
+        .unwrap_or_else(|| panic!("the cdylib was not built: none of {candidates:?}"))
 }
 
 #[test]
