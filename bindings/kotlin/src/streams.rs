@@ -14,17 +14,63 @@ fn max(n: u32) -> usize {
     n.clamp(1, 10_000) as usize
 }
 
+/// A subscription shared between its FFI object and the call in flight;
+/// `None` once it has ended or was stopped.
+struct Held<S>(Arc<Mutex<Option<S>>>);
+
+impl<S: Send + 'static> Held<S> {
+    fn new(sub: S) -> Self {
+        Held(Arc::new(Mutex::new(Some(sub))))
+    }
+
+    /// Runs `step` on the subscription on the runtime: `Ok(None)` ends it
+    /// (and every later call answers `empty`), as does a stopped one.
+    async fn call<T, F>(&self, empty: T, step: F) -> Result<T, HiveError>
+    where
+        T: Send + 'static,
+        F: for<'a> FnOnce(
+                &'a mut S,
+            )
+                -> futures::future::BoxFuture<'a, Result<Option<T>, HiveError>>
+            + Send
+            + 'static,
+    {
+        let sub = self.0.clone();
+        run(async move {
+            let mut guard = sub.lock().await;
+            let Some(s) = guard.as_mut() else {
+                return Ok(empty);
+            };
+            match step(s).await? {
+                Some(out) => Ok(out),
+                None => {
+                    *guard = None;
+                    Ok(empty)
+                }
+            }
+        })
+        .await
+    }
+
+    /// Stops following (a call in flight ends when its coroutine is cancelled).
+    fn stop(&self) {
+        if let Ok(mut g) = self.0.try_lock() {
+            *g = None;
+        }
+    }
+}
+
 /// A task's event stream; ends (an empty batch, `null` from `next`) right
 /// after the terminal event.
 #[derive(uniffi::Object)]
 pub struct TaskEventStream {
-    sub: Arc<Mutex<Option<hive::TaskSubscription>>>,
+    sub: Held<hive::TaskSubscription>,
 }
 
 impl TaskEventStream {
     pub(crate) fn new(sub: hive::TaskSubscription) -> Arc<Self> {
         Arc::new(TaskEventStream {
-            sub: Arc::new(Mutex::new(Some(sub))),
+            sub: Held::new(sub),
         })
     }
 }
@@ -33,64 +79,52 @@ impl TaskEventStream {
 impl TaskEventStream {
     /// The next event, waiting for it; `null` once the stream has ended.
     pub async fn next(&self) -> Result<Option<TaskEvent>, HiveError> {
-        let sub = self.sub.clone();
-        run(async move {
-            let mut guard = sub.lock().await;
-            let Some(s) = guard.as_mut() else {
-                return Ok(None);
-            };
-            match s.next().await {
-                Some(Ok(e)) => Ok(Some(e.into())),
-                Some(Err(e)) => Err(e.into()),
-                None => {
-                    *guard = None;
-                    Ok(None)
-                }
-            }
-        })
-        .await
+        self.sub
+            .call(None, |s| {
+                Box::pin(async move {
+                    match s.next().await {
+                        Some(Ok(e)) => Ok(Some(Some(e.into()))),
+                        Some(Err(e)) => Err(e.into()),
+                        None => Ok(None),
+                    }
+                })
+            })
+            .await
     }
 
     /// Up to `max` events (at least one, waiting for it); empty once the
     /// stream has ended.
     pub async fn next_batch(&self, max: u32) -> Result<Vec<TaskEvent>, HiveError> {
-        let sub = self.sub.clone();
-        run(async move {
-            let mut guard = sub.lock().await;
-            let Some(s) = guard.as_mut() else {
-                return Ok(Vec::new());
-            };
-            match s.next_batch(self::max(max)).await {
-                Some(Ok(events)) => Ok(events.into_iter().map(TaskEvent::from).collect()),
-                Some(Err(e)) => Err(e.into()),
-                None => {
-                    *guard = None;
-                    Ok(Vec::new())
-                }
-            }
-        })
-        .await
+        self.sub
+            .call(Vec::new(), move |s| {
+                Box::pin(async move {
+                    match s.next_batch(self::max(max)).await {
+                        Some(Ok(events)) => Ok(Some(events.into_iter().map(Into::into).collect())),
+                        Some(Err(e)) => Err(e.into()),
+                        None => Ok(None),
+                    }
+                })
+            })
+            .await
     }
 
     /// Stops following (a `next` in flight is answered when its coroutine
     /// is cancelled). Idempotent.
     pub fn stop(&self) {
-        if let Ok(mut g) = self.sub.try_lock() {
-            *g = None;
-        }
+        self.sub.stop();
     }
 }
 
 /// A workflow's event stream; ends after its `finished` event.
 #[derive(uniffi::Object)]
 pub struct WorkflowEventStream {
-    sub: Arc<Mutex<Option<hive::WorkflowSubscription>>>,
+    sub: Held<hive::WorkflowSubscription>,
 }
 
 impl WorkflowEventStream {
     pub(crate) fn new(sub: hive::WorkflowSubscription) -> Arc<Self> {
         Arc::new(WorkflowEventStream {
-            sub: Arc::new(Mutex::new(Some(sub))),
+            sub: Held::new(sub),
         })
     }
 }
@@ -99,43 +133,36 @@ impl WorkflowEventStream {
 impl WorkflowEventStream {
     /// The next event, waiting for it; `null` once the stream has ended.
     pub async fn next(&self) -> Result<Option<WorkflowEvent>, HiveError> {
-        let sub = self.sub.clone();
-        run(async move {
-            let mut guard = sub.lock().await;
-            let Some(s) = guard.as_mut() else {
-                return Ok(None);
-            };
-            match s.next().await {
-                Some(Ok(e)) => Ok(Some(e.into())),
-                Some(Err(e)) => Err(e.into()),
-                None => {
-                    *guard = None;
-                    Ok(None)
-                }
-            }
-        })
-        .await
+        self.sub
+            .call(None, |s| {
+                Box::pin(async move {
+                    match s.next().await {
+                        Some(Ok(e)) => Ok(Some(Some(e.into()))),
+                        Some(Err(e)) => Err(e.into()),
+                        None => Ok(None),
+                    }
+                })
+            })
+            .await
     }
 
     /// Stops following. Idempotent.
     pub fn stop(&self) {
-        if let Ok(mut g) = self.sub.try_lock() {
-            *g = None;
-        }
+        self.sub.stop();
     }
 }
 
 /// The tenant's feed; never ends by itself.
 #[derive(uniffi::Object)]
 pub struct FeedStream {
-    sub: Arc<Mutex<Option<hive::FeedSubscription>>>,
+    sub: Held<hive::FeedSubscription>,
     terminal_only: bool,
 }
 
 impl FeedStream {
     pub(crate) fn new(sub: hive::FeedSubscription, terminal_only: bool) -> Arc<Self> {
         Arc::new(FeedStream {
-            sub: Arc::new(Mutex::new(Some(sub))),
+            sub: Held::new(sub),
             terminal_only,
         })
     }
@@ -146,31 +173,32 @@ impl FeedStream {
     /// Up to `max` feed events (at least one, waiting for it; only terminal
     /// ones if the feed was opened so); empty once closed.
     pub async fn next_batch(&self, max: u32) -> Result<Vec<FeedEvent>, HiveError> {
-        let (sub, terminal_only) = (self.sub.clone(), self.terminal_only);
-        run(async move {
-            let mut guard = sub.lock().await;
-            let Some(s) = guard.as_mut() else {
-                return Ok(Vec::new());
-            };
-            loop {
-                let events = s.next_batch(self::max(max)).await?;
-                let out: Vec<FeedEvent> = events
-                    .into_iter()
-                    .filter(|e| !terminal_only || e.event.kind.is_terminal())
-                    .map(FeedEvent::from)
-                    .collect();
-                if !out.is_empty() {
-                    return Ok(out);
-                }
-            }
-        })
-        .await
+        let terminal_only = self.terminal_only;
+        self.sub
+            .call(Vec::new(), move |s| {
+                Box::pin(async move {
+                    loop {
+                        let out: Vec<FeedEvent> = s
+                            .next_batch(self::max(max))
+                            .await?
+                            .into_iter()
+                            .filter(|e| !terminal_only || e.event.kind.is_terminal())
+                            .map(FeedEvent::from)
+                            .collect();
+                        if !out.is_empty() {
+                            return Ok(Some(out));
+                        }
+                    }
+                })
+            })
+            .await
     }
 
     /// The cursor to resume from (after the last event returned), if the
     /// stream is not busy.
     pub fn cursor(&self) -> Option<u64> {
         self.sub
+            .0
             .try_lock()
             .ok()
             .and_then(|g| g.as_ref().map(|s| s.cursor()))
@@ -178,8 +206,6 @@ impl FeedStream {
 
     /// Stops following. Idempotent.
     pub fn stop(&self) {
-        if let Ok(mut g) = self.sub.try_lock() {
-            *g = None;
-        }
+        self.sub.stop();
     }
 }
