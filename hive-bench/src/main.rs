@@ -30,6 +30,7 @@ mod baseline;
 mod beats;
 mod children;
 mod claims;
+mod costs;
 mod drivers;
 mod http;
 mod workflows;
@@ -421,14 +422,41 @@ async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
         return audit::bench(&args).await;
     }
     {
-        let mut best: Option<RunResult> = None;
+        // The server's own counters around each throughput run: the costs
+        // per task of the best run are printed with it.
+        let probe = match args.backend.as_str() {
+            "postgres" | "redis" => {
+                let var = if args.backend == "postgres" {
+                    "HIVE_TEST_POSTGRES_URL"
+                } else {
+                    "HIVE_TEST_REDIS_URL"
+                };
+                let base = match &args.url {
+                    Some(u) => u.clone(),
+                    None => std::env::var(var)?,
+                };
+                costs::Probe::for_backend(&args.backend, &base)
+            }
+            _ => None,
+        };
+        let mut best: Option<(RunResult, String)> = None;
         for _ in 0..args.runs.max(1) {
+            let before = match &probe {
+                Some(p) => Some(p.read().await?),
+                None => None,
+            };
             let r = run(&args, None).await?;
-            if best.as_ref().is_none_or(|b| r.e2e_per_s > b.e2e_per_s) {
-                best = Some(r);
+            let cost = match (&probe, before) {
+                (Some(p), Some(b)) => {
+                    format!(" {}", p.per_task(&b, &p.read().await?, tasks(&args)))
+                }
+                _ => String::new(),
+            };
+            if best.as_ref().is_none_or(|(b, _)| r.e2e_per_s > b.e2e_per_s) {
+                best = Some((r, cost));
             }
         }
-        let best = best.ok_or("no run")?;
+        let (best, cost) = best.ok_or("no run")?;
         let (p50, p99, paced) = if args.no_latency {
             (
                 percentile(&best.latencies_ms, 0.5),
@@ -445,7 +473,7 @@ async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
             )
         };
         println!(
-            "hive-bench backend={} tasks={} workers={} submit_per_s={:.0} e2e_per_s={:.0} p50_ms={:.3} p99_ms={:.3} latency_rate_per_s={:.0} iam={}",
+            "hive-bench backend={} tasks={} workers={} submit_per_s={:.0} e2e_per_s={:.0} p50_ms={:.3} p99_ms={:.3} latency_rate_per_s={:.0} iam={}{}",
             args.backend,
             tasks(&args),
             args.workers,
@@ -454,7 +482,8 @@ async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
             p50,
             p99,
             paced,
-            args.iam
+            args.iam,
+            cost
         );
         if args.backend == "postgres" {
             let url = match &args.url {
