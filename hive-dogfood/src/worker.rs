@@ -355,13 +355,23 @@ impl Ctx {
         };
         let mut report = report;
         report["token"] = lease;
+        self.one(
+            "report",
+            "/api/worker/report",
+            json!({"reports": [report]}),
+            &self.stats.reports,
+        )
+        .await;
+    }
+
+    /// Posts a one-item batch (`what`: a report, log line or heartbeat) and
+    /// counts its answer: `acked` on an ack, `lease_gone` when the lease is
+    /// gone, an unexpected finding otherwise. `false` only when the lease is
+    /// gone.
+    async fn one(&self, what: &str, path: &str, body: Value, acked: &AtomicU64) -> bool {
         let answer = self
             .client
-            .post(
-                "/api/worker/report",
-                &self.token,
-                json!({"reports": [report]}),
-            )
+            .post(path, &self.token, body)
             .send()
             .await
             .and_then(|a| a.expect(&[200]))
@@ -369,52 +379,25 @@ impl Ctx {
         match answer {
             Ok(v) => match v["results"].get(0).map(item) {
                 Some(Item::Ack) => {
-                    self.stats.reports.fetch_add(1, Ordering::Relaxed);
+                    acked.fetch_add(1, Ordering::Relaxed);
                 }
                 Some(Item::Gone(_)) => {
                     self.stats.lease_gone.fetch_add(1, Ordering::Relaxed);
+                    return false;
                 }
-                Some(Item::Other(p)) => self.stats.unexpected(format!("report refused: {p}")),
-                None => self.stats.unexpected(format!("report: no result in {v}")),
+                Some(Item::Other(p)) => self.stats.unexpected(format!("{what} refused: {p}")),
+                None => self.stats.unexpected(format!("{what}: no result in {v}")),
             },
-            Err(e) => self.stats.unexpected(format!("report: {e}")),
+            Err(e) => self.stats.unexpected(format!("{what}: {e}")),
         }
+        true
     }
 
     /// Logs a line; `false` when the lease is gone.
     async fn log(&self, lease: &Value, line: &str) -> bool {
         let body = json!({"lines": [{"token": lease, "stream": "stdout", "line": line}]});
-        let answer = self
-            .client
-            .post("/api/worker/log", &self.token, body)
-            .send()
+        self.one("log", "/api/worker/log", body, &self.stats.log_lines)
             .await
-            .and_then(|a| a.expect(&[200]))
-            .and_then(|a| a.json());
-        match answer {
-            Ok(v) => match v["results"].get(0).map(item) {
-                Some(Item::Ack) => {
-                    self.stats.log_lines.fetch_add(1, Ordering::Relaxed);
-                    true
-                }
-                Some(Item::Gone(_)) => {
-                    self.stats.lease_gone.fetch_add(1, Ordering::Relaxed);
-                    false
-                }
-                Some(Item::Other(p)) => {
-                    self.stats.unexpected(format!("log refused: {p}"));
-                    true
-                }
-                None => {
-                    self.stats.unexpected(format!("log: no result in {v}"));
-                    true
-                }
-            },
-            Err(e) => {
-                self.stats.unexpected(format!("log: {e}"));
-                true
-            }
-        }
     }
 
     /// `dogfood.slow`: heartbeats until the lease is gone (`None`: no report)
@@ -430,30 +413,16 @@ impl Ctx {
             }
             let progress = json!({"elapsed_ms": started.elapsed().as_millis() as u64});
             let body = json!({"beats": [{"token": lease, "progress": progress}]});
-            let answer = self
-                .client
-                .post("/api/worker/heartbeat", &self.token, body)
-                .send()
+            if !self
+                .one(
+                    "heartbeat",
+                    "/api/worker/heartbeat",
+                    body,
+                    &self.stats.heartbeats,
+                )
                 .await
-                .and_then(|a| a.expect(&[200]))
-                .and_then(|a| a.json());
-            match answer {
-                Ok(v) => match v["results"].get(0).map(item) {
-                    Some(Item::Ack) => {
-                        self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Some(Item::Gone(_)) => {
-                        self.stats.lease_gone.fetch_add(1, Ordering::Relaxed);
-                        return None;
-                    }
-                    Some(Item::Other(p)) => {
-                        self.stats.unexpected(format!("heartbeat refused: {p}"))
-                    }
-                    None => self
-                        .stats
-                        .unexpected(format!("heartbeat: no result in {v}")),
-                },
-                Err(e) => self.stats.unexpected(format!("heartbeat: {e}")),
+            {
+                return None;
             }
         }
         Some(json!({"outcome": "success", "output": {"slept": seconds}}))

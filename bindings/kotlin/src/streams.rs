@@ -14,6 +14,11 @@ fn max(n: u32) -> usize {
     n.clamp(1, 10_000) as usize
 }
 
+/// A subscription's answer for [`Held::call`]: `Ok(None)` once it has ended.
+fn step<E>(answer: Option<hive::Result<E>>) -> Result<Option<E>, HiveError> {
+    answer.transpose().map_err(HiveError::from)
+}
+
 /// A subscription shared between its FFI object and the call in flight;
 /// `None` once it has ended or was stopped.
 struct Held<S>(Arc<Mutex<Option<S>>>);
@@ -81,13 +86,7 @@ impl TaskEventStream {
     pub async fn next(&self) -> Result<Option<TaskEvent>, HiveError> {
         self.sub
             .call(None, |s| {
-                Box::pin(async move {
-                    match s.next().await {
-                        Some(Ok(e)) => Ok(Some(Some(e.into()))),
-                        Some(Err(e)) => Err(e.into()),
-                        None => Ok(None),
-                    }
-                })
+                Box::pin(async move { Ok(step(s.next().await)?.map(|e| Some(e.into()))) })
             })
             .await
     }
@@ -98,11 +97,8 @@ impl TaskEventStream {
         self.sub
             .call(Vec::new(), move |s| {
                 Box::pin(async move {
-                    match s.next_batch(self::max(max)).await {
-                        Some(Ok(events)) => Ok(Some(events.into_iter().map(Into::into).collect())),
-                        Some(Err(e)) => Err(e.into()),
-                        None => Ok(None),
-                    }
+                    let batch = step(s.next_batch(self::max(max)).await)?;
+                    Ok(batch.map(|events| events.into_iter().map(Into::into).collect()))
                 })
             })
             .await
@@ -135,13 +131,7 @@ impl WorkflowEventStream {
     pub async fn next(&self) -> Result<Option<WorkflowEvent>, HiveError> {
         self.sub
             .call(None, |s| {
-                Box::pin(async move {
-                    match s.next().await {
-                        Some(Ok(e)) => Ok(Some(Some(e.into()))),
-                        Some(Err(e)) => Err(e.into()),
-                        None => Ok(None),
-                    }
-                })
+                Box::pin(async move { Ok(step(s.next().await)?.map(|e| Some(e.into()))) })
             })
             .await
     }
