@@ -258,6 +258,7 @@ pub(crate) fn normalize_durations(spec: &mut Value) -> Result<(), NotJson> {
     let Value::Object(map) = spec else {
         return Ok(());
     };
+    seconds_fields(map, &["delay"])?;
     if let Some(Value::Object(t)) = map.get_mut("timeouts") {
         seconds_fields(t, &TIMEOUTS).map_err(|e| e.within("timeouts"))?;
     }

@@ -215,7 +215,8 @@ impl PyHive {
     /// Submits one task, from a spec dict and/or keyword arguments (keywords
     /// win). Returns `Submitted`. Awaitable.
     #[pyo3(signature = (principal, spec = None, /, *, agent = None, input = None, labels = None,
-                        priority = None, timeouts = None, retry = None, idempotency_key = None))]
+                        priority = None, timeouts = None, retry = None, idempotency_key = None,
+                        delay = None, not_before = None))]
     #[allow(clippy::too_many_arguments)]
     fn submit<'py>(
         &self,
@@ -229,6 +230,8 @@ impl PyHive {
         timeouts: Option<&Bound<'py, PyAny>>,
         retry: Option<&Bound<'py, PyAny>>,
         idempotency_key: Option<String>,
+        delay: Option<&Bound<'py, PyAny>>,
+        not_before: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let hive = self.engine.hive(py)?;
         let spec = spec::task_spec(
@@ -242,6 +245,8 @@ impl PyHive {
                 timeouts,
                 retry,
                 idempotency_key,
+                delay,
+                not_before,
             },
             "",
         )?;
@@ -267,15 +272,7 @@ impl PyHive {
             out.push(spec::task_spec(
                 py,
                 Some(&item),
-                TaskKw {
-                    agent: None,
-                    input: None,
-                    labels: None,
-                    priority: None,
-                    timeouts: None,
-                    retry: None,
-                    idempotency_key: None,
-                },
+                TaskKw::none(),
                 &format!("[{i}]"),
             )?);
         }

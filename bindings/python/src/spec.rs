@@ -19,6 +19,50 @@ pub(crate) struct TaskKw<'a, 'py> {
     pub(crate) timeouts: Option<&'a Bound<'py, PyAny>>,
     pub(crate) retry: Option<&'a Bound<'py, PyAny>>,
     pub(crate) idempotency_key: Option<String>,
+    pub(crate) delay: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) not_before: Option<&'a Bound<'py, PyAny>>,
+}
+
+impl TaskKw<'_, '_> {
+    /// No keywords: the spec comes from a dict alone.
+    pub(crate) fn none() -> Self {
+        TaskKw {
+            agent: None,
+            input: None,
+            labels: None,
+            priority: None,
+            timeouts: None,
+            retry: None,
+            idempotency_key: None,
+            delay: None,
+            not_before: None,
+        }
+    }
+}
+
+/// A point in time from Python: a timezone-aware `datetime`, or a number of
+/// seconds since the UNIX epoch. As the spec's milliseconds.
+pub(crate) fn timestamp_millis(obj: &Bound<'_, PyAny>, field: &str) -> PyResult<i64> {
+    let py = obj.py();
+    let bad = |msg: &str| crate::errors::invalid_spec(py, field, msg);
+    let seconds: f64 = if obj.hasattr("utcoffset")? && obj.hasattr("timestamp")? {
+        if obj.call_method0("utcoffset")?.is_none() {
+            return Err(bad(
+                "a naive datetime is ambiguous: give it a timezone (datetime.timezone.utc)",
+            ));
+        }
+        obj.call_method0("timestamp")?.extract()?
+    } else if let Ok(n) = obj.extract::<f64>() {
+        n
+    } else {
+        return Err(bad(
+            "expected a timezone-aware datetime or seconds since the UNIX epoch",
+        ));
+    };
+    if !seconds.is_finite() || !(0.0..=9.2e15).contains(&seconds) {
+        return Err(bad("must be a time after 1970-01-01T00:00:00Z"));
+    }
+    Ok((seconds * 1000.0).round() as i64)
 }
 
 fn object(obj: &Bound<'_, PyAny>, field: &str) -> PyResult<Map<String, Value>> {
@@ -104,6 +148,19 @@ pub(crate) fn task_spec(
     }
     if let Some(k) = kw.idempotency_key {
         map.insert("idempotency_key".into(), Value::String(k));
+    }
+    if let Some(d) = kw.delay
+        && !d.is_none()
+    {
+        let v =
+            convert::from_py(d, Mode::Spec).map_err(|e| e.into_spec_error(py, &field("delay")))?;
+        map.insert("delay".into(), v);
+    }
+    if let Some(t) = kw.not_before
+        && !t.is_none()
+    {
+        let ms = timestamp_millis(t, &field("not_before"))?;
+        map.insert("not_before".into(), Value::from(ms));
     }
     if !map.contains_key("agent") {
         return Err(crate::errors::invalid_spec(

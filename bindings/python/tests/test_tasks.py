@@ -578,3 +578,42 @@ async def test_engine_settings(tenant: str) -> None:
         assert t.state == "timed_out"
     with pytest.raises(hive.InvalidArgument):
         await hive.Hive.open("memory://", config={"sweep_intervall": 1})
+
+
+async def test_delayed_tasks_wait_for_their_time(h: hive.Hive, alice: hive.Principal, agent: str) -> None:
+    import datetime as dt
+    import time
+
+    worker = hive.Worker("delayed", capacity=4)
+
+    @worker.handler(agent)
+    async def echo(ctx: hive.TaskContext) -> Any:
+        return ctx.input
+
+    handle = await start(h, alice, worker)
+    t0 = time.time()
+    by_delay = await h.submit(alice, agent=agent, input=1, delay=0.6)
+    by_timedelta = await h.submit(alice, agent=agent, input=2, delay=dt.timedelta(milliseconds=600))
+    at = dt.datetime.fromtimestamp(t0 + 0.6, dt.timezone.utc)
+    by_time = await h.submit(alice, agent=agent, input=3, not_before=at)
+    by_dict = await h.submit(alice, {"agent": agent, "input": 4, "delay": "600ms"})
+    waiting = await h.get_task(alice, by_time.id)
+    assert waiting.state == "pending"
+    assert abs(waiting.available_at.timestamp() - (t0 + 0.6)) < 0.01
+    for s in (by_delay, by_timedelta, by_time, by_dict):
+        done = await h.wait(alice, s.id, timeout=20)
+        assert done.state == "succeeded"
+        started = next(e for e in await collect(h, alice, s.id) if e.type == "started")
+        assert started.at.timestamp() >= t0 + 0.59, "started before its time"
+    # Bad input: a clear InvalidSpec naming the field, nothing stored.
+    before = len((await h.list_tasks(alice)).items)
+    with pytest.raises(hive.InvalidSpec, match="not_before"):
+        await h.submit(alice, agent=agent, not_before=dt.datetime(2030, 1, 1))
+    with pytest.raises(hive.InvalidSpec, match="delay"):
+        await h.submit(alice, agent=agent, delay=1, not_before=at)
+    with pytest.raises(hive.InvalidSpec, match="delay"):
+        await h.submit(alice, agent=agent, delay=-1)
+    with pytest.raises(hive.InvalidSpec, match="not_before"):
+        await h.submit(alice, agent=agent, not_before="tomorrow")
+    assert len((await h.list_tasks(alice)).items) == before
+    await handle.shutdown()

@@ -127,6 +127,15 @@ pub struct TaskCore {
 }
 
 impl TaskCore {
+    /// The core of a task of `spec` submitted at `now`: claimable from
+    /// [`TaskSpec::available_from`] (later than `now` for a delayed task).
+    pub fn submitted_for(spec: &TaskSpec, now: Timestamp) -> Self {
+        TaskCore {
+            available_at: spec.available_from(now),
+            ..TaskCore::submitted(now)
+        }
+    }
+
     /// The core of a task just submitted at `now`, with its `Queued` event (seq 1)
     /// already counted.
     pub fn submitted(now: Timestamp) -> Self {
@@ -514,9 +523,10 @@ pub fn apply(core: &mut TaskCore, facts: TaskFacts<'_>, op: Op, now: Timestamp) 
 /// that no node can take still ends, `TimedOut { schedule_to_start }`.
 pub fn deadline(core: &TaskCore, facts: TaskFacts<'_>) -> Option<(Timestamp, TimeoutPhase)> {
     let t = &facts.spec.timeouts;
+    let start = facts.spec.available_from(facts.created_at);
     let overall = t
         .deadline
-        .map(|d| (facts.created_at.saturating_add(d), TimeoutPhase::Deadline));
+        .map(|d| (start.saturating_add(d), TimeoutPhase::Deadline));
     let attempt = match (&core.state, &core.lease) {
         (TaskState::Pending, _) => Some((
             core.available_at.saturating_add(t.schedule_to_start),

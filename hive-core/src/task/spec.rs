@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::retry::RetryPolicy;
 
@@ -66,7 +67,8 @@ pub struct Timeouts {
     /// How long a running attempt may go without a heartbeat. Default 30s.
     #[serde(with = "humantime_serde")]
     pub heartbeat: Duration,
-    /// The whole task's deadline, from submission, across attempts. A pending task
+    /// The whole task's deadline, from submission (from `not_before` for a delayed
+    /// task), across attempts. A pending task
     /// with no eligible node ends `TimedOut` when it passes. Default: none.
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub deadline: Option<Duration>,
@@ -107,6 +109,19 @@ pub struct TaskSpec {
     /// Resubmitting with the same key (in the same tenant) returns the same task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// Not claimable before this time (a delayed task): it is `Pending` until
+    /// then, visible and cancellable, and its schedule-to-start and overall
+    /// deadlines count from this time. A time in the past means now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Timestamp>,
+    /// Not claimable before this long after submission; the relative form of
+    /// `not_before` (set one or the other).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub delay: Option<Duration>,
 }
 
 impl TaskSpec {
@@ -116,6 +131,9 @@ impl TaskSpec {
     pub const MAX_KEY_LEN: usize = 256;
     /// The most labels a task may require.
     pub const MAX_LABELS: usize = 64;
+    /// The longest accepted `delay` (and the furthest `not_before` may be
+    /// after submission is not checked: a far date is a valid request).
+    pub const MAX_DELAY: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
 
     /// A spec for `agent` with `input` and defaults for everything else.
     pub fn new(agent: impl Into<AgentRef>, input: serde_json::Value) -> Self {
@@ -127,7 +145,34 @@ impl TaskSpec {
             timeouts: Timeouts::default(),
             retry: RetryPolicy::default(),
             idempotency_key: None,
+            not_before: None,
+            delay: None,
         }
+    }
+
+    /// Not claimable before `at` (see [`TaskSpec::not_before`](Self#structfield.not_before)).
+    pub fn not_before(mut self, at: Timestamp) -> Self {
+        self.not_before = Some(at);
+        self
+    }
+
+    /// Not claimable before `delay` after submission.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self
+    }
+
+    /// When a task of this spec submitted at `submitted` first becomes
+    /// claimable: `not_before` or `submitted + delay`, never before
+    /// `submitted`. Its schedule-to-start and overall deadlines count from
+    /// here.
+    pub fn available_from(&self, submitted: Timestamp) -> Timestamp {
+        let at = match (self.not_before, self.delay) {
+            (Some(at), _) => at,
+            (None, Some(d)) => submitted.saturating_add(d),
+            (None, None) => submitted,
+        };
+        at.max(submitted)
     }
 
     /// Requires a node label.
@@ -217,6 +262,24 @@ impl TaskSpec {
             ));
         }
         self.retry.validate("retry")?;
+        if self.not_before.is_some() && self.delay.is_some() {
+            return Err(Error::invalid_spec(
+                "delay",
+                "set either not_before or delay, not both",
+            ));
+        }
+        if self.not_before.is_some_and(|t| t < Timestamp::EPOCH) {
+            return Err(Error::invalid_spec(
+                "not_before",
+                "must not be before 1970-01-01T00:00:00Z",
+            ));
+        }
+        if self.delay.is_some_and(|d| d > Self::MAX_DELAY) {
+            return Err(Error::invalid_spec(
+                "delay",
+                "must be at most 10 years (use not_before for a fixed date)",
+            ));
+        }
         // Cheap for small inputs; only large ones pay for the size check.
         if !matches!(
             self.input,

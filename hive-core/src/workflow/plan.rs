@@ -556,6 +556,8 @@ fn new_task(
     let task: TaskSpec = TaskSpec {
         input,
         idempotency_key: Some(key),
+        not_before: None,
+        delay: None,
         ..task_template(spec)
     };
     NewTask {

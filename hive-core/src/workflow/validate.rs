@@ -52,6 +52,8 @@ pub(crate) fn task_template(step: &StepSpec) -> TaskSpec {
         timeouts: step.timeouts.clone(),
         retry: step.retry.clone(),
         idempotency_key: None,
+        not_before: None,
+        delay: None,
     }
 }
 

@@ -34,6 +34,7 @@ use serde_json::json;
 
 mod api;
 mod claims;
+mod delayed;
 mod faulty;
 mod feeds;
 mod protocol;
@@ -47,6 +48,7 @@ mod timeouts;
 mod workflow;
 pub use api::*;
 pub use claims::*;
+pub use delayed::*;
 pub use faulty::FailingApply;
 pub use feeds::*;
 pub use protocol::*;
@@ -132,6 +134,10 @@ macro_rules! conformance_tests {
             feed_calls_in_any_order_hand_out_each_event_once,
             task_subscription_calls_in_any_order_hand_out_each_event_once,
             terminal_acknowledgements_in_any_order_list_exactly_the_unacked,
+            delayed_tasks_wait_for_not_before,
+            delayed_task_deadlines_count_from_not_before,
+            invalid_delays_are_refused,
+            a_waiting_worker_runs_a_delayed_task_when_it_is_due,
         );
     };
     (@each $factory:expr; $($name:ident),* $(,)?) => {

@@ -253,10 +253,24 @@ impl State {
             let order = self.next_order;
             self.next_order += 1;
             let priority = t.spec.priority;
-            self.queues[queue]
-                .ready
-                .insert((Reverse(priority), order), t.id);
-            let core = TaskCore::submitted(now);
+            let core = TaskCore::submitted_for(&t.spec, now);
+            let waiting = if core.available_at <= now {
+                self.queues[queue]
+                    .ready
+                    .insert((Reverse(priority), order), t.id);
+                Waiting::Ready {
+                    queue,
+                    priority,
+                    order,
+                }
+            } else {
+                // A delayed task waits like a retry in its backoff.
+                self.delayed.insert((core.available_at, t.id));
+                Waiting::Delayed {
+                    queue,
+                    at: core.available_at,
+                }
+            };
             let event = Arc::new(TaskEvent {
                 task: t.id,
                 tenant: t.owner.tenant.clone(),
@@ -270,11 +284,7 @@ impl State {
                 created_at: now,
                 core,
                 events: Vec::with_capacity(4),
-                waiting: Waiting::Ready {
-                    queue,
-                    priority,
-                    order,
-                },
+                waiting,
                 order,
                 deadline: None,
                 waiters: Vec::new(),

@@ -75,6 +75,8 @@ pub(super) fn encode_spec_meta(spec: &TaskSpec) -> Result<String> {
         timeouts: spec.timeouts.clone(),
         retry: spec.retry.clone(),
         idempotency_key: spec.idempotency_key.clone(),
+        not_before: spec.not_before,
+        delay: spec.delay,
     };
     serde_json::to_string(&meta).map_err(|e| encode("task spec", e))
 }

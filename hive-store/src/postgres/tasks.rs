@@ -52,10 +52,27 @@ impl PostgresStore {
         let mut signal = Signal::default();
         let core = TaskCore::submitted(now);
         let core_json = codec::encode_core(&core)?;
-        for (t, repeat) in tasks.iter().zip(&repeat_of) {
+        // Delayed tasks (a later `available_at`) carry their own core.
+        let own_cores = tasks
+            .iter()
+            .map(|t| {
+                let c = TaskCore::submitted_for(&t.spec, now);
+                if c.available_at <= now {
+                    return Ok(None);
+                }
+                Ok(Some((codec::encode_core(&c)?, c)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut avail: Vec<Option<i64>> = Vec::with_capacity(n);
+        for ((t, repeat), own) in tasks.iter().zip(&repeat_of).zip(&own_cores) {
             if repeat.is_some() {
                 continue;
             }
+            let (core, core_json) = match own {
+                Some((json, c)) => (c, json.as_str()),
+                None => (&core, core_json.as_str()),
+            };
+            avail.push(own.as_ref().map(|(_, c)| c.available_at.as_millis()));
             let facts = TaskFacts {
                 id: t.id,
                 created_at: now,
@@ -70,8 +87,8 @@ impl PostgresStore {
             keys.push(t.spec.idempotency_key.as_deref());
             specs.push(codec::encode_spec_meta(&t.spec)?);
             inputs.push(codec::encode_input(&t.spec)?);
-            cores.push(core_json.as_str());
-            deadlines.push(machine::deadline(&core, facts).map(|(at, _)| at.as_millis()));
+            cores.push(core_json);
+            deadlines.push(machine::deadline(core, facts).map(|(at, _)| at.as_millis()));
             signal.feed(&t.owner.tenant);
         }
         if ids.is_empty() {
@@ -100,6 +117,7 @@ impl PostgresStore {
                 .bind(&queued)
                 .bind(&self.channel)
                 .bind(signal.payload())
+                .bind(&avail)
                 .fetch_all(&self.pool)
                 .await;
             match result {
@@ -346,16 +364,18 @@ fn presenting_node(op: &Op) -> Option<NodeId> {
 const SUBMIT: &str = r#"
 WITH u AS (
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                         $6::int4[], $7::text[], $8::text[], $9::text[], $10::text[], $11::int8[])
+                         $6::int4[], $7::text[], $8::text[], $9::text[], $10::text[], $11::int8[],
+                         $16::int8[])
         WITH ORDINALITY
-        AS u(id, tenant, principal, agent, labels, priority, idem_key, spec, input, core, deadline_at, ord)
+        AS u(id, tenant, principal, agent, labels, priority, idem_key, spec, input, core, deadline_at,
+             avail, ord)
 ), q AS MATERIALIZED (
     SELECT u.*, nextval('task_order') AS queue_order FROM u ORDER BY u.ord
 ), ins AS (
     INSERT INTO tasks (id, tenant, principal, agent, labels, priority, idem_key, spec, input,
                        created_at, core, state, last_seq, available_at, queue_order, deadline_at)
     SELECT q.id::uuid, q.tenant, q.principal, q.agent, q.labels::jsonb, q.priority, q.idem_key,
-           q.spec::json, q.input::json, $12, q.core::json, 'pending', 1, $12,
+           q.spec::json, q.input::json, $12, q.core::json, 'pending', 1, COALESCE(q.avail, $12),
            q.queue_order, q.deadline_at
     FROM q ORDER BY q.tenant, q.idem_key NULLS LAST, q.ord
     ON CONFLICT DO NOTHING

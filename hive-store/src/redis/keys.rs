@@ -99,6 +99,10 @@ impl Keys {
         self.k(format_args!("qready"))
     }
 
+    pub(super) fn delayed(&self) -> String {
+        self.k(format_args!("delayed"))
+    }
+
     pub(super) fn order(&self) -> String {
         self.k(format_args!("order"))
     }

@@ -374,7 +374,7 @@ end
 /// tenant, idempotency key ('' none), queue id, queue meta (JSON), priority,
 /// `x` (or its redirect), `x` for the side hash ('' none), input (or its
 /// redirect), input for the side hash ('' none), core (`c`), deadline (''
-/// none). Returns per task: id, created (1/0), last seq.
+/// none), claimable-at of a delayed task ('' ready now). Returns per task: id, created (1/0), last seq.
 const SUBMIT: &str = r#"
 local queued = ARGV[3]
 local n = tonumber(ARGV[4])
@@ -417,14 +417,19 @@ for _ = 1, n do
       metas[q] = true
       writes[#writes + 1] = {'HSETNX', KQMETA, {q, ARGV[i + 5]}}
     end
-    add_ready(q, prio, m)
+    if ARGV[i + 13] ~= '' then
+      add('ZADD', KDELAYED, ARGV[i + 13], id)
+      work = true  -- waiting workers learn its due time from their next claim
+    else
+      add_ready(q, prio, m)
+    end
     if ARGV[i + 12] ~= '' then add('ZADD', P .. 'dl', ARGV[i + 12], id) end
     feed_append(et, id, '1', queued)
     out[#out + 1] = id
     out[#out + 1] = 1
     out[#out + 1] = 1
   end
-  i = i + 13
+  i = i + 14
 end
 finish()
 return out

@@ -5,7 +5,7 @@ arguments are checked when it is called, and its I/O starts when it is first
 awaited (``await``, ``asyncio.run``, ``asyncio.create_task``, ``gather``).
 """
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Awaitable, Dict, Generator, Iterator, List, Mapping, Optional, Sequence, Tuple, Union, final
 
@@ -496,8 +496,14 @@ class Hive:
         timeouts: Union[Timeouts, Mapping[str, Any], None] = None,
         retry: Union[RetryPolicy, Mapping[str, Any], None] = None,
         idempotency_key: Optional[str] = None,
+        delay: Union[str, float, timedelta, None] = None,
+        not_before: Union[datetime, float, None] = None,
     ) -> Submitted:
-        """Submits one task from a spec dict and/or keywords (keywords win)."""
+        """Submits one task from a spec dict and/or keywords (keywords win).
+
+        ``delay`` (a duration) or ``not_before`` (a timezone-aware datetime, or
+        seconds since the epoch) delays the task: it stays ``pending`` and no
+        worker takes it before then."""
     async def submit_batch(self, principal: Principal, specs: Sequence[Mapping[str, Any]]) -> List[Submitted]:
         """Submits many tasks; one invalid spec refuses the whole batch."""
     async def get_task(self, principal: Principal, task_id: str) -> Task: ...

@@ -54,6 +54,8 @@ fn shared_spec(s: &TaskSpec) -> TaskSpec {
         timeouts: s.timeouts.clone(),
         retry: s.retry.clone(),
         idempotency_key: None,
+        not_before: s.not_before,
+        delay: s.delay,
     }
 }
 
@@ -64,6 +66,8 @@ fn same_shape(a: &TaskSpec, b: &TaskSpec) -> bool {
         && a.priority == b.priority
         && a.timeouts == b.timeouts
         && a.retry == b.retry
+        && a.not_before == b.not_before
+        && a.delay == b.delay
 }
 
 /// What submit stores for every task of one shape (owner and spec but input and
@@ -76,6 +80,11 @@ struct Shape {
     spec_json: String,
     spec: String,
     deadline: String,
+    /// A delayed shape's own encoded core (a later `available_at`), and the
+    /// time it becomes claimable (empty when not delayed): its tasks wait in
+    /// the `delayed` set, like retries in their backoff.
+    own_core: Option<Vec<u8>>,
+    delayed: String,
 }
 
 impl Shape {
@@ -85,6 +94,9 @@ impl Shape {
             created_at: now,
             spec: &t.spec,
         };
+        let own = TaskCore::submitted_for(&t.spec, now);
+        let delayed = own.available_at > now;
+        let core = if delayed { &own } else { core };
         let meta = serde_json::json!({
             "tenant": t.owner.tenant.as_str(),
             "principal": t.owner.principal.as_str(),
@@ -100,6 +112,16 @@ impl Shape {
             deadline: machine::deadline(core, facts)
                 .map(|(at, _)| at.as_millis().to_string())
                 .unwrap_or_default(),
+            own_core: if delayed {
+                Some(CoreFields::of(core)?.c)
+            } else {
+                None
+            },
+            delayed: if delayed {
+                core.available_at.as_millis().to_string()
+            } else {
+                String::new()
+            },
         })
     }
 }

@@ -66,8 +66,9 @@ impl RedisStore {
                 .arg(long_x)
                 .arg(input)
                 .arg(long_input)
-                .arg(c)
-                .arg(&sh.deadline);
+                .arg(sh.own_core.as_deref().unwrap_or(c))
+                .arg(&sh.deadline)
+                .arg(&sh.delayed);
         }
         let reply: Value = inv
             .invoke_async(&mut self.conn())
@@ -119,6 +120,7 @@ impl RedisStore {
         let mut queues: Vec<(String, Vec<(i64, String)>)> = Vec::new();
         let mut metas: Vec<(String, String)> = Vec::new();
         let mut deadlines: Vec<(String, String)> = Vec::new();
+        let mut delayed: Vec<(String, String)> = Vec::new();
         for (k, (t, &s)) in chunk.iter().zip(&shape_of).enumerate() {
             let sh = &shapes[s];
             let id = t.id.to_string();
@@ -134,7 +136,7 @@ impl RedisStore {
                 .arg("in")
                 .arg(input)
                 .arg("c")
-                .arg(c)
+                .arg(sh.own_core.as_deref().unwrap_or(c))
                 .arg("seq")
                 .arg("1")
                 .arg("state")
@@ -167,6 +169,9 @@ impl RedisStore {
             };
             tenants[ti].2.push(format!("{id} 1 {at} {queued}"));
             tenants[ti].1.push(id.clone());
+            if !sh.delayed.is_empty() {
+                delayed.push((sh.delayed.clone(), id.clone()));
+            }
             let qi = match queues.iter().position(|(q, _)| *q == sh.queue) {
                 Some(i) => i,
                 None => {
@@ -175,7 +180,9 @@ impl RedisStore {
                     queues.len() - 1
                 }
             };
-            queues[qi].1.push((-i64::from(t.spec.priority), member));
+            if sh.delayed.is_empty() {
+                queues[qi].1.push((-i64::from(t.spec.priority), member));
+            }
             if !sh.deadline.is_empty() {
                 deadlines.push((sh.deadline.clone(), id));
             }
@@ -195,6 +202,17 @@ impl RedisStore {
                 .arg(meta)
                 .ignore();
         }
+        if !delayed.is_empty() {
+            let mut cmd = redis::cmd("ZADD");
+            cmd.arg(self.keys.delayed());
+            for (at, id) in &delayed {
+                cmd.arg(at).arg(id);
+            }
+            pipe.add_command(cmd).ignore();
+        }
+        // Queues that got only delayed tasks stay out of the ready index
+        // until `promote` moves their tasks in.
+        queues.retain(|(_, members)| !members.is_empty());
         for (q, members) in &queues {
             let mut cmd = redis::cmd("ZADD");
             cmd.arg(self.keys.queue(q));
@@ -203,12 +221,14 @@ impl RedisStore {
             }
             pipe.add_command(cmd).ignore();
         }
-        let mut ready = redis::cmd("SADD");
-        ready.arg(self.keys.queues_ready());
-        for (q, _) in &queues {
-            ready.arg(q);
+        if !queues.is_empty() {
+            let mut ready = redis::cmd("SADD");
+            ready.arg(self.keys.queues_ready());
+            for (q, _) in &queues {
+                ready.arg(q);
+            }
+            pipe.add_command(ready).ignore();
         }
-        pipe.add_command(ready).ignore();
         if !deadlines.is_empty() {
             let mut cmd = redis::cmd("ZADD");
             cmd.arg(self.keys.deadlines());

@@ -1,5 +1,7 @@
 //! Submitting tasks inside the write transaction.
 
+use std::borrow::Cow;
+
 use super::*;
 
 impl Tx<'_> {
@@ -109,7 +111,18 @@ impl Tx<'_> {
                     created_at: self.now,
                     spec: &t.spec,
                 };
-                let deadline = machine::deadline(&core, facts).map(|(at, _)| at.as_millis());
+                // A delayed task has its own core (a later `available_at`).
+                let own = (t.spec.not_before.is_some() || t.spec.delay.is_some())
+                    .then(|| TaskCore::submitted_for(&t.spec, self.now))
+                    .filter(|c| c.available_at > self.now);
+                let (core, core_json) = match &own {
+                    Some(c) => {
+                        self.fx.delayed.push(c.available_at);
+                        (c, Cow::Owned(to_json!(c, "task core")?))
+                    }
+                    None => (&core, Cow::Borrowed(core_json.as_str())),
+                };
+                let deadline = machine::deadline(core, facts).map(|(at, _)| at.as_millis());
                 let ord = self.next_ord;
                 self.next_ord += 1;
                 q = q
@@ -122,12 +135,12 @@ impl Tx<'_> {
                     .bind(self.now.as_millis())
                     .bind(state_code(TaskState::Pending))
                     .bind(1_i64)
-                    .bind(self.now.as_millis())
+                    .bind(core.available_at.as_millis())
                     .bind(ord)
                     .bind(None::<String>)
                     .bind(None::<String>)
                     .bind(deadline)
-                    .bind(core_json.as_str());
+                    .bind(core_json);
             }
             q.execute(self.conn())
                 .await
