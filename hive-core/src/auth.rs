@@ -71,6 +71,11 @@ pub enum Action {
     /// audited when refused (an unknown chat or sender, a bad webhook
     /// secret); each command then needs its own action's scope.
     ChatCommand,
+    /// Create, change, pause, resume, delete or trigger a schedule (its fires
+    /// then act as its owner).
+    ManageSchedule,
+    /// Read schedules.
+    ReadSchedule,
 }
 
 impl Action {
@@ -93,6 +98,8 @@ impl Action {
             Action::ReadAudit => Scope::AuditRead,
             Action::PromoteExperiment => Scope::ExperimentPromote,
             Action::PublishAgent => Scope::RegistryPublish,
+            Action::ManageSchedule => Scope::TaskSubmit,
+            Action::ReadSchedule => Scope::TaskRead,
         }
     }
 
@@ -114,11 +121,12 @@ impl Action {
                 | Action::PromoteExperiment
                 | Action::PublishAgent
                 | Action::ManageTenant
+                | Action::ManageSchedule
         )
     }
 
     /// Every action, in declaration order.
-    pub const ALL: [Action; 23] = [
+    pub const ALL: [Action; 25] = [
         Action::SubmitTask,
         Action::ReadTask,
         Action::CancelTask,
@@ -142,6 +150,8 @@ impl Action {
         Action::ReadRegistry,
         Action::ManageTenant,
         Action::ChatCommand,
+        Action::ManageSchedule,
+        Action::ReadSchedule,
     ];
 
     /// The action's wire name.
@@ -170,6 +180,8 @@ impl Action {
             Action::ReadRegistry => "registry.read",
             Action::ManageTenant => "tenant.manage",
             Action::ChatCommand => "chat.command",
+            Action::ManageSchedule => "schedule.manage",
+            Action::ReadSchedule => "schedule.read",
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod node;
 pub mod principal;
 pub mod registry;
 pub mod retry;
+pub mod schedule;
 pub mod scheduler;
 pub mod store;
 pub mod task;
@@ -39,6 +40,10 @@ pub use id::{LeaseId, NodeId, TaskId};
 pub use node::{Node, NodeOwner, NodeSpec, NodeStatus, ShareTarget};
 pub use principal::{Principal, PrincipalId, PrincipalKind, Scope, Scopes, TenantId};
 pub use retry::{MaxAttempts, RetryOn, RetryOverride, RetryPlacement, RetryPolicy};
+pub use schedule::{
+    Calendar, CatchUp, OverlapPolicy, Schedule, ScheduleAction, ScheduleFire, ScheduleQuery,
+    ScheduleReport, ScheduleSpec, ScheduleStatus,
+};
 pub use task::{
     AgentRef, EventKind, FeedEvent, LeaseToken, Owner, Page, Task, TaskError, TaskEvent, TaskQuery,
     TaskSpec, TaskState, TimeoutPhase, Timeouts,

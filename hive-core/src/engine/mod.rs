@@ -8,6 +8,7 @@
 mod diagnose;
 mod nodes;
 pub mod partitions;
+mod schedules;
 mod subscribe;
 mod supervisor;
 mod tasks;
@@ -46,7 +47,9 @@ use crate::task::{
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HiveConfig {
-    /// Run the supervisor in this instance (safe in many processes at once).
+    /// Run the supervisor in this instance (safe in many processes at once):
+    /// each `sweep_interval` it expires deadlines, reclaims lost nodes' leases
+    /// and fires due schedule slots.
     pub run_supervisor: bool,
     /// How often the supervisor sweeps expired deadlines. A task reaches its
     /// terminal state within its deadline plus this.

@@ -1,5 +1,5 @@
-//! The supervisor: every `sweep_interval`, expire due deadlines and reclaim the
-//! leases of lost nodes. Safe to run in every process, because each move is a
+//! The supervisor: every `sweep_interval`, expire due deadlines, reclaim the
+//! leases of lost nodes and fire due schedule slots. Safe to run in every process, because each move is a
 //! compare-and-set in the store.
 
 use super::Hive;
@@ -25,6 +25,19 @@ pub(super) async fn run(hive: Hive) {
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "supervisor sweep failed; retrying next interval"),
+        }
+        match hive.run_schedules_inner().await {
+            Ok(r) if r.fired + r.skipped + r.missed > 0 => {
+                tracing::debug!(
+                    fired = r.fired,
+                    skipped = r.skipped,
+                    missed = r.missed,
+                    conflicts = r.conflicts,
+                    "schedules"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "schedule pass failed; retrying next interval"),
         }
     }
     tracing::debug!("supervisor stopped");

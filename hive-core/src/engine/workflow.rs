@@ -66,6 +66,17 @@ impl Hive {
         p: &Principal,
         spec: WorkflowSpec,
     ) -> Result<WorkflowSubmitted> {
+        self.submit_workflow_as(p, spec, WorkflowId::new()).await
+    }
+
+    /// [`Hive::submit_workflow`] with the id chosen by the caller (a
+    /// schedule's fire decides it before submitting).
+    pub(crate) async fn submit_workflow_as(
+        &self,
+        p: &Principal,
+        spec: WorkflowSpec,
+        id: WorkflowId,
+    ) -> Result<WorkflowSubmitted> {
         self.check_live()?;
         let steps = spec.steps.len();
         let order = self
@@ -91,7 +102,6 @@ impl Hive {
             .await?;
         let store = &self.inner.store;
         let now = self.inner.clock.now();
-        let id = WorkflowId::new();
         if let Some(key) = &spec.idempotency_key {
             let key_id = workflow::key_record_id(&p.tenant, key);
             let claim = store

@@ -41,6 +41,7 @@ mod protocol;
 mod queueing;
 mod records;
 mod retries;
+mod schedules;
 mod scheduling;
 mod subscriptions;
 mod tasks;
@@ -55,6 +56,7 @@ pub use protocol::*;
 pub use queueing::*;
 pub use records::*;
 pub use retries::*;
+pub use schedules::*;
 pub use scheduling::*;
 pub use subscriptions::*;
 pub use tasks::*;
@@ -138,6 +140,11 @@ macro_rules! conformance_tests {
             delayed_task_deadlines_count_from_not_before,
             invalid_delays_are_refused,
             a_waiting_worker_runs_a_delayed_task_when_it_is_due,
+            schedule_slots_fire_exactly_once_across_engines,
+            a_fire_interrupted_by_a_crash_completes_once,
+            schedule_overlap_policies,
+            schedule_catch_up_after_an_outage,
+            schedule_lifecycle,
         );
     };
     (@each $factory:expr; $($name:ident),* $(,)?) => {
