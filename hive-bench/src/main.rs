@@ -33,6 +33,7 @@ mod claims;
 mod costs;
 mod drivers;
 mod http;
+mod schedules;
 mod workflows;
 
 use clap::Parser;
@@ -129,6 +130,10 @@ struct Args {
     /// 100,000) tasks, `--workers` workers claiming `--capacity` at a time.
     #[arg(long)]
     http_workers: bool,
+    /// Measure schedule firing: 100 schedules through one simulated day,
+    /// `--tasks` slots in all (default 100,000 on memory, 10,000 durable).
+    #[arg(long)]
+    schedules: bool,
     /// Width of the workflow fan-out.
     #[arg(long, default_value_t = 1_000)]
     width: usize,
@@ -396,6 +401,9 @@ async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
     }
     if args.http {
         return http::polls(&args).await;
+    }
+    if args.schedules {
+        return schedules::bench(&args).await;
     }
     if args.http_workers {
         return http::workers(&args).await;

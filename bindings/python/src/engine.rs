@@ -95,6 +95,11 @@ fn node_id(py: Python<'_>, id: &str) -> PyResult<hive::NodeId> {
         .map_err(|e: hive::Error| crate::errors::to_py_err(py, &e))
 }
 
+/// A serializable answer as its JSON form (a dict, a list).
+fn json_of<T: serde::Serialize>(py: Python<'_>, v: T) -> PyResult<Py<PyAny>> {
+    types::json(py, &v)
+}
+
 fn who(p: &Bound<'_, Principal>) -> hive::Principal {
     p.get().inner.clone()
 }
@@ -889,5 +894,266 @@ impl PyHive {
             },
             |py, report: hive::iam::VerifyReport| types::json(py, &report),
         )
+    }
+
+    // ----- schedules ---------------------------------------------------------
+
+    /// Creates a schedule that submits `task` (a spec dict) or `workflow` (a
+    /// dict or `hive.Workflow`) on a `cron` calendar (5 or 6 fields, read in
+    /// `timezone`) or `every` a duration. Returns the schedule as a dict
+    /// (times in milliseconds since the epoch). Awaitable.
+    #[pyo3(signature = (principal, id, *, cron = None, timezone = None, every = None, anchor = None,
+                        task = None, workflow = None, overlap = None, catch_up = None, jitter = None,
+                        start_at = None, end_at = None, max_fires = None, paused = false, note = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn create_schedule<'py>(
+        &self,
+        py: Python<'py>,
+        principal: &Bound<'py, Principal>,
+        id: String,
+        cron: Option<String>,
+        timezone: Option<String>,
+        every: Option<&Bound<'py, PyAny>>,
+        anchor: Option<&Bound<'py, PyAny>>,
+        task: Option<&Bound<'py, PyAny>>,
+        workflow: Option<&Bound<'py, PyAny>>,
+        overlap: Option<String>,
+        catch_up: Option<&Bound<'py, PyAny>>,
+        jitter: Option<&Bound<'py, PyAny>>,
+        start_at: Option<&Bound<'py, PyAny>>,
+        end_at: Option<&Bound<'py, PyAny>>,
+        max_fires: Option<u64>,
+        paused: bool,
+        note: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let hive = self.engine.hive(py)?;
+        let spec = spec::schedule_spec(
+            py,
+            id,
+            spec::ScheduleKw {
+                cron,
+                timezone,
+                every,
+                anchor,
+                task,
+                workflow,
+                overlap,
+                catch_up,
+                jitter,
+                start_at,
+                end_at,
+                max_fires,
+                paused,
+                note,
+            },
+        )?;
+        let p = who(principal);
+        bridge::call(
+            py,
+            async move { hive.create_schedule(&p, spec).await },
+            json_of,
+        )
+    }
+
+    /// Replaces a schedule's spec (same keywords as `create_schedule`);
+    /// counters and last fires are kept. Awaitable.
+    #[pyo3(signature = (principal, id, *, cron = None, timezone = None, every = None, anchor = None,
+                        task = None, workflow = None, overlap = None, catch_up = None, jitter = None,
+                        start_at = None, end_at = None, max_fires = None, paused = false, note = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn update_schedule<'py>(
+        &self,
+        py: Python<'py>,
+        principal: &Bound<'py, Principal>,
+        id: String,
+        cron: Option<String>,
+        timezone: Option<String>,
+        every: Option<&Bound<'py, PyAny>>,
+        anchor: Option<&Bound<'py, PyAny>>,
+        task: Option<&Bound<'py, PyAny>>,
+        workflow: Option<&Bound<'py, PyAny>>,
+        overlap: Option<String>,
+        catch_up: Option<&Bound<'py, PyAny>>,
+        jitter: Option<&Bound<'py, PyAny>>,
+        start_at: Option<&Bound<'py, PyAny>>,
+        end_at: Option<&Bound<'py, PyAny>>,
+        max_fires: Option<u64>,
+        paused: bool,
+        note: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let hive = self.engine.hive(py)?;
+        let spec = spec::schedule_spec(
+            py,
+            id,
+            spec::ScheduleKw {
+                cron,
+                timezone,
+                every,
+                anchor,
+                task,
+                workflow,
+                overlap,
+                catch_up,
+                jitter,
+                start_at,
+                end_at,
+                max_fires,
+                paused,
+                note,
+            },
+        )?;
+        let p = who(principal);
+        bridge::call(
+            py,
+            async move { hive.update_schedule(&p, spec).await },
+            json_of,
+        )
+    }
+
+    /// One schedule, as a dict. Awaitable.
+    fn get_schedule<'py>(
+        &self,
+        py: Python<'py>,
+        principal: &Bound<'py, Principal>,
+        id: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let hive = self.engine.hive(py)?;
+        let p = who(principal);
+        bridge::call(py, async move { hive.get_schedule(&p, &id).await }, json_of)
+    }
+
+    /// The tenant's schedules (not deleted ones unless asked), by id: a list
+    /// of dicts. Awaitable.
+    #[pyo3(signature = (principal, *, statuses = None, after = None, limit = None))]
+    fn list_schedules<'py>(
+        &self,
+        py: Python<'py>,
+        principal: &Bound<'py, Principal>,
+        statuses: Option<Vec<String>>,
+        after: Option<String>,
+        limit: Option<u32>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let hive = self.engine.hive(py)?;
+        let mut query = hive::ScheduleQuery {
+            after,
+            limit,
+            ..Default::default()
+        };
+        for s in statuses.unwrap_or_default() {
+            let status: hive::ScheduleStatus = s
+                .parse()
+                .map_err(|e: hive::Error| crate::errors::invalid_argument(py, e.to_string()))?;
+            query.statuses.push(status);
+        }
+        let p = who(principal);
+        bridge::call(
+            py,
+            async move { hive.list_schedules(&p, &query).await },
+            json_of,
+        )
+    }
+
+    /// Pauses a schedule (`note` says why). Returns it. Awaitable.
+    #[pyo3(signature = (principal, id, note = None))]
+    fn pause_schedule<'py>(
+        &self,
+        py: Python<'py>,
+        principal: &Bound<'py, Principal>,
+        id: String,
+        note: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let hive = self.engine.hive(py)?;
+        let p = who(principal);
+        bridge::call(
+            py,
+            async move { hive.pause_schedule(&p, &id, note).await },
+            json_of,
+        )
+    }
+
+    /// Resumes a paused schedule from its first slot after now. Awaitable.
+    fn resume_schedule<'py>(
+        &self,
+        py: Python<'py>,
+        principal: &Bound<'py, Principal>,
+        id: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let hive = self.engine.hive(py)?;
+        let p = who(principal);
+        bridge::call(
+            py,
+            async move { hive.resume_schedule(&p, &id).await },
+            json_of,
+        )
+    }
+
+    /// Deletes a schedule (what it submitted is left alone). Awaitable.
+    fn delete_schedule<'py>(
+        &self,
+        py: Python<'py>,
+        principal: &Bound<'py, Principal>,
+        id: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let hive = self.engine.hive(py)?;
+        let p = who(principal);
+        bridge::call(
+            py,
+            async move { hive.delete_schedule(&p, &id).await },
+            |py, ()| bridge::none(py),
+        )
+    }
+
+    /// Fires a schedule now, outside its calendar. Returns the fire as a dict
+    /// (`slot`, `target`: the task or workflow id, `manual`). Awaitable.
+    fn trigger_schedule<'py>(
+        &self,
+        py: Python<'py>,
+        principal: &Bound<'py, Principal>,
+        id: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let hive = self.engine.hive(py)?;
+        let p = who(principal);
+        bridge::call(
+            py,
+            async move { hive.trigger_schedule(&p, &id).await },
+            json_of,
+        )
+    }
+
+    /// The next `n` fire times of a schedule, as UTC datetimes. Awaitable.
+    #[pyo3(signature = (principal, id, n = 10))]
+    fn upcoming_fires<'py>(
+        &self,
+        py: Python<'py>,
+        principal: &Bound<'py, Principal>,
+        id: String,
+        n: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let hive = self.engine.hive(py)?;
+        let p = who(principal);
+        bridge::call(
+            py,
+            async move { hive.upcoming_fires(&p, &id, n).await },
+            |py, times: Vec<hive::Timestamp>| {
+                let list = pyo3::types::PyList::empty(py);
+                for t in times {
+                    list.append(types::datetime(py, t)?)?;
+                }
+                Ok(list.into_any().unbind())
+            },
+        )
+    }
+
+    /// Fires every due schedule slot now (the supervisor does this each
+    /// `sweep_interval`); needs a system principal. Returns the report as a
+    /// dict. Awaitable.
+    fn run_schedules<'py>(
+        &self,
+        py: Python<'py>,
+        principal: &Bound<'py, Principal>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let hive = self.engine.hive(py)?;
+        let p = who(principal);
+        bridge::call(py, async move { hive.run_schedules(&p).await }, json_of)
     }
 }

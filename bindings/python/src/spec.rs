@@ -211,3 +211,120 @@ pub(crate) fn hive_config(py: Python<'_>, config: &Bound<'_, PyAny>) -> PyResult
         crate::errors::invalid_argument(py, format!("config.{}: {}", e.path(), e.inner()))
     })
 }
+
+/// Keyword arguments of `create_schedule` / `update_schedule`.
+pub(crate) struct ScheduleKw<'a, 'py> {
+    pub(crate) cron: Option<String>,
+    pub(crate) timezone: Option<String>,
+    pub(crate) every: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) anchor: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) task: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) workflow: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) overlap: Option<String>,
+    pub(crate) catch_up: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) jitter: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) start_at: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) end_at: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) max_fires: Option<u64>,
+    pub(crate) paused: bool,
+    pub(crate) note: Option<String>,
+}
+
+/// A duration from Python (a string like `"90s"`, seconds, or a
+/// `timedelta`) as the spec's duration string.
+fn duration_value(obj: &Bound<'_, PyAny>, field: &str) -> PyResult<Value> {
+    let py = obj.py();
+    match convert::from_py(obj, Mode::Spec).map_err(|e| e.into_spec_error(py, field))? {
+        Value::Number(n) => convert::seconds_to_duration(n.as_f64().unwrap_or(-1.0))
+            .map(Value::String)
+            .map_err(|e| e.into_spec_error(py, field)),
+        v @ Value::String(_) => Ok(v),
+        _ => Err(crate::errors::invalid_spec(
+            py,
+            field,
+            "expected a duration: \"90s\", a number of seconds or a timedelta",
+        )),
+    }
+}
+
+fn given<'a, 'py>(o: Option<&'a Bound<'py, PyAny>>) -> Option<&'a Bound<'py, PyAny>> {
+    o.filter(|b| !b.is_none())
+}
+
+/// A schedule spec from keyword arguments: exactly one of `cron` / `every`
+/// and one of `task` / `workflow`.
+pub(crate) fn schedule_spec(
+    py: Python<'_>,
+    id: String,
+    kw: ScheduleKw<'_, '_>,
+) -> PyResult<hive::ScheduleSpec> {
+    let bad = |field: &str, msg: &str| crate::errors::invalid_spec(py, field, msg);
+    let calendar = match (kw.cron, given(kw.every)) {
+        (Some(expr), None) => serde_json::json!({ "cron": {
+            "expr": expr,
+            "timezone": kw.timezone.unwrap_or_else(|| "UTC".into()),
+        }}),
+        (None, Some(every)) => {
+            if kw.timezone.is_some() {
+                return Err(bad("calendar.timezone", "a time zone applies to cron only"));
+            }
+            let mut m = Map::new();
+            m.insert("every".into(), duration_value(every, "calendar.every")?);
+            if let Some(a) = given(kw.anchor) {
+                m.insert(
+                    "anchor".into(),
+                    Value::from(timestamp_millis(a, "calendar.anchor")?),
+                );
+            }
+            serde_json::json!({ "interval": Value::Object(m) })
+        }
+        (Some(_), Some(_)) => return Err(bad("calendar", "give either cron or every, not both")),
+        (None, None) => return Err(bad("calendar", "missing: give cron=\"…\" or every=…")),
+    };
+    let action = match (given(kw.task), given(kw.workflow)) {
+        (Some(t), None) => {
+            let spec = task_spec(py, Some(t), TaskKw::none(), "action.task")?;
+            serde_json::json!({ "task": serde_json::to_value(spec).map_err(|e| bad("action.task", &e.to_string()))? })
+        }
+        (None, Some(w)) => {
+            let spec = workflow_spec(py, w)?;
+            serde_json::json!({ "workflow": serde_json::to_value(spec).map_err(|e| bad("action.workflow", &e.to_string()))? })
+        }
+        (Some(_), Some(_)) => {
+            return Err(bad("action", "give either task or workflow, not both"));
+        }
+        (None, None) => {
+            return Err(bad("action", "missing: give task={…} or workflow=…"));
+        }
+    };
+    let mut m = Map::new();
+    m.insert("id".into(), Value::String(id));
+    m.insert("calendar".into(), calendar);
+    m.insert("action".into(), action);
+    if let Some(o) = kw.overlap {
+        m.insert("overlap".into(), Value::String(o));
+    }
+    if let Some(c) = given(kw.catch_up) {
+        let v = match c.extract::<String>() {
+            Ok(s) if s == "latest" => Value::String(s),
+            _ => serde_json::json!({ "window": duration_value(c, "catch_up")? }),
+        };
+        m.insert("catch_up".into(), v);
+    }
+    if let Some(j) = given(kw.jitter) {
+        m.insert("jitter".into(), duration_value(j, "jitter")?);
+    }
+    for (name, t) in [("start_at", kw.start_at), ("end_at", kw.end_at)] {
+        if let Some(t) = given(t) {
+            m.insert(name.into(), Value::from(timestamp_millis(t, name)?));
+        }
+    }
+    if let Some(n) = kw.max_fires {
+        m.insert("max_fires".into(), Value::from(n));
+    }
+    m.insert("paused".into(), Value::Bool(kw.paused));
+    if let Some(n) = kw.note {
+        m.insert("note".into(), Value::String(n));
+    }
+    typed(py, Value::Object(m), "")
+}

@@ -614,6 +614,6 @@ async def test_delayed_tasks_wait_for_their_time(h: hive.Hive, alice: hive.Princ
     with pytest.raises(hive.InvalidSpec, match="delay"):
         await h.submit(alice, agent=agent, delay=-1)
     with pytest.raises(hive.InvalidSpec, match="not_before"):
-        await h.submit(alice, agent=agent, not_before="tomorrow")
+        await h.submit(alice, agent=agent, not_before="tomorrow")  # type: ignore[arg-type]
     assert len((await h.list_tasks(alice)).items) == before
     await handle.shutdown()

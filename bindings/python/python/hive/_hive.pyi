@@ -580,6 +580,68 @@ class Hive:
     async def verify_audit(self, principal: Principal, tenant: Optional[str] = None) -> AuditReport:
         """Walks the tenant's whole hash chain and reports the first broken link
         (needs ``audit:read``)."""
+    async def create_schedule(
+        self,
+        principal: Principal,
+        id: str,
+        *,
+        cron: Optional[str] = None,
+        timezone: Optional[str] = None,
+        every: Union[str, float, timedelta, None] = None,
+        anchor: Union[datetime, float, None] = None,
+        task: Optional[Mapping[str, Any]] = None,
+        workflow: Any = None,
+        overlap: Optional[str] = None,
+        catch_up: Union[str, float, timedelta, None] = None,
+        jitter: Union[str, float, timedelta, None] = None,
+        start_at: Union[datetime, float, None] = None,
+        end_at: Union[datetime, float, None] = None,
+        max_fires: Optional[int] = None,
+        paused: bool = False,
+        note: Optional[str] = None,
+    ) -> Dict[str, Any]:
+        """Creates a schedule that submits ``task`` or ``workflow`` on a ``cron``
+        calendar (read in ``timezone``) or ``every`` a duration; returns it as a
+        dict (times in epoch milliseconds). ``overlap``: skip, buffer_one,
+        cancel_previous or allow_all; ``catch_up``: a window or ``"latest"``."""
+    async def update_schedule(
+        self,
+        principal: Principal,
+        id: str,
+        *,
+        cron: Optional[str] = None,
+        timezone: Optional[str] = None,
+        every: Union[str, float, timedelta, None] = None,
+        anchor: Union[datetime, float, None] = None,
+        task: Optional[Mapping[str, Any]] = None,
+        workflow: Any = None,
+        overlap: Optional[str] = None,
+        catch_up: Union[str, float, timedelta, None] = None,
+        jitter: Union[str, float, timedelta, None] = None,
+        start_at: Union[datetime, float, None] = None,
+        end_at: Union[datetime, float, None] = None,
+        max_fires: Optional[int] = None,
+        paused: bool = False,
+        note: Optional[str] = None,
+    ) -> Dict[str, Any]:
+        """Replaces a schedule's spec; its counters and last fires are kept."""
+    async def get_schedule(self, principal: Principal, id: str) -> Dict[str, Any]: ...
+    async def list_schedules(
+        self,
+        principal: Principal,
+        *,
+        statuses: Optional[Sequence[str]] = None,
+        after: Optional[str] = None,
+        limit: Optional[int] = None,
+    ) -> List[Dict[str, Any]]: ...
+    async def pause_schedule(self, principal: Principal, id: str, note: Optional[str] = None) -> Dict[str, Any]: ...
+    async def resume_schedule(self, principal: Principal, id: str) -> Dict[str, Any]: ...
+    async def delete_schedule(self, principal: Principal, id: str) -> None: ...
+    async def trigger_schedule(self, principal: Principal, id: str) -> Dict[str, Any]:
+        """Fires the schedule now; returns the fire (``slot``, ``target``, ``manual``)."""
+    async def upcoming_fires(self, principal: Principal, id: str, n: int = 10) -> List[datetime]: ...
+    async def run_schedules(self, principal: Principal) -> Dict[str, Any]:
+        """Fires every due slot now (the supervisor does this each sweep)."""
 
 @final
 class _Bridge:
