@@ -32,8 +32,9 @@ pub mod workflow;
 pub use audit::AuditOutcome;
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use engine::{
-    ClaimOptions, FeedSubscription, Hive, HiveBuilder, HiveConfig, Report, TaskDiagnosis,
-    TaskSubscription, Waiting, WorkflowSubscription,
+    ClaimOptions, FeedSubscription, Hive, HiveBuilder, HiveConfig, HumanDuration, Report,
+    RetentionConfig, RetentionReport, TaskDiagnosis, TaskSubscription, Waiting,
+    WorkflowSubscription,
 };
 pub use error::{Error, Result};
 pub use id::{LeaseId, NodeId, TaskId};

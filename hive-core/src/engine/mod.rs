@@ -88,6 +88,76 @@ pub struct HiveConfig {
     /// Size limits of what workers send: outputs, error messages, log lines,
     /// progress. Enforced by the engine for every worker, in-process or remote.
     pub limits: ValueLimits,
+    /// How long ended tasks keep their full event streams (see
+    /// [`RetentionConfig`]). Default: forever.
+    pub retention: RetentionConfig,
+}
+
+/// Retention: ended tasks' events and feed entries are compacted once the
+/// task has been ended for longer than its tenant's age. A compacted task
+/// keeps its row (final state, output, `last_seq`) and its terminal event;
+/// reading its stream or the tenant feed from before what is kept is
+/// [`Error::OffsetExpired`]. The supervisor compacts every `interval`, at
+/// most `batch × max_batches` tasks per tenant per pass, so it never holds
+/// claims up for long (see [`crate::store::TaskStore::compact`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// The age for every tenant without its own (`None`: keep forever).
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub keep_ended: Option<Duration>,
+    /// Per-tenant ages, overriding `keep_ended`.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tenants: std::collections::BTreeMap<TenantId, HumanDuration>,
+    /// How often the supervisor compacts. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Tasks per store call. Default 1,000.
+    pub batch: usize,
+    /// Store calls per tenant per pass. Default 10.
+    pub max_batches: usize,
+}
+
+/// A duration written like `1h` or `30m` in settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct HumanDuration(#[serde(with = "humantime_serde")] pub Duration);
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            keep_ended: None,
+            tenants: std::collections::BTreeMap::new(),
+            interval: Duration::from_secs(60),
+            batch: 1_000,
+            max_batches: 10,
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// How long `tenant`'s ended tasks keep their events (`None`: forever).
+    pub fn age_for(&self, tenant: &TenantId) -> Option<Duration> {
+        self.tenants.get(tenant).map(|d| d.0).or(self.keep_ended)
+    }
+
+    /// Whether any tenant has a retention age.
+    pub fn enabled(&self) -> bool {
+        self.keep_ended.is_some() || !self.tenants.is_empty()
+    }
+}
+
+/// What a retention pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionReport {
+    /// Tenants that had a retention age.
+    pub tenants: usize,
+    /// Tasks compacted.
+    pub tasks: usize,
+    /// Events deleted.
+    pub events: usize,
+    /// Whether some tenant had more to compact than one pass does.
+    pub more: bool,
 }
 
 /// Size limits of the values workers send, in bytes (JSON values serialized).
@@ -201,6 +271,7 @@ impl Default for HiveConfig {
             workflow_scan: Duration::from_secs(2),
             workflow_limits: crate::workflow::ValidationLimits::default(),
             limits: ValueLimits::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -609,6 +680,57 @@ impl Hive {
         self.authorize(p, Action::Supervise, &Resource::System)
             .await?;
         self.sweep_inner().await
+    }
+
+    /// Compacts every tenant's ended tasks older than its retention age
+    /// (see [`RetentionConfig`]), as the supervisor does every
+    /// `retention.interval`. Needs `system.supervise`.
+    pub async fn run_retention(&self, p: &Principal) -> Result<RetentionReport> {
+        self.authorize(p, Action::Supervise, &Resource::System)
+            .await?;
+        self.run_retention_inner().await
+    }
+
+    pub(crate) async fn run_retention_inner(&self) -> Result<RetentionReport> {
+        let config = &self.inner.config.retention;
+        let mut report = RetentionReport::default();
+        if !config.enabled() {
+            return Ok(report);
+        }
+        let now = self.inner.clock.now();
+        for tenant in self.inner.store.tenants().await? {
+            let Some(age) = config.age_for(&tenant) else {
+                continue;
+            };
+            report.tenants += 1;
+            let cutoff = crate::clock::Timestamp::from_millis(
+                now.as_millis()
+                    .saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX)),
+            );
+            for round in 0..config.max_batches.max(1) {
+                if self.is_shut_down() {
+                    return Ok(report);
+                }
+                let r = self
+                    .inner
+                    .store
+                    .compact(&tenant, cutoff, config.batch.max(1))
+                    .await?;
+                report.tasks += r.tasks;
+                report.events += r.events;
+                if !r.more {
+                    break;
+                }
+                if round + 1 == config.max_batches.max(1) {
+                    report.more = true;
+                }
+            }
+        }
+        if report.tasks > 0 {
+            metrics::counter!("hive_tasks_compacted_total").increment(report.tasks as u64);
+            metrics::counter!("hive_events_compacted_total").increment(report.events as u64);
+        }
+        Ok(report)
     }
 
     pub(crate) async fn sweep_inner(&self) -> Result<SweepReport> {

@@ -1,5 +1,6 @@
 //! The supervisor: every `sweep_interval`, expire due deadlines, reclaim the
-//! leases of lost nodes and fire due schedule slots. Safe to run in every process, because each move is a
+//! leases of lost nodes and fire due schedule slots; every
+//! `retention.interval`, compact ended tasks past their tenant's retention. Safe to run in every process, because each move is a
 //! compare-and-set in the store.
 
 use super::Hive;
@@ -9,6 +10,7 @@ pub(super) async fn run(hive: Hive) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stop = hive.shutdown_token().clone();
+    let mut last_retention: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
@@ -38,6 +40,24 @@ pub(super) async fn run(hive: Hive) {
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "schedule pass failed; retrying next interval"),
+        }
+        let retention = &hive.config().retention;
+        if retention.enabled() && last_retention.is_none_or(|t| t.elapsed() >= retention.interval) {
+            last_retention = Some(tokio::time::Instant::now());
+            match hive.run_retention_inner().await {
+                Ok(r) if r.tasks > 0 => {
+                    tracing::debug!(
+                        tasks = r.tasks,
+                        events = r.events,
+                        more = r.more,
+                        "retention"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention pass failed; retrying next interval")
+                }
+            }
         }
     }
     tracing::debug!("supervisor stopped");

@@ -160,6 +160,20 @@ pub struct SweepReport {
     pub more: bool,
 }
 
+/// What one [`TaskStore::compact`] call did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactReport {
+    /// Tasks compacted (each kept only its terminal event).
+    pub tasks: usize,
+    /// Events deleted.
+    pub events: usize,
+    /// The tenant feed's earliest readable cursor after the call (`0`:
+    /// nothing was ever compacted).
+    pub feed_floor: u64,
+    /// Whether more tasks were eligible than `limit` allowed.
+    pub more: bool,
+}
+
 /// Where Hive's state lives. See the module docs for the guarantees.
 #[async_trait]
 pub trait TaskStore: Send + Sync + fmt::Debug + 'static {
@@ -245,6 +259,28 @@ pub trait TaskStore: Send + Sync + fmt::Debug + 'static {
     async fn pending_count(&self) -> Result<Option<u64>> {
         Ok(None)
     }
+
+    /// Retention: compacts up to `limit` of `tenant`'s tasks that ended
+    /// before `ended_before`, oldest ended first (in the order of their
+    /// terminal events in the feed, stopping at the first that ended later).
+    /// A compacted task keeps its row (final state, output, `last_seq`) and
+    /// its terminal event; its other events are deleted, and reading its
+    /// stream from before the terminal event is
+    /// [`crate::Error::OffsetExpired`] with the terminal seq as `earliest`.
+    /// The tenant feed's floor moves past the terminal event of the last
+    /// compacted task: reading the feed from before the floor is
+    /// `OffsetExpired` with the floor, and consumers no longer list terminal
+    /// events below it. Bounded: one call does at most `limit` tasks, so it
+    /// never holds claims up for long. Safe in many processes at once.
+    async fn compact(
+        &self,
+        tenant: &TenantId,
+        ended_before: Timestamp,
+        limit: usize,
+    ) -> Result<CompactReport>;
+
+    /// The tenants that have stored tasks (what a retention pass walks).
+    async fn tenants(&self) -> Result<Vec<TenantId>>;
 
     /// Stores a new node. An existing id is `Conflict`.
     async fn register_node(&self, node: Node) -> Result<()>;

@@ -115,6 +115,19 @@ impl TaskStore for FailingApply {
     ) -> Result<Vec<FeedEvent>> {
         self.inner.unacked_terminal(tenant, consumer, limit).await
     }
+    async fn compact(
+        &self,
+        tenant: &TenantId,
+        ended_before: Timestamp,
+        limit: usize,
+    ) -> Result<hive_core::store::CompactReport> {
+        self.inner.compact(tenant, ended_before, limit).await
+    }
+
+    async fn tenants(&self) -> Result<Vec<TenantId>> {
+        self.inner.tenants().await
+    }
+
     async fn register_node(&self, node: Node) -> Result<()> {
         self.inner.register_node(node).await
     }

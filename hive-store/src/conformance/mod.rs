@@ -40,6 +40,7 @@ mod feeds;
 mod protocol;
 mod queueing;
 mod records;
+mod retention;
 mod retries;
 mod schedules;
 mod scheduling;
@@ -55,6 +56,7 @@ pub use feeds::*;
 pub use protocol::*;
 pub use queueing::*;
 pub use records::*;
+pub use retention::*;
 pub use retries::*;
 pub use schedules::*;
 pub use scheduling::*;
@@ -145,6 +147,8 @@ macro_rules! conformance_tests {
             schedule_overlap_policies,
             schedule_catch_up_after_an_outage,
             schedule_lifecycle,
+            retention_compacts_ended_tasks_and_expires_old_cursors,
+            retention_pass_applies_each_tenants_age,
         );
     };
     (@each $factory:expr; $($name:ident),* $(,)?) => {

@@ -14,8 +14,9 @@ use hive_core::id::{NodeId, TaskId};
 use hive_core::node::{Node, NodeStatus};
 use hive_core::principal::TenantId;
 use hive_core::store::{
-    Ack, ClaimRequest, ClaimResult, Command, NewTask, Record, RecordEvent, RecordQuery,
-    RecordStore, RecordWrite, RecordWritten, Submitted, SweepOptions, SweepReport, TaskStore,
+    Ack, ClaimRequest, ClaimResult, Command, CompactReport, NewTask, Record, RecordEvent,
+    RecordQuery, RecordStore, RecordWrite, RecordWritten, Submitted, SweepOptions, SweepReport,
+    TaskStore,
 };
 use hive_core::task::{FeedEvent, Page, Task, TaskEvent, TaskQuery};
 use hive_core::{Error, Result};
@@ -95,6 +96,19 @@ impl TaskStore for MemoryStore {
 
     async fn get_task(&self, id: TaskId) -> Result<Option<Task>> {
         Ok(self.state.lock().snapshot(id))
+    }
+
+    async fn compact(
+        &self,
+        tenant: &TenantId,
+        ended_before: Timestamp,
+        limit: usize,
+    ) -> Result<CompactReport> {
+        Ok(self.state.lock().compact(tenant, ended_before, limit))
+    }
+
+    async fn tenants(&self) -> Result<Vec<TenantId>> {
+        Ok(self.state.lock().tenants())
     }
 
     async fn pending_count(&self) -> Result<Option<u64>> {

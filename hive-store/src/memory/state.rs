@@ -11,7 +11,8 @@ use hive_core::node::{Node, NodeStatus, labels_eligible, owner_eligible};
 use hive_core::principal::{PrincipalId, TenantId};
 use hive_core::scheduler::Candidate;
 use hive_core::store::{
-    Ack, ClaimRequest, ClaimedTask, Command, NewTask, Submitted, SweepOptions, SweepReport,
+    Ack, ClaimRequest, ClaimedTask, Command, CompactReport, NewTask, Submitted, SweepOptions,
+    SweepReport,
 };
 use hive_core::task::machine::{self, Op, Outcome, TaskCore, TaskFacts};
 use hive_core::task::{
@@ -62,6 +63,8 @@ struct Record {
     created_at: Timestamp,
     core: TaskCore,
     events: Vec<Arc<TaskEvent>>,
+    /// Events dropped by retention: `events[0]` has seq `dropped + 1`.
+    dropped: u64,
     waiting: Waiting,
     /// Its place among tasks of equal priority: the submission order, kept
     /// when the task goes back to the queue (a retry, a lost placement).
@@ -284,6 +287,7 @@ impl State {
                 created_at: now,
                 core,
                 events: Vec::with_capacity(4),
+                dropped: 0,
                 waiting,
                 order,
                 deadline: None,
@@ -683,7 +687,13 @@ impl State {
             .tasks
             .get(&task)
             .ok_or_else(|| not_found("task", task))?;
-        let start = (after as usize).min(rec.events.len());
+        if after < rec.dropped {
+            return Err(Error::OffsetExpired {
+                requested: after,
+                earliest: rec.dropped + 1,
+            });
+        }
+        let start = ((after - rec.dropped) as usize).min(rec.events.len());
         Ok(rec.events[start..]
             .iter()
             .take(limit)
@@ -707,6 +717,54 @@ impl State {
         rec.waiters.retain(|w| !w.is_closed());
         rec.waiters.push(tx);
         Ok(Some(rx))
+    }
+
+    /// Retention (see `TaskStore::compact`): the feed's terminal events are
+    /// the candidates, oldest first.
+    pub(super) fn compact(
+        &mut self,
+        tenant: &TenantId,
+        ended_before: Timestamp,
+        limit: usize,
+    ) -> CompactReport {
+        let mut report = CompactReport::default();
+        let Some(feed) = self.feeds.get_mut(tenant) else {
+            return report;
+        };
+        let mut last = None;
+        while let Some(&(cursor, task)) = feed.terminals.front() {
+            if let Some(rec) = self.tasks.get_mut(&task) {
+                let ended = rec.events.last().map_or(Timestamp::MAX, |e| e.at);
+                if ended >= ended_before || !rec.core.state.is_terminal() {
+                    break;
+                }
+                if report.tasks == limit {
+                    report.more = true;
+                    break;
+                }
+                let n = rec.events.len();
+                if n > 1 {
+                    rec.events.drain(..n - 1);
+                    rec.events.shrink_to_fit();
+                    rec.dropped += (n - 1) as u64;
+                    report.events += n - 1;
+                }
+                report.tasks += 1;
+            }
+            last = Some(cursor);
+            feed.terminals.pop_front();
+        }
+        if let Some(c) = last {
+            while feed.base < c && feed.events.pop_front().is_some() {
+                feed.base += 1;
+            }
+        }
+        report.feed_floor = if feed.base > 0 { feed.base + 1 } else { 0 };
+        report
+    }
+
+    pub(super) fn tenants(&self) -> Vec<TenantId> {
+        self.by_tenant.keys().cloned().collect()
     }
 
     pub(super) fn read_feed(

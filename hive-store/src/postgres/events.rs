@@ -22,6 +22,17 @@ type StreamRow = (String, Option<i64>, Option<i64>, Option<String>);
 /// A row of a feed read: cursor, task, seq, at, kind.
 type FeedRow = (i64, String, i64, i64, String);
 
+/// A row of a feed read with the tenant's retention floor first (the event
+/// columns are null when the page is empty).
+type FlooredFeedRow = (
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+);
+
 fn feed_event(tenant: &TenantId, row: FeedRow) -> Result<FeedEvent> {
     let (cursor, task, seq, at, kind) = row;
     Ok(FeedEvent {
@@ -59,6 +70,15 @@ impl PostgresStore {
         .map_err(|e| db("read events", e))?;
         if rows.is_empty() {
             return Err(task_not_found(task));
+        }
+        // Retention keeps a compacted task's terminal event only.
+        if let Some((_, Some(first), _, _)) = rows.first()
+            && codec::count("seq", *first)? > after + 1
+        {
+            return Err(hive_core::Error::OffsetExpired {
+                requested: after,
+                earliest: codec::count("seq", *first)?,
+            });
         }
         let mut out = Vec::with_capacity(rows.len());
         for (tenant, seq, at, kind) in rows {
@@ -105,17 +125,36 @@ impl PostgresStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<FeedEvent>> {
-        let rows: Vec<FeedRow> = sqlx::query_as(
-            "SELECT feed_cursor, task::text, seq, at, kind::text FROM task_events \
-             WHERE tenant = $1 AND feed_cursor > $2 ORDER BY feed_cursor LIMIT $3",
-        )
-        .bind(tenant.as_str())
-        .bind(codec::big(after))
-        .bind(codec::limit(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| db("read feed", e))?;
-        rows.into_iter().map(|r| feed_event(tenant, r)).collect()
+        // One round trip: the retention floor with the page.
+        let rows: Vec<FlooredFeedRow> =
+            sqlx::query_as(
+                "SELECT coalesce((SELECT floor FROM feed_retention WHERE tenant = $1), 0), \
+                        e.feed_cursor, e.task::text, e.seq, e.at, e.kind::text \
+                 FROM (SELECT 1) one LEFT JOIN LATERAL ( \
+                     SELECT feed_cursor, task, seq, at, kind FROM task_events \
+                     WHERE tenant = $1 AND feed_cursor > $2 ORDER BY feed_cursor LIMIT $3) e ON true \
+                 ORDER BY e.feed_cursor",
+            )
+            .bind(tenant.as_str())
+            .bind(codec::big(after))
+            .bind(codec::limit(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| db("read feed", e))?;
+        let floor = match rows.first() {
+            Some((f, ..)) => codec::count("feed floor", *f)?,
+            None => 0,
+        };
+        if after + 1 < floor {
+            return Err(hive_core::Error::OffsetExpired {
+                requested: after,
+                earliest: floor,
+            });
+        }
+        rows.into_iter()
+            .filter_map(|(_, c, t, s, a, k)| Some((c?, t?, s?, a?, k?)))
+            .map(|r| feed_event(tenant, r))
+            .collect()
     }
 
     pub(super) async fn wait_feed(
@@ -209,6 +248,7 @@ impl PostgresStore {
         let rows: Vec<FeedRow> = sqlx::query_as(
             "SELECT e.feed_cursor, e.task::text, e.seq, e.at, e.kind::text FROM task_events e \
              WHERE e.tenant = $1 AND e.terminal \
+               AND e.feed_cursor >= coalesce((SELECT floor FROM feed_retention WHERE tenant = $1), 0) \
                AND e.feed_cursor > coalesce((SELECT floor FROM feed_consumers \
                                              WHERE tenant = $1 AND consumer = $2), 0) \
                AND NOT EXISTS (SELECT 1 FROM feed_acks a \
@@ -222,5 +262,84 @@ impl PostgresStore {
         .await
         .map_err(|e| db("read unacknowledged terminal events", e))?;
         rows.into_iter().map(|r| feed_event(tenant, r)).collect()
+    }
+}
+
+impl PostgresStore {
+    /// Retention (see `TaskStore::compact`): the tenant's terminal events
+    /// from its floor on are the candidates, oldest first. One transaction;
+    /// the floor row serializes compactors of one tenant.
+    pub(super) async fn compact_tenant(
+        &self,
+        tenant: &TenantId,
+        ended_before: Timestamp,
+        limit: usize,
+    ) -> Result<hive_core::store::CompactReport> {
+        let mut tx = self.pool.begin().await.map_err(|e| db("begin", e))?;
+        sqlx::query(
+            "INSERT INTO feed_retention (tenant, floor) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+        )
+        .bind(tenant.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db("create the retention floor", e))?;
+        let floor: i64 =
+            sqlx::query_scalar("SELECT floor FROM feed_retention WHERE tenant = $1 FOR UPDATE")
+                .bind(tenant.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| db("read the retention floor", e))?;
+        let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+            "SELECT feed_cursor, task::text, at FROM task_events \
+             WHERE tenant = $1 AND terminal AND feed_cursor >= $2 ORDER BY feed_cursor LIMIT $3",
+        )
+        .bind(tenant.as_str())
+        .bind(floor)
+        .bind(codec::limit(limit.saturating_add(1)))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| db("find ended tasks to compact", e))?;
+        let due: Vec<&(i64, String, i64)> = rows
+            .iter()
+            .take_while(|(_, _, at)| *at < ended_before.as_millis())
+            .collect();
+        let mut report = hive_core::store::CompactReport {
+            feed_floor: codec::count("feed floor", floor)?,
+            more: due.len() > limit,
+            ..Default::default()
+        };
+        let due = &due[..due.len().min(limit)];
+        let Some(last) = due.last() else {
+            return Ok(report);
+        };
+        let tasks: Vec<&str> = due.iter().map(|(_, t, _)| t.as_str()).collect();
+        let deleted = sqlx::query(
+            "DELETE FROM task_events e USING unnest($1::text[]) AS c(id) \
+             WHERE e.task = c.id::uuid AND NOT e.terminal",
+        )
+        .bind(&tasks)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db("delete compacted events", e))?;
+        sqlx::query("UPDATE feed_retention SET floor = $2 WHERE tenant = $1")
+            .bind(tenant.as_str())
+            .bind(last.0 + 1)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db("move the retention floor", e))?;
+        tx.commit().await.map_err(|e| db("commit", e))?;
+        report.tasks = due.len();
+        report.events = deleted.rows_affected() as usize;
+        report.feed_floor = codec::count("feed floor", last.0 + 1)?;
+        Ok(report)
+    }
+
+    /// The tenants that have a feed.
+    pub(super) async fn tenant_list(&self) -> Result<Vec<TenantId>> {
+        let rows: Vec<String> = sqlx::query_scalar("SELECT tenant FROM feeds")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| db("list tenants", e))?;
+        Ok(rows.into_iter().map(TenantId::from).collect())
     }
 }

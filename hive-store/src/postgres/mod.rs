@@ -288,6 +288,19 @@ impl TaskStore for PostgresStore {
         self.ack(tenant, consumer, tasks).await
     }
 
+    async fn compact(
+        &self,
+        tenant: &TenantId,
+        ended_before: Timestamp,
+        limit: usize,
+    ) -> Result<hive_core::store::CompactReport> {
+        self.compact_tenant(tenant, ended_before, limit).await
+    }
+
+    async fn tenants(&self) -> Result<Vec<TenantId>> {
+        self.tenant_list().await
+    }
+
     async fn unacked_terminal(
         &self,
         tenant: &TenantId,

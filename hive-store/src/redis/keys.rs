@@ -13,7 +13,9 @@
 //! | `qmeta` / `qready` / `order` | hash / set / counter | queue owner, agent and labels; non-empty queues; the enqueue counter |
 //! | `delayed` | zset | pending tasks waiting for their backoff, by time |
 //! | `dl` | zset | every non-terminal task with a deadline, by time |
-//! | `f:{tenant}` | list | the tenant feed: entry `cursor − 1` is `{task} {seq} {at} {kind}` |
+//! | `f:{tenant}` | list | the tenant feed: entry `cursor − 1 − fo` is `{task} {seq} {at} {kind}` |
+//! | `fo:{tenant}` | string | feed entries trimmed by retention (the floor is this + 1) |
+//! | `tenants` | set | the tenants that submitted tasks (what retention walks) |
 //! | `term:{tenant}` | zset | terminal events: task → cursor |
 //! | `cf:{tenant}` / `cu:{tenant}:{consumer}` / `ca:{tenant}:{consumer}` | hash / zset / set | consumers' marks (terminal events taken in up to this cursor); unacknowledged tasks at or below the mark, by cursor; tasks acknowledged above the mark |
 //! | `n:{node}` / `nodes` / `seen` | hash / set / zset | a node; every node; nodes not Lost by last seen |
@@ -97,6 +99,14 @@ impl Keys {
 
     pub(super) fn queues_ready(&self) -> String {
         self.k(format_args!("qready"))
+    }
+
+    pub(super) fn tenants(&self) -> String {
+        self.k(format_args!("tenants"))
+    }
+
+    pub(super) fn feed_trimmed(&self, et: &str) -> String {
+        self.k(format_args!("fo:{et}"))
     }
 
     pub(super) fn delayed(&self) -> String {

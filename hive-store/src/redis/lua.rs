@@ -135,7 +135,10 @@ end
 local function feed_push(et, entry)
   local c = fc[et]
   local fk = key('f:', et)
-  if c == nil then c = redis.call('LLEN', fk) end
+  if c == nil then
+    -- Entries trimmed by retention count: cursor = index + 1 + trimmed.
+    c = redis.call('LLEN', fk) + tonumber(redis.call('GET', key('fo:', et)) or '0')
+  end
   c = c + 1
   fc[et] = c
   add('RPUSH', fk, entry)
@@ -381,6 +384,7 @@ local n = tonumber(ARGV[4])
 local out = {}
 local metas = {}
 local keys = {}  -- idempotency hash -> key -> id, stored by this call
+local seen_tenants = {}
 local KQMETA = P .. 'qmeta'
 local i = 5
 for _ = 1, n do
@@ -413,6 +417,10 @@ for _ = 1, n do
     if ARGV[i + 8] ~= '' then writes[#writes + 1] = {'HSET', P .. 'tx:' .. id, {'x1', ARGV[i + 8]}} end
     if ARGV[i + 10] ~= '' then writes[#writes + 1] = {'HSET', P .. 'tx:' .. id, {'in1', ARGV[i + 10]}} end
     add('ZADD', P .. 'tl:' .. et, 0, id)
+    if not seen_tenants[ten] then
+      seen_tenants[ten] = true
+      writes[#writes + 1] = {'SADD', P .. 'tenants', {ten}}
+    end
     if not metas[q] then
       metas[q] = true
       writes[#writes + 1] = {'HSETNX', KQMETA, {q, ARGV[i + 5]}}
@@ -450,7 +458,7 @@ for k = 3, 2 + nq do refresh_head(ARGV[k]) end
 local w = redis.call('INCR', P .. 'work')
 redis.call('PUBLISH', P .. 'ch:work', w)
 for k = 3 + nq, #ARGV do
-  local c = redis.call('LLEN', P .. 'f:' .. ARGV[k])
+  local c = redis.call('LLEN', P .. 'f:' .. ARGV[k]) + tonumber(redis.call('GET', P .. 'fo:' .. ARGV[k]) or '0')
   redis.call('PUBLISH', P .. 'ch:f:' .. ARGV[k], string.format('%d', c))
 end
 return w
@@ -946,6 +954,15 @@ local uk = P .. 'cu:' .. et .. ':' .. ec
 local tk = P .. 'term:' .. et
 local more = 0
 local moved = false
+-- Retention trimmed the feed below `fl + 1`: nothing there is listed.
+local fl = tonumber(redis.call('GET', P .. 'fo:' .. et) or '0')
+if fl > 0 then
+  redis.call('ZREMRANGEBYSCORE', uk, '-inf', fl)
+  if tonumber(mark) < fl then
+    mark = fl
+    moved = true
+  end
+end
 while redis.call('ZCARD', uk) < limit do
   if budget <= 0 then more = 1 break end
   local page = redis.call('ZRANGEBYSCORE', tk, '(' .. mark, '+inf', 'WITHSCORES', 'LIMIT', 0, math.min(256, budget))
@@ -965,7 +982,7 @@ local got = redis.call('ZRANGE', uk, 0, limit - 1, 'WITHSCORES')
 local fk = P .. 'f:' .. et
 for k = 1, #got, 2 do
   local c = got[k + 1]
-  local e = redis.call('LINDEX', fk, tonumber(c) - 1)
+  local e = redis.call('LINDEX', fk, tonumber(c) - 1 - fl)
   if e then
     out[#out + 1] = c
     out[#out + 1] = e
@@ -977,12 +994,15 @@ return out
 /// Up to `limit` events of a task after a seq. ARGV: prefix, now, task, after,
 /// limit. Returns {} for a missing task, else: tenant, then the events
 /// (`{at} {kind}`) from seq after+1 on (a long event is read from the side
-/// hash it redirects to).
+/// hash it redirects to); or tenant and the earliest kept seq (an integer)
+/// when retention dropped events after `after`.
 const READ_EVENTS: &str = r#"
 local tk = P .. 't:' .. ARGV[3]
-local t = redis.call('HMGET', tk, 'ten', 'seq')
+local t = redis.call('HMGET', tk, 'ten', 'seq', 'ef')
 if not t[1] then return {} end
 local from, last = tonumber(ARGV[4]) + 1, tonumber(t[2])
+-- Retention kept only the events from `ef` on: an integer says so.
+if t[3] and from < tonumber(t[3]) then return {t[1], tonumber(t[3])} end
 local to = math.min(last, tonumber(ARGV[4]) + tonumber(ARGV[5]))
 local out = {t[1]}
 if from > to then return out end
@@ -999,6 +1019,81 @@ for k = 1, #fields, step do
   end
 end
 return out
+"#;
+
+/// A page of a tenant feed. ARGV: prefix, now, escaped tenant, after, limit.
+/// Returns: the count of entries retention trimmed (the floor is that + 1
+/// when not 0), then the entries after `after` (an empty page when `after`
+/// is below the floor).
+const READ_FEED: &str = r#"
+local et, after, limit = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local fl = tonumber(redis.call('GET', P .. 'fo:' .. et) or '0')
+local out = {fl}
+if after < fl then return out end
+local page = redis.call('LRANGE', P .. 'f:' .. et, after - fl, after - fl + limit - 1)
+for _, e in ipairs(page) do out[#out + 1] = e end
+return out
+"#;
+
+/// Retention: compacts up to `limit` tasks of a tenant that ended before
+/// `cutoff`, oldest first (its terminal events in feed order, from the
+/// floor on; stops at the first that ended later). A compacted task keeps
+/// its hash and terminal event; `ef` marks the first kept seq. The feed is
+/// trimmed past the last compacted terminal event (`fo` counts the trimmed
+/// entries), with the terminal index.
+/// ARGV: prefix, now, escaped tenant, cutoff, limit.
+/// Returns {tasks, events deleted, floor, more (1/0)}.
+const COMPACT: &str = r#"
+local et, cutoff, limit = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local fok, fk, tk = P .. 'fo:' .. et, P .. 'f:' .. et, P .. 'term:' .. et
+local fl = tonumber(redis.call('GET', fok) or '0')
+local cand = redis.call('ZRANGEBYSCORE', tk, fl + 1, '+inf', 'WITHSCORES', 'LIMIT', 0, limit + 1)
+local tasks, deleted, more, lastc = 0, 0, 0, nil
+for k = 1, #cand, 2 do
+  local id, c = cand[k], tonumber(cand[k + 1])
+  local hk = P .. 't:' .. id
+  local seq = tonumber(redis.call('HGET', hk, 'seq') or '0')
+  local ev = redis.call('HGET', hk, 'e' .. fmt(seq))
+  if ev and string.byte(ev) == 126 then
+    ev = redis.call('HGET', P .. 'tx:' .. id, string.sub(ev, 2))
+  end
+  local at = ev and tonumber(string.match(ev, '^(%-?%d+)')) or nil
+  if at == nil or at >= cutoff then break end
+  if tasks == limit then
+    more = 1
+    break
+  end
+  local from = tonumber(redis.call('HGET', hk, 'ef') or '1')
+  if seq > from then
+    local fields = {}
+    for s = from, seq - 1 do fields[#fields + 1] = 'e' .. fmt(s) end
+    local side = {}
+    local step = 2000
+    for j = 1, #fields, step do
+      local part = {unpack(fields, j, math.min(j + step - 1, #fields))}
+      local got = redis.call('HMGET', hk, unpack(part))
+      for _, e in ipairs(got) do
+        if e and string.byte(e) == 126 then side[#side + 1] = string.sub(e, 2) end
+      end
+      deleted = deleted + redis.call('HDEL', hk, unpack(part))
+    end
+    for j = 1, #side, step do
+      redis.call('HDEL', P .. 'tx:' .. id, unpack(side, j, math.min(j + step - 1, #side)))
+    end
+    redis.call('HSET', hk, 'ef', seq)
+  end
+  tasks = tasks + 1
+  lastc = c
+end
+if lastc then
+  redis.call('LTRIM', fk, lastc - fl, -1)
+  redis.call('SET', fok, lastc)
+  redis.call('ZREMRANGEBYSCORE', tk, '-inf', lastc)
+  fl = lastc
+end
+local floor = 0
+if fl > 0 then floor = fl + 1 end
+return {tasks, deleted, floor, more}
 "#;
 
 /// Creates or compare-and-set replaces a record and appends its events.
@@ -1086,6 +1181,8 @@ pub(super) struct Scripts {
     pub(super) write_record: redis::Script,
     pub(super) list_records: redis::Script,
     pub(super) read_events: redis::Script,
+    pub(super) read_feed: redis::Script,
+    pub(super) compact: redis::Script,
 }
 
 impl Scripts {
@@ -1103,6 +1200,8 @@ impl Scripts {
             write_record: script(WRITE_RECORD),
             list_records: script(LIST_RECORDS),
             read_events: script(READ_EVENTS),
+            read_feed: script(READ_FEED),
+            compact: script(COMPACT),
         }
     }
 }

@@ -343,6 +343,19 @@ impl TaskStore for RedisStore {
         self.wait_feed(tenant, after, timeout).await
     }
 
+    async fn compact(
+        &self,
+        tenant: &TenantId,
+        ended_before: Timestamp,
+        limit: usize,
+    ) -> Result<hive_core::store::CompactReport> {
+        self.compact_tenant(tenant, ended_before, limit).await
+    }
+
+    async fn tenants(&self) -> Result<Vec<TenantId>> {
+        self.tenant_list().await
+    }
+
     async fn ack_terminal(
         &self,
         tenant: &TenantId,

@@ -85,8 +85,9 @@ use hive_core::node::{Node, NodeStatus};
 use hive_core::principal::TenantId;
 use hive_core::retry::Backoff;
 use hive_core::store::{
-    Ack, ClaimRequest, ClaimResult, Command, NewTask, Record, RecordEvent, RecordQuery,
-    RecordStore, RecordWrite, RecordWritten, Submitted, SweepOptions, SweepReport, TaskStore,
+    Ack, ClaimRequest, ClaimResult, Command, CompactReport, NewTask, Record, RecordEvent,
+    RecordQuery, RecordStore, RecordWrite, RecordWritten, Submitted, SweepOptions, SweepReport,
+    TaskStore,
 };
 use hive_core::task::{FeedEvent, Page, Task, TaskEvent, TaskQuery};
 use hive_core::{Error, Result};
@@ -470,6 +471,22 @@ impl TaskStore for SqliteStore {
             tx.ack_terminal(tenant, consumer, tasks).await
         })
         .await
+    }
+
+    async fn compact(
+        &self,
+        tenant: &TenantId,
+        ended_before: Timestamp,
+        limit: usize,
+    ) -> Result<CompactReport> {
+        self.with_tx(Timestamp::EPOCH, async |tx| {
+            tx.compact(tenant, ended_before, limit).await
+        })
+        .await
+    }
+
+    async fn tenants(&self) -> Result<Vec<TenantId>> {
+        read::tenants(&self.readers).await
     }
 
     async fn unacked_terminal(

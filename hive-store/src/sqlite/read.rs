@@ -134,7 +134,17 @@ pub(super) async fn read_events(
     if rows.is_empty() && last_seq(pool, task).await?.is_none() {
         return Err(not_found("task", task));
     }
-    rows.iter().map(|r| event(r, 0)).collect()
+    let out: Vec<TaskEvent> = rows.iter().map(|r| event(r, 0)).collect::<Result<_>>()?;
+    // Retention keeps a compacted task's terminal event only.
+    if let Some(first) = out.first()
+        && first.seq > after + 1
+    {
+        return Err(Error::OffsetExpired {
+            requested: after,
+            earliest: first.seq,
+        });
+    }
+    Ok(out)
 }
 
 pub(super) async fn feed_head(pool: &SqlitePool, tenant: &TenantId) -> Result<u64> {
@@ -153,6 +163,13 @@ pub(super) async fn read_feed(
     after: u64,
     limit: usize,
 ) -> Result<Vec<FeedEvent>> {
+    let floor = feed_floor(pool, tenant).await?;
+    if after + 1 < floor {
+        return Err(Error::OffsetExpired {
+            requested: after,
+            earliest: floor,
+        });
+    }
     let rows = sqlx::query(
         "SELECT cursor, task, tenant, seq, at, kind FROM events WHERE tenant = ? AND cursor > ? \
          ORDER BY cursor LIMIT ?",
@@ -166,6 +183,25 @@ pub(super) async fn read_feed(
     rows.iter().map(feed_event).collect()
 }
 
+/// A tenant feed's earliest readable cursor (0: never compacted).
+pub(super) async fn feed_floor(pool: &SqlitePool, tenant: &TenantId) -> Result<u64> {
+    let floor: Option<i64> = sqlx::query_scalar("SELECT floor FROM retention WHERE tenant = ?")
+        .bind(tenant.as_str())
+        .fetch_optional(pool)
+        .await
+        .map_err(|e| db("read the retention floor", e))?;
+    super::codec::uint(floor.unwrap_or(0), "floor")
+}
+
+/// The tenants that have stored tasks.
+pub(super) async fn tenants(pool: &SqlitePool) -> Result<Vec<TenantId>> {
+    let rows: Vec<String> = sqlx::query_scalar("SELECT DISTINCT tenant FROM queues")
+        .fetch_all(pool)
+        .await
+        .map_err(|e| db("list tenants", e))?;
+    Ok(rows.into_iter().map(TenantId::from).collect())
+}
+
 pub(super) async fn unacked_terminal(
     pool: &SqlitePool,
     tenant: &TenantId,
@@ -176,6 +212,7 @@ pub(super) async fn unacked_terminal(
         "SELECT e.cursor, e.task, e.tenant, e.seq, e.at, e.kind FROM events e INDEXED BY events_terminal \
          WHERE e.tenant = ?1 AND e.terminal = 1 \
          AND e.cursor > coalesce((SELECT floor FROM consumers WHERE tenant = ?1 AND name = ?2), 0) \
+         AND e.cursor >= coalesce((SELECT floor FROM retention WHERE tenant = ?1), 0) \
          AND NOT EXISTS (SELECT 1 FROM consumer_acks a \
                          WHERE a.tenant = ?1 AND a.name = ?2 AND a.cursor = e.cursor) \
          ORDER BY e.cursor LIMIT ?3",

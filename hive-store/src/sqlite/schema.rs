@@ -129,6 +129,14 @@ CREATE TABLE record_events (
     PRIMARY KEY (kind, id, seq)
 ) WITHOUT ROWID;
 "#,
+    // 2: retention. `floor` is a tenant feed's earliest readable cursor: the
+    // terminal events below it belong to compacted tasks.
+    r#"
+CREATE TABLE retention (
+    tenant TEXT PRIMARY KEY,
+    floor  INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The schema version this build writes and understands.

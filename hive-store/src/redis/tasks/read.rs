@@ -349,6 +349,12 @@ impl RedisStore {
             return Err(not_found("task", task));
         };
         let tenant = TenantId::new(str_of(tenant, "task tenant")?);
+        if let [Value::Int(earliest)] = events {
+            return Err(Error::OffsetExpired {
+                requested: after,
+                earliest: u64::try_from(*earliest).unwrap_or(0),
+            });
+        }
         events
             .iter()
             .zip(after.saturating_add(1)..)
@@ -402,16 +408,27 @@ impl RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let first = isize::try_from(after).unwrap_or(isize::MAX);
-        let last = first.saturating_add(limit.min(MAX_FEED_READ) as isize - 1);
-        let entries: Value = redis::cmd("LRANGE")
-            .arg(self.keys.feed(&esc(tenant.as_str())))
-            .arg(first)
-            .arg(last)
-            .query_async(&mut self.conn())
+        let mut inv = self.scripts.read_feed.prepare_invoke();
+        inv.arg(&self.keys.prefix)
+            .arg(0)
+            .arg(esc(tenant.as_str()))
+            .arg(after)
+            .arg(limit.min(MAX_FEED_READ));
+        let reply: Value = inv
+            .invoke_async(&mut self.conn())
             .await
             .map_err(driver("reading a feed"))?;
-        array(&entries)?
+        let Some((trimmed, entries)) = array(&reply)?.split_first() else {
+            return Err(corrupt("an empty feed answer"));
+        };
+        let trimmed = u64::try_from(opt_int(trimmed)?.unwrap_or(0)).unwrap_or(0);
+        if trimmed > 0 && after < trimmed {
+            return Err(Error::OffsetExpired {
+                requested: after,
+                earliest: trimmed + 1,
+            });
+        }
+        entries
             .iter()
             .zip(after.saturating_add(1)..)
             .map(|(packed, cursor)| feed_event(tenant, cursor, packed))
@@ -432,12 +449,15 @@ impl RedisStore {
         let notified = waiter.notify().notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let head: Value = redis::cmd("LLEN")
+        let (len, trimmed): (i64, Option<i64>) = redis::pipe()
+            .cmd("LLEN")
             .arg(self.keys.feed(&et))
+            .cmd("GET")
+            .arg(self.keys.feed_trimmed(&et))
             .query_async(&mut self.conn())
             .await
             .map_err(driver("reading a feed"))?;
-        if opt_int(&head)?.unwrap_or(0) > after as i64 {
+        if len + trimmed.unwrap_or(0) > after as i64 {
             return Ok(());
         }
         let _ = tokio::time::timeout(timeout, notified).await;
@@ -508,5 +528,48 @@ impl RedisStore {
                 return Ok(events);
             }
         }
+    }
+}
+
+impl RedisStore {
+    /// Retention (see `TaskStore::compact`), one script call.
+    pub(in crate::redis) async fn compact_tenant(
+        &self,
+        tenant: &TenantId,
+        ended_before: Timestamp,
+        limit: usize,
+    ) -> Result<hive_core::store::CompactReport> {
+        let mut inv = self.scripts.compact.prepare_invoke();
+        inv.arg(&self.keys.prefix)
+            .arg(0)
+            .arg(esc(tenant.as_str()))
+            .arg(ended_before.as_millis())
+            .arg(limit.max(1));
+        let reply: Value = inv
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(driver("compacting"))?;
+        let [tasks, events, floor, more] = array(&reply)? else {
+            return Err(corrupt("a compaction answer of the wrong length"));
+        };
+        let n = |v: &Value, what: &str| -> Result<usize> {
+            usize::try_from(opt_int(v)?.unwrap_or(0)).map_err(|_| corrupt(what))
+        };
+        Ok(hive_core::store::CompactReport {
+            tasks: n(tasks, "compacted tasks")?,
+            events: n(events, "deleted events")?,
+            feed_floor: n(floor, "feed floor")? as u64,
+            more: n(more, "more")? == 1,
+        })
+    }
+
+    /// The tenants that submitted tasks.
+    pub(in crate::redis) async fn tenant_list(&self) -> Result<Vec<TenantId>> {
+        let names: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.keys.tenants())
+            .query_async(&mut self.conn())
+            .await
+            .map_err(driver("listing tenants"))?;
+        Ok(names.into_iter().map(TenantId::from).collect())
     }
 }

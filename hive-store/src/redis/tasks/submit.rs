@@ -237,6 +237,11 @@ impl RedisStore {
             }
             pipe.add_command(cmd).ignore();
         }
+        // The tenants retention walks.
+        let mut raw: Vec<&str> = chunk.iter().map(|t| t.owner.tenant.as_str()).collect();
+        raw.sort_unstable();
+        raw.dedup();
+        pipe.cmd("SADD").arg(self.keys.tenants()).arg(&raw).ignore();
         for (et, _, entries) in &tenants {
             let mut cmd = redis::cmd("RPUSH");
             cmd.arg(self.keys.feed(et));

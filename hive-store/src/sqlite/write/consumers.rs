@@ -82,3 +82,72 @@ impl Tx<'_> {
         Ok(())
     }
 }
+
+impl Tx<'_> {
+    /// Retention (see `TaskStore::compact`): the tenant's terminal events
+    /// from its floor on are the candidates, oldest first.
+    pub(in crate::sqlite) async fn compact(
+        &mut self,
+        tenant: &TenantId,
+        ended_before: Timestamp,
+        limit: usize,
+    ) -> Result<CompactReport> {
+        let floor: i64 = sqlx::query_scalar("SELECT floor FROM retention WHERE tenant = ?")
+            .bind(tenant.as_str())
+            .fetch_optional(self.conn())
+            .await
+            .map_err(|e| db("read the retention floor", e))?
+            .unwrap_or(0);
+        let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+            "SELECT cursor, task, at FROM events INDEXED BY events_terminal \
+             WHERE tenant = ? AND terminal = 1 AND cursor >= ? ORDER BY cursor LIMIT ?",
+        )
+        .bind(tenant.as_str())
+        .bind(floor)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1))
+        .fetch_all(self.conn())
+        .await
+        .map_err(|e| db("find ended tasks to compact", e))?;
+        let due: Vec<&(i64, String, i64)> = rows
+            .iter()
+            .take_while(|(_, _, at)| *at < ended_before.as_millis())
+            .collect();
+        let mut report = CompactReport {
+            feed_floor: u64::try_from(floor).unwrap_or(0),
+            more: due.len() > limit,
+            ..CompactReport::default()
+        };
+        let due = &due[..due.len().min(limit)];
+        let Some(last) = due.last() else {
+            return Ok(report);
+        };
+        for chunk in due.chunks(CHUNK) {
+            let sql = format!(
+                "DELETE FROM events WHERE task IN {} AND terminal = 0",
+                tuple(chunk.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for (_, task, _) in chunk {
+                q = q.bind(task.as_str());
+            }
+            let done = q
+                .execute(self.conn())
+                .await
+                .map_err(|e| db("delete compacted events", e))?;
+            report.events += done.rows_affected() as usize;
+        }
+        let new_floor = last.0 + 1;
+        sqlx::query(
+            "INSERT INTO retention (tenant, floor) VALUES (?, ?) \
+             ON CONFLICT (tenant) DO UPDATE SET floor = max(floor, excluded.floor)",
+        )
+        .bind(tenant.as_str())
+        .bind(new_floor)
+        .execute(self.conn())
+        .await
+        .map_err(|e| db("move the retention floor", e))?;
+        report.tasks = due.len();
+        report.feed_floor = u64::try_from(new_floor).unwrap_or(0);
+        Ok(report)
+    }
+}

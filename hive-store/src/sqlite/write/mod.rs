@@ -13,7 +13,8 @@ use hive_core::node::{Node, NodeStatus, labels_eligible, owner_eligible};
 use hive_core::principal::{PrincipalId, TenantId};
 use hive_core::scheduler::Candidate;
 use hive_core::store::{
-    Ack, ClaimRequest, ClaimedTask, Command, NewTask, Submitted, SweepOptions, SweepReport,
+    Ack, ClaimRequest, ClaimedTask, Command, CompactReport, NewTask, Submitted, SweepOptions,
+    SweepReport,
 };
 use hive_core::task::machine::{self, Op, Outcome, TaskCore, TaskFacts};
 use hive_core::task::{AgentRef, EventKind, LeaseToken, Owner, TaskSpec, TaskState};
