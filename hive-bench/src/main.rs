@@ -33,6 +33,7 @@ mod claims;
 mod costs;
 mod drivers;
 mod http;
+mod retention;
 mod schedules;
 mod workflows;
 
@@ -134,6 +135,11 @@ struct Args {
     /// `--tasks` slots in all (default 100,000 on memory, 10,000 durable).
     #[arg(long)]
     schedules: bool,
+    /// Measure the store's size under a steady load with one-hour retention
+    /// over `--seconds` simulated seconds (default three hours), `--tasks`
+    /// tasks per simulated minute (default 1,000).
+    #[arg(long)]
+    retention: bool,
     /// Width of the workflow fan-out.
     #[arg(long, default_value_t = 1_000)]
     width: usize,
@@ -404,6 +410,9 @@ async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
     }
     if args.schedules {
         return schedules::bench(&args).await;
+    }
+    if args.retention {
+        return retention::bench(&args).await;
     }
     if args.http_workers {
         return http::workers(&args).await;
