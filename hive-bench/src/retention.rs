@@ -34,7 +34,11 @@ pub(crate) async fn bench(args: &Args) -> Result<(), BoxError> {
     let url = store_url(args)?;
     let store = hive_store::open(&url).await?;
     let per_minute = args.tasks.unwrap_or(1_000);
-    let seconds = if args.seconds == 60 { 3 * 3600 } else { args.seconds };
+    let seconds = if args.seconds == 60 {
+        3 * 3600
+    } else {
+        args.seconds
+    };
     let clock = Arc::new(ManualClock::default());
     let hive = Hive::builder()
         .store(store)

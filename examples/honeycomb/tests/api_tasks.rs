@@ -474,3 +474,52 @@ async fn results_logs_and_diagnostics() {
     assert_eq!(d["waiting"]["reason"], "ended");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_tasks_over_http() {
+    let s = Server::start().await;
+    let t = s.token("acme", "alice", TokenKind::User).await;
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let r = s
+        .post("/api/tasks", &t, json!({"agent": "later", "delay": "1h"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let snap: Value = s
+        .get(&format!("/api/tasks/{id}"), &t)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(snap["state"], "pending");
+    let due = snap["available_at"].as_i64().unwrap();
+    assert!(
+        due >= before + 3_600_000 && due < before + 3_660_000,
+        "due in an hour: {due} vs {before}"
+    );
+    let at = before + 7_200_000;
+    let r = s
+        .post(
+            "/api/tasks",
+            &t,
+            json!({"agent": "later", "not_before": at}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = s
+        .post(
+            "/api/tasks",
+            &t,
+            json!({"agent": "later", "not_before": at, "delay": "1s"}),
+        )
+        .await;
+    let p = problem(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec").await;
+    assert_eq!(p["field"], "delay");
+    assert_eq!(count(&s, &t).await, 2, "the refused spec stored nothing");
+}
