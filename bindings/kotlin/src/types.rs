@@ -188,6 +188,12 @@ pub struct TaskSpec {
     /// Resubmitting the same key returns the same task.
     #[uniffi(default = None)]
     pub idempotency_key: Option<String>,
+    /// Not claimable before this long after submission (a delayed task).
+    #[uniffi(default = None)]
+    pub delay: Option<Duration>,
+    /// Not claimable before this time (set this or `delay`).
+    #[uniffi(default = None)]
+    pub not_before: Option<SystemTime>,
 }
 
 impl TaskSpec {
@@ -209,6 +215,20 @@ impl TaskSpec {
             spec.retry = r.to_hive();
         }
         spec.idempotency_key = self.idempotency_key.clone();
+        spec.delay = self.delay;
+        if let Some(t) = self.not_before {
+            let ms = t
+                .duration_since(UNIX_EPOCH)
+                .ok()
+                .and_then(|d| i64::try_from(d.as_millis()).ok())
+                .ok_or_else(|| {
+                    HiveError::spec(
+                        &format!("{field}not_before"),
+                        "must be a time after 1970-01-01T00:00:00Z",
+                    )
+                })?;
+            spec.not_before = Some(hive::Timestamp::from_millis(ms));
+        }
         Ok(spec)
     }
 }
@@ -791,6 +811,8 @@ mod tests {
             timeouts: None,
             retry: None,
             idempotency_key: None,
+            delay: None,
+            not_before: None,
         }
     }
 

@@ -90,6 +90,12 @@ class TaskSpecBuilder(private val agent: String, private val input: JsonElement)
     /** Deadlines. */
     var timeouts: Timeouts? = null
 
+    /** Not claimable before this long after submission (a delayed task). */
+    var delay: Duration? = null
+
+    /** Not claimable before this time (set this or [delay]). */
+    var notBefore: java.time.Instant? = null
+
     /** Sets [retry]. */
     fun retry(configure: RetryPolicyBuilder.() -> Unit) {
         retry = retryPolicy(configure)
@@ -100,7 +106,10 @@ class TaskSpecBuilder(private val agent: String, private val input: JsonElement)
         timeouts = TimeoutsBuilder().apply(configure).build()
     }
 
-    internal fun build() = TaskSpec(agent, input.toString(), labels.toMap(), priority, timeouts, retry, idempotencyKey)
+    internal fun build() = TaskSpec(
+        agent, input.toString(), labels.toMap(), priority, timeouts, retry, idempotencyKey,
+        delay?.toJavaDuration(), notBefore,
+    )
 }
 
 /** A task spec: `taskSpec("summarize", input) { priority = 5; retry { maxAttempts = 2 } }`. */

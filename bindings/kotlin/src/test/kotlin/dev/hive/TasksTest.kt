@@ -309,4 +309,31 @@ class TasksTest {
             assertTrue(hive.tasks(alice, states = listOf(TaskState.SUCCEEDED)).items.isEmpty())
         }
     }
+
+    @Test
+    fun `a delayed task waits for its time`() = test {
+        withHive { hive ->
+            val handle = hive.startWorker(ops, worker("delayed") {
+                system = true
+                handler("echo") { input }
+            })
+            val t0 = java.time.Instant.now()
+            val byDelay = hive.submit(alice, "echo", JsonPrimitive(1)) { delay = 600.milliseconds }.id
+            val byTime = hive.submit(alice, "echo", JsonPrimitive(2)) { notBefore = t0.plusMillis(600) }.id
+            val waiting = hive.task(alice, byTime)
+            assertEquals(TaskState.PENDING, waiting.state)
+            assertEquals(t0.plusMillis(600).toEpochMilli(), waiting.availableAt.toEpochMilli())
+            for (id in listOf(byDelay, byTime)) {
+                val events = hive.collectChecked(alice, id)
+                assertEquals("succeeded", events.last().kind)
+                val started = events.first { it.kind == "started" }.at
+                assertTrue(started.toEpochMilli() >= t0.toEpochMilli() + 590, "started before its time")
+            }
+            val e = runCatching {
+                hive.submit(alice, "echo") { delay = 1.seconds; notBefore = t0 }
+            }.exceptionOrNull()
+            assertTrue(e is HiveException.InvalidSpec && "delay" in e.message!!, "got $e")
+            handle.shutdown()
+        }
+    }
 }
