@@ -25,6 +25,8 @@
 //! | `schema`          | postgres                 | `hive`  | the schema Hive's tables live in (several Hives can share one database) |
 //! | `prefix`          | redis                    | `hive`  | the key prefix of every Hive key (several Hives can share one Redis) |
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod compaction;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 #[cfg(feature = "memory")]

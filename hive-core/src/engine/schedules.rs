@@ -5,6 +5,7 @@
 
 use super::*;
 
+use crate::clock::Timestamp;
 use crate::schedule::{
     self, Decision, OverlapPolicy, Schedule, ScheduleAction, ScheduleFire, ScheduleQuery,
     ScheduleRecord, ScheduleReport, ScheduleSpec, ScheduleStatus,
@@ -30,6 +31,28 @@ fn encode(body: &ScheduleRecord) -> Result<serde_json::Value> {
     serde_json::to_value(body).map_err(|e| Error::Backend {
         message: format!("cannot encode a schedule: {e}"),
         source: None,
+    })
+}
+
+/// The compare-and-set write of schedule record `r` (at `version`) with a
+/// new status, body and events.
+fn rewrite(
+    r: &Record,
+    version: u64,
+    status: &str,
+    body: &ScheduleRecord,
+    events: Vec<serde_json::Value>,
+    now: Timestamp,
+) -> Result<RecordWrite> {
+    Ok(RecordWrite {
+        kind: schedule::RECORD_KIND.into(),
+        id: r.id.clone(),
+        tenant: r.tenant.clone(),
+        expected_version: version,
+        status: status.into(),
+        body: encode(body)?,
+        events,
+        now,
     })
 }
 
@@ -86,8 +109,6 @@ fn within_end(spec: &ScheduleSpec, slot: Option<Timestamp>) -> Option<Timestamp>
 fn last_calendar_slot(body: &ScheduleRecord) -> Option<Timestamp> {
     body.recent.iter().rev().find(|f| !f.manual).map(|f| f.slot)
 }
-
-use crate::clock::Timestamp;
 
 /// What an API change does to a schedule record.
 enum Change {
@@ -397,16 +418,8 @@ impl Hive {
                 }
                 Change::Delete => status = ScheduleStatus::Deleted,
             }
-            let write = RecordWrite {
-                kind: schedule::RECORD_KIND.into(),
-                id: r.id.clone(),
-                tenant: r.tenant.clone(),
-                expected_version: r.version,
-                status: status.as_str().into(),
-                body: encode(&body)?,
-                events: vec![serde_json::json!({ "op": change.name(), "by": p.id })],
-                now,
-            };
+            let events = vec![serde_json::json!({ "op": change.name(), "by": p.id })];
+            let write = rewrite(&r, r.version, status.as_str(), &body, events, now)?;
             match store.write_record(write).await {
                 Ok(w) => {
                     let r = Record {
@@ -451,18 +464,9 @@ impl Hive {
             };
             body.in_flight = Some(fire.clone());
             body.triggered += 1;
-            let write = RecordWrite {
-                kind: schedule::RECORD_KIND.into(),
-                id: r.id.clone(),
-                tenant: r.tenant.clone(),
-                expected_version: r.version,
-                status: r.status.clone(),
-                body: encode(&body)?,
-                events: vec![
-                    serde_json::json!({ "op": "trigger", "by": p.id, "target": fire.target }),
-                ],
-                now,
-            };
+            let events =
+                vec![serde_json::json!({ "op": "trigger", "by": p.id, "target": fire.target })];
+            let write = rewrite(&r, r.version, &r.status, &body, events, now)?;
             match store.write_record(write).await {
                 Ok(w) => {
                     let target = self.perform_fire(&body, &fire).await?;
@@ -478,16 +482,7 @@ impl Hive {
                         },
                     );
                     let _ = store
-                        .write_record(RecordWrite {
-                            kind: schedule::RECORD_KIND.into(),
-                            id: r.id.clone(),
-                            tenant: r.tenant.clone(),
-                            expected_version: w.version,
-                            status: r.status.clone(),
-                            body: encode(&done)?,
-                            events: Vec::new(),
-                            now,
-                        })
+                        .write_record(rewrite(&r, w.version, &r.status, &done, Vec::new(), now)?)
                         .await;
                     return Ok(ScheduleFire { target, ..fire });
                 }
@@ -672,16 +667,14 @@ impl Hive {
                     events.push(serde_json::json!({ "op": "complete" }));
                 }
             }
-            let write = RecordWrite {
-                kind: schedule::RECORD_KIND.into(),
-                id: r.id.clone(),
-                tenant: r.tenant.clone(),
-                expected_version: r.version,
-                status: status.as_str().into(),
-                body: encode(&body)?,
+            let write = rewrite(
+                &r,
+                r.version,
+                status.as_str(),
+                &body,
                 events,
-                now: self.inner.clock.now(),
-            };
+                self.inner.clock.now(),
+            )?;
             match store.write_record(write).await {
                 Ok(w) => {
                     report.fired += step.fired;

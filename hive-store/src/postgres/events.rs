@@ -289,7 +289,7 @@ impl PostgresStore {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| db("read the retention floor", e))?;
-        let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+        let rows: Vec<crate::compaction::Candidate> = sqlx::query_as(
             "SELECT feed_cursor, task::text, at FROM task_events \
              WHERE tenant = $1 AND terminal AND feed_cursor >= $2 ORDER BY feed_cursor LIMIT $3",
         )
@@ -299,16 +299,12 @@ impl PostgresStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(|e| db("find ended tasks to compact", e))?;
-        let due: Vec<&(i64, String, i64)> = rows
-            .iter()
-            .take_while(|(_, _, at)| *at < ended_before.as_millis())
-            .collect();
+        let (due, more) = crate::compaction::due(&rows, ended_before, limit);
         let mut report = hive_core::store::CompactReport {
             feed_floor: codec::count("feed floor", floor)?,
-            more: due.len() > limit,
+            more,
             ..Default::default()
         };
-        let due = &due[..due.len().min(limit)];
         let Some(last) = due.last() else {
             return Ok(report);
         };

@@ -98,7 +98,7 @@ impl Tx<'_> {
             .await
             .map_err(|e| db("read the retention floor", e))?
             .unwrap_or(0);
-        let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+        let rows: Vec<crate::compaction::Candidate> = sqlx::query_as(
             "SELECT cursor, task, at FROM events INDEXED BY events_terminal \
              WHERE tenant = ? AND terminal = 1 AND cursor >= ? ORDER BY cursor LIMIT ?",
         )
@@ -108,16 +108,12 @@ impl Tx<'_> {
         .fetch_all(self.conn())
         .await
         .map_err(|e| db("find ended tasks to compact", e))?;
-        let due: Vec<&(i64, String, i64)> = rows
-            .iter()
-            .take_while(|(_, _, at)| *at < ended_before.as_millis())
-            .collect();
+        let (due, more) = crate::compaction::due(&rows, ended_before, limit);
         let mut report = CompactReport {
             feed_floor: u64::try_from(floor).unwrap_or(0),
-            more: due.len() > limit,
+            more,
             ..CompactReport::default()
         };
-        let due = &due[..due.len().min(limit)];
         let Some(last) = due.last() else {
             return Ok(report);
         };
