@@ -140,6 +140,9 @@ struct Args {
     /// tasks per simulated minute (default 1,000).
     #[arg(long)]
     retention: bool,
+    /// With `--retention`: also delete compacted tasks after the hour.
+    #[arg(long)]
+    delete_ended: bool,
     /// Width of the workflow fan-out.
     #[arg(long, default_value_t = 1_000)]
     width: usize,

@@ -1,7 +1,7 @@
 //! Store size under a steady load with retention (issue 17, item 5):
 //!
 //! ```text
-//! hive-bench backend=B scenario=retention keep=1h per_minute=1000 minute=M tasks=… events=… events_bytes=… store_bytes=…
+//! hive-bench backend=B scenario=retention keep=1h delete=never|1h per_minute=1000 minute=M tasks=… events=… events_bytes=… store_bytes=…
 //! ```
 //!
 //! A manual clock walks through `--seconds` simulated seconds (default three
@@ -11,7 +11,9 @@
 //! simulated minutes a line gives what the store holds: stored events and
 //! their bytes (events and feed), and the whole store's bytes (task rows
 //! included, which retention keeps by design). With retention the events
-//! stay flat after the first hour while the task rows grow.
+//! stay flat after the first hour while the task rows grow; with
+//! `--delete-ended` compacted tasks are also deleted after the hour
+//! (`delete_ended`), and the whole store holds flat.
 //!
 //! Sizes: PostgreSQL `pg_total_relation_size` of `task_events` and of the
 //! schema's tables, after a plain `VACUUM` (what autovacuum does many times
@@ -34,6 +36,7 @@ pub(crate) async fn bench(args: &Args) -> Result<(), BoxError> {
     let url = store_url(args)?;
     let store = hive_store::open(&url).await?;
     let per_minute = args.tasks.unwrap_or(1_000);
+    let delete = args.delete_ended;
     let seconds = if args.seconds == 60 {
         3 * 3600
     } else {
@@ -48,6 +51,7 @@ pub(crate) async fn bench(args: &Args) -> Result<(), BoxError> {
             run_workflows: false,
             retention: RetentionConfig {
                 keep_ended: Some(Duration::from_secs(3600)),
+                delete_ended: delete.then_some(Duration::from_secs(3600)),
                 batch: 5_000,
                 max_batches: 100,
                 ..RetentionConfig::default()
@@ -62,6 +66,7 @@ pub(crate) async fn bench(args: &Args) -> Result<(), BoxError> {
         .await?;
     let worker = Principal::worker(node.tenant(), node.id);
     let mut compacted_events = 0u64;
+    let mut deleted = 0u64;
     let mut total = 0u64;
     for minute in 1..=seconds / 60 {
         let specs = (0..per_minute)
@@ -94,12 +99,15 @@ pub(crate) async fn bench(args: &Args) -> Result<(), BoxError> {
         clock.advance(Duration::from_secs(60));
         let r = hive.run_retention(&system).await?;
         compacted_events += r.events as u64;
+        deleted += r.deleted as u64;
         if minute % 30 == 0 {
-            let stored_events = total * 4 - compacted_events;
+            let stored_events = total * 4 - compacted_events - deleted;
+            let stored_tasks = total - deleted;
             let sizes = size(&args.backend, &url).await?;
             println!(
-                "hive-bench backend={} scenario=retention keep=1h per_minute={per_minute} minute={minute} tasks={total} events={stored_events} {sizes}",
-                args.backend
+                "hive-bench backend={} scenario=retention keep=1h delete={} per_minute={per_minute} minute={minute} tasks={stored_tasks} events={stored_events} {sizes}",
+                args.backend,
+                if delete { "1h" } else { "never" },
             );
         }
     }

@@ -106,6 +106,13 @@ pub struct RetentionConfig {
     /// The age for every tenant without its own (`None`: keep forever).
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub keep_ended: Option<Duration>,
+    /// Deletes compacted tasks entirely (row, terminal event, idempotency
+    /// key, acknowledgements) once they have been ended this long, for every
+    /// tenant with a retention age; then they are `NotFound`. Default: keep
+    /// them. Only compacted tasks are deleted, so an age below the tenant's
+    /// compaction age acts as that age.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub delete_ended: Option<Duration>,
     /// Per-tenant ages, overriding `keep_ended`.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub tenants: std::collections::BTreeMap<TenantId, HumanDuration>,
@@ -127,6 +134,7 @@ impl Default for RetentionConfig {
     fn default() -> Self {
         RetentionConfig {
             keep_ended: None,
+            delete_ended: None,
             tenants: std::collections::BTreeMap::new(),
             interval: Duration::from_secs(60),
             batch: 1_000,
@@ -156,6 +164,8 @@ pub struct RetentionReport {
     pub tasks: usize,
     /// Events deleted.
     pub events: usize,
+    /// Compacted tasks deleted (`delete_ended`).
+    pub deleted: usize,
     /// Whether some tenant had more to compact than one pass does.
     pub more: bool,
 }
@@ -725,8 +735,29 @@ impl Hive {
                     report.more = true;
                 }
             }
+            if let Some(delete) = config.delete_ended {
+                let cutoff = crate::clock::Timestamp::from_millis(
+                    now.as_millis()
+                        .saturating_sub(i64::try_from(delete.as_millis()).unwrap_or(i64::MAX)),
+                );
+                for round in 0..config.max_batches.max(1) {
+                    let (n, more) = self
+                        .inner
+                        .store
+                        .purge(&tenant, cutoff, config.batch.max(1))
+                        .await?;
+                    report.deleted += n;
+                    if !more {
+                        break;
+                    }
+                    if round + 1 == config.max_batches.max(1) {
+                        report.more = true;
+                    }
+                }
+            }
         }
-        if report.tasks > 0 {
+        if report.tasks + report.deleted > 0 {
+            metrics::counter!("hive_tasks_deleted_total").increment(report.deleted as u64);
             metrics::counter!("hive_tasks_compacted_total").increment(report.tasks as u64);
             metrics::counter!("hive_events_compacted_total").increment(report.events as u64);
         }

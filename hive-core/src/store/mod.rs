@@ -279,6 +279,19 @@ pub trait TaskStore: Send + Sync + fmt::Debug + 'static {
         limit: usize,
     ) -> Result<CompactReport>;
 
+    /// Retention's second stage: deletes up to `limit` of `tenant`'s
+    /// compacted tasks (those whose terminal event is below the feed floor)
+    /// that ended before `ended_before`, oldest first: the task, its
+    /// terminal event, its idempotency key (which may then be used again)
+    /// and consumers' acknowledgements of it. Afterwards the task is
+    /// `NotFound`. Returns how many were deleted and whether more are due.
+    async fn purge(
+        &self,
+        tenant: &TenantId,
+        ended_before: Timestamp,
+        limit: usize,
+    ) -> Result<(usize, bool)>;
+
     /// The tenants that have stored tasks (what a retention pass walks).
     async fn tenants(&self) -> Result<Vec<TenantId>>;
 

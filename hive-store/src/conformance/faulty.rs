@@ -124,6 +124,15 @@ impl TaskStore for FailingApply {
         self.inner.compact(tenant, ended_before, limit).await
     }
 
+    async fn purge(
+        &self,
+        tenant: &TenantId,
+        ended_before: Timestamp,
+        limit: usize,
+    ) -> Result<(usize, bool)> {
+        self.inner.purge(tenant, ended_before, limit).await
+    }
+
     async fn tenants(&self) -> Result<Vec<TenantId>> {
         self.inner.tenants().await
     }

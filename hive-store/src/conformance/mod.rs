@@ -149,6 +149,7 @@ macro_rules! conformance_tests {
             schedule_lifecycle,
             retention_compacts_ended_tasks_and_expires_old_cursors,
             retention_pass_applies_each_tenants_age,
+            retention_deletes_compacted_tasks_after_the_second_age,
         );
     };
     (@each $factory:expr; $($name:ident),* $(,)?) => {

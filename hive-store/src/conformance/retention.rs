@@ -265,3 +265,89 @@ pub async fn retention_pass_applies_each_tenants_age(store: Arc<dyn Store>) {
         Err(Error::Forbidden { .. })
     ));
 }
+
+/// The second stage: compacted tasks ended longer ago than `delete_ended`
+/// are deleted whole (`NotFound` afterwards, their idempotency keys free
+/// again, listings without them); compacted but younger ones stay; the feed
+/// above the floor and running work are untouched.
+pub async fn retention_deletes_compacted_tasks_after_the_second_age(store: Arc<dyn Store>) {
+    let h = Harness::with_config(store.clone(), |c| {
+        c.retention = hive_core::RetentionConfig {
+            keep_ended: Some(Duration::from_secs(600)),
+            delete_ended: Some(Duration::from_secs(3600)),
+            batch: 2,
+            ..hive_core::RetentionConfig::default()
+        };
+    });
+    let (node, w) = h.system_node(64).await;
+    let mut old = Vec::new();
+    for i in 0..3 {
+        let s = h
+            .hive
+            .submit(&alice(), spec("gone").idempotency_key(format!("k{i}")))
+            .await
+            .unwrap();
+        old.push(s.id);
+    }
+    for c in h.claim(&w, node, 3, true).await {
+        h.hive.report_success(&w, c.token, json!(1)).await.unwrap();
+    }
+    // An auditor acknowledges one of them before it goes.
+    h.hive
+        .ack_terminal(&alice(), "auditor", &[old[0]])
+        .await
+        .unwrap();
+    h.clock.advance(Duration::from_secs(1800));
+    let young = h.hive.submit(&alice(), spec("young")).await.unwrap().id;
+    let c = h.claim(&w, node, 1, true).await.remove(0);
+    h.hive.report_success(&w, c.token, json!(2)).await.unwrap();
+    h.clock.advance(Duration::from_secs(1200));
+    // 50 min after the old ones ended: compacted, not deleted.
+    let r = h.hive.run_retention(&h.system).await.unwrap();
+    assert_eq!((r.tasks, r.deleted), (4, 0), "{r:?}");
+    h.clock.advance(Duration::from_secs(1200));
+    // 70 min: the old ones go, the young one (40 min) stays.
+    let r = h.hive.run_retention(&h.system).await.unwrap();
+    assert_eq!((r.tasks, r.deleted), (0, 3), "{r:?}");
+    for id in &old {
+        assert!(matches!(
+            h.hive.get_task(&alice(), *id).await,
+            Err(Error::NotFound { .. })
+        ));
+        assert!(matches!(
+            h.hive.store().read_events(*id, 0, 10).await,
+            Err(Error::NotFound { .. })
+        ));
+    }
+    assert_eq!(
+        h.hive.get_task(&alice(), young).await.unwrap().state,
+        TaskState::Succeeded
+    );
+    let listed: Vec<TaskId> = h
+        .hive
+        .list_tasks(&alice(), &TaskQuery::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(listed, vec![young]);
+    // A deleted task's key may be used again: a new task.
+    let again = h
+        .hive
+        .submit(&alice(), spec("gone").idempotency_key("k1"))
+        .await
+        .unwrap();
+    assert!(again.created);
+    assert_ne!(again.id, old[1]);
+    assert!(
+        h.hive
+            .unacked_terminal(&alice(), "auditor", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let r = h.hive.run_retention(&h.system).await.unwrap();
+    assert_eq!(r.deleted, 0, "nothing more is due");
+}

@@ -107,6 +107,15 @@ impl TaskStore for MemoryStore {
         Ok(self.state.lock().compact(tenant, ended_before, limit))
     }
 
+    async fn purge(
+        &self,
+        tenant: &TenantId,
+        ended_before: Timestamp,
+        limit: usize,
+    ) -> Result<(usize, bool)> {
+        Ok(self.state.lock().purge(tenant, ended_before, limit))
+    }
+
     async fn tenants(&self) -> Result<Vec<TenantId>> {
         Ok(self.state.lock().tenants())
     }

@@ -115,6 +115,8 @@ struct Feed {
     events: VecDeque<Arc<TaskEvent>>,
     /// Cursors and tasks of terminal events, in order.
     terminals: VecDeque<(u64, TaskId)>,
+    /// Compacted tasks by terminal cursor, in order (what `purge` deletes).
+    compacted: VecDeque<(u64, TaskId)>,
     waiters: Vec<oneshot::Sender<()>>,
     consumers: FxHashMap<String, Consumer>,
 }
@@ -750,6 +752,7 @@ impl State {
                     report.events += n - 1;
                 }
                 report.tasks += 1;
+                feed.compacted.push_back((cursor, task));
             }
             last = Some(cursor);
             feed.terminals.pop_front();
@@ -761,6 +764,47 @@ impl State {
         }
         report.feed_floor = if feed.base > 0 { feed.base + 1 } else { 0 };
         report
+    }
+
+    /// Retention's second stage (see `TaskStore::purge`).
+    pub(super) fn purge(
+        &mut self,
+        tenant: &TenantId,
+        ended_before: Timestamp,
+        limit: usize,
+    ) -> (usize, bool) {
+        let Some(feed) = self.feeds.get_mut(tenant) else {
+            return (0, false);
+        };
+        let mut n = 0;
+        while let Some(&(_, task)) = feed.compacted.front() {
+            if let Some(rec) = self.tasks.get(&task) {
+                let ended = rec.events.last().map_or(Timestamp::MAX, |e| e.at);
+                if ended >= ended_before {
+                    break;
+                }
+                if n == limit {
+                    return (n, true);
+                }
+                if let Some(rec) = self.tasks.remove(&task) {
+                    if let Some(key) = &rec.spec.idempotency_key {
+                        let k = (tenant.clone(), key.clone());
+                        if self.idempotency.get(&k) == Some(&task) {
+                            self.idempotency.remove(&k);
+                        }
+                    }
+                    if let Some(ids) = self.by_tenant.get_mut(tenant) {
+                        ids.remove(&task);
+                    }
+                    for c in feed.consumers.values_mut() {
+                        c.acked.remove(&task);
+                    }
+                }
+                n += 1;
+            }
+            feed.compacted.pop_front();
+        }
+        (n, false)
     }
 
     pub(super) fn tenants(&self) -> Vec<TenantId> {
@@ -1040,6 +1084,10 @@ impl TaskMap {
 
     fn insert(&mut self, id: TaskId, rec: Box<Record>) {
         self.shards[Self::shard(&id)].insert(id, rec);
+    }
+
+    fn remove(&mut self, id: &TaskId) -> Option<Box<Record>> {
+        self.shards[Self::shard(id)].remove(id)
     }
 }
 

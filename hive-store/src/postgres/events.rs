@@ -330,6 +330,64 @@ impl PostgresStore {
         Ok(report)
     }
 
+    /// Retention's second stage (see `TaskStore::purge`): compacted tasks,
+    /// by their terminal events below the floor, from `purged_to` on.
+    pub(super) async fn purge_tenant(
+        &self,
+        tenant: &TenantId,
+        ended_before: Timestamp,
+        limit: usize,
+    ) -> Result<(usize, bool)> {
+        let mut tx = self.pool.begin().await.map_err(|e| db("begin", e))?;
+        let marks: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT floor, purged_to FROM feed_retention WHERE tenant = $1 FOR UPDATE",
+        )
+        .bind(tenant.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| db("read the retention floor", e))?;
+        let Some((floor, purged_to)) = marks else {
+            return Ok((0, false));
+        };
+        let rows: Vec<crate::compaction::Candidate> = sqlx::query_as(
+            "SELECT feed_cursor, task::text, at FROM task_events \
+             WHERE tenant = $1 AND terminal AND feed_cursor >= $2 AND feed_cursor < $3 \
+             ORDER BY feed_cursor LIMIT $4",
+        )
+        .bind(tenant.as_str())
+        .bind(purged_to)
+        .bind(floor)
+        .bind(codec::limit(limit.saturating_add(1)))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| db("find compacted tasks to delete", e))?;
+        let (due, more) = crate::compaction::due(&rows, ended_before, limit);
+        let Some(last) = due.last() else {
+            return Ok((0, false));
+        };
+        let tasks: Vec<&str> = due.iter().map(|(_, t, _)| t.as_str()).collect();
+        for sql in [
+            "DELETE FROM task_events WHERE task = ANY($1::text[]::uuid[]) AND tenant = $2",
+            "DELETE FROM feed_acks WHERE task = ANY($1::text[]::uuid[]) AND tenant = $2",
+            "DELETE FROM tasks WHERE id = ANY($1::text[]::uuid[]) AND tenant = $2",
+        ] {
+            sqlx::query(sql)
+                .bind(&tasks)
+                .bind(tenant.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| db("delete compacted tasks", e))?;
+        }
+        sqlx::query("UPDATE feed_retention SET purged_to = $2 WHERE tenant = $1")
+            .bind(tenant.as_str())
+            .bind(last.0 + 1)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db("move the deletion mark", e))?;
+        tx.commit().await.map_err(|e| db("commit", e))?;
+        Ok((due.len(), more))
+    }
+
     /// The tenants that have a feed.
     pub(super) async fn tenant_list(&self) -> Result<Vec<TenantId>> {
         let rows: Vec<String> = sqlx::query_scalar("SELECT tenant FROM feeds")

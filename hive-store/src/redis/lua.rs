@@ -1082,6 +1082,7 @@ for k = 1, #cand, 2 do
     end
     redis.call('HSET', hk, 'ef', seq)
   end
+  redis.call('ZADD', P .. 'cmp:' .. et, c, id)
   tasks = tasks + 1
   lastc = c
 end
@@ -1094,6 +1095,53 @@ end
 local floor = 0
 if fl > 0 then floor = fl + 1 end
 return {tasks, deleted, floor, more}
+"#;
+
+/// Retention's second stage: deletes up to `limit` compacted tasks of a
+/// tenant (`cmp:{tenant}`, by terminal cursor) that ended before `cutoff`,
+/// oldest first: the task's hashes, its place in the tenant's list, its
+/// idempotency key (if it still names this task).
+/// ARGV: prefix, now, escaped tenant, cutoff, limit. Returns {deleted, more}.
+const PURGE: &str = r#"
+local et, cutoff, limit = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local ck = P .. 'cmp:' .. et
+local cand = redis.call('ZRANGE', ck, 0, limit)
+local n, more = 0, 0
+for _, id in ipairs(cand) do
+  local hk = P .. 't:' .. id
+  local t = redis.call('HMGET', hk, 'seq', 'x')
+  if t[1] then
+    local ev = redis.call('HGET', hk, 'e' .. t[1])
+    if ev and string.byte(ev) == 126 then
+      ev = redis.call('HGET', P .. 'tx:' .. id, string.sub(ev, 2))
+    end
+    local at = ev and tonumber(string.match(ev, '^(%-?%d+)')) or nil
+    if at ~= nil and at >= cutoff then break end
+    if n == limit then
+      more = 1
+      break
+    end
+    local x = t[2]
+    if x and string.byte(x) == 126 then x = redis.call('HGET', P .. 'tx:' .. id, 'x1') end
+    -- x: `{created} {spec} -{principal}` or `{created} {spec} {key length} {key}{principal}`.
+    if x then
+      local rest = string.match(x, '^%-?%d+ %S+ (.*)$')
+      if rest and string.byte(rest) ~= 45 then
+        local len, tail = string.match(rest, '^(%d+) (.*)$')
+        if len then
+          local key = string.sub(tail, 1, tonumber(len))
+          local ik = P .. 'idem:' .. et
+          if redis.call('HGET', ik, key) == id then redis.call('HDEL', ik, key) end
+        end
+      end
+    end
+    redis.call('DEL', hk, P .. 'tx:' .. id)
+    redis.call('ZREM', P .. 'tl:' .. et, id)
+    n = n + 1
+  end
+  redis.call('ZREM', ck, id)
+end
+return {n, more}
 "#;
 
 /// Creates or compare-and-set replaces a record and appends its events.
@@ -1183,6 +1231,7 @@ pub(super) struct Scripts {
     pub(super) read_events: redis::Script,
     pub(super) read_feed: redis::Script,
     pub(super) compact: redis::Script,
+    pub(super) purge: redis::Script,
 }
 
 impl Scripts {
@@ -1202,6 +1251,7 @@ impl Scripts {
             read_events: script(READ_EVENTS),
             read_feed: script(READ_FEED),
             compact: script(COMPACT),
+            purge: script(PURGE),
         }
     }
 }

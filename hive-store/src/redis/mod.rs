@@ -352,6 +352,15 @@ impl TaskStore for RedisStore {
         self.compact_tenant(tenant, ended_before, limit).await
     }
 
+    async fn purge(
+        &self,
+        tenant: &TenantId,
+        ended_before: Timestamp,
+        limit: usize,
+    ) -> Result<(usize, bool)> {
+        self.purge_tenant(tenant, ended_before, limit).await
+    }
+
     async fn tenants(&self) -> Result<Vec<TenantId>> {
         self.tenant_list().await
     }

@@ -485,6 +485,18 @@ impl TaskStore for SqliteStore {
         .await
     }
 
+    async fn purge(
+        &self,
+        tenant: &TenantId,
+        ended_before: Timestamp,
+        limit: usize,
+    ) -> Result<(usize, bool)> {
+        self.with_tx(Timestamp::EPOCH, async |tx| {
+            tx.purge(tenant, ended_before, limit).await
+        })
+        .await
+    }
+
     async fn tenants(&self) -> Result<Vec<TenantId>> {
         read::tenants(&self.readers).await
     }

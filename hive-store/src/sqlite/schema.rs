@@ -130,11 +130,13 @@ CREATE TABLE record_events (
 ) WITHOUT ROWID;
 "#,
     // 2: retention. `floor` is a tenant feed's earliest readable cursor: the
-    // terminal events below it belong to compacted tasks.
+    // terminal events below it belong to compacted tasks; those below
+    // `purged_to` are deleted with their tasks.
     r#"
 CREATE TABLE retention (
-    tenant TEXT PRIMARY KEY,
-    floor  INTEGER NOT NULL
+    tenant    TEXT PRIMARY KEY,
+    floor     INTEGER NOT NULL,
+    purged_to INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 "#,
 ];

@@ -563,6 +563,30 @@ impl RedisStore {
         })
     }
 
+    /// Retention's second stage (see `TaskStore::purge`), one script call.
+    pub(in crate::redis) async fn purge_tenant(
+        &self,
+        tenant: &TenantId,
+        ended_before: Timestamp,
+        limit: usize,
+    ) -> Result<(usize, bool)> {
+        let mut inv = self.scripts.purge.prepare_invoke();
+        inv.arg(&self.keys.prefix)
+            .arg(0)
+            .arg(esc(tenant.as_str()))
+            .arg(ended_before.as_millis())
+            .arg(limit.max(1));
+        let reply: Value = inv
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(driver("deleting compacted tasks"))?;
+        let [n, more] = array(&reply)? else {
+            return Err(corrupt("a purge answer of the wrong length"));
+        };
+        let n = usize::try_from(opt_int(n)?.unwrap_or(0)).map_err(|_| corrupt("purged"))?;
+        Ok((n, opt_int(more)? == Some(1)))
+    }
+
     /// The tenants that submitted tasks.
     pub(in crate::redis) async fn tenant_list(&self) -> Result<Vec<TenantId>> {
         let names: Vec<String> = redis::cmd("SMEMBERS")

@@ -146,4 +146,73 @@ impl Tx<'_> {
         report.feed_floor = u64::try_from(new_floor).unwrap_or(0);
         Ok(report)
     }
+
+    /// Retention's second stage (see `TaskStore::purge`): compacted tasks,
+    /// by their terminal events below the floor, from `purged_to` on.
+    pub(in crate::sqlite) async fn purge(
+        &mut self,
+        tenant: &TenantId,
+        ended_before: Timestamp,
+        limit: usize,
+    ) -> Result<(usize, bool)> {
+        let marks: Option<(i64, i64)> =
+            sqlx::query_as("SELECT floor, purged_to FROM retention WHERE tenant = ?")
+                .bind(tenant.as_str())
+                .fetch_optional(self.conn())
+                .await
+                .map_err(|e| db("read the retention floor", e))?;
+        let Some((floor, purged_to)) = marks else {
+            return Ok((0, false));
+        };
+        let rows: Vec<crate::compaction::Candidate> = sqlx::query_as(
+            "SELECT cursor, task, at FROM events INDEXED BY events_terminal \
+             WHERE tenant = ? AND terminal = 1 AND cursor >= ? AND cursor < ? \
+             ORDER BY cursor LIMIT ?",
+        )
+        .bind(tenant.as_str())
+        .bind(purged_to)
+        .bind(floor)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1))
+        .fetch_all(self.conn())
+        .await
+        .map_err(|e| db("find compacted tasks to delete", e))?;
+        let (due, more) = crate::compaction::due(&rows, ended_before, limit);
+        let Some(last) = due.last() else {
+            return Ok((0, false));
+        };
+        for chunk in due.chunks(CHUNK) {
+            let ids = tuple(chunk.len());
+            for sql in [
+                format!("DELETE FROM events WHERE task IN {ids}"),
+                format!("DELETE FROM task_specs WHERE id IN {ids}"),
+                format!("DELETE FROM tasks WHERE id IN {ids}"),
+            ] {
+                let mut q = sqlx::query(AssertSqlSafe(sql));
+                for (_, task, _) in chunk {
+                    q = q.bind(task.as_str());
+                }
+                q.execute(self.conn())
+                    .await
+                    .map_err(|e| db("delete compacted tasks", e))?;
+            }
+            let sql = format!(
+                "DELETE FROM consumer_acks WHERE tenant = ? AND cursor IN {}",
+                tuple(chunk.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(tenant.as_str());
+            for (cursor, _, _) in chunk {
+                q = q.bind(*cursor);
+            }
+            q.execute(self.conn())
+                .await
+                .map_err(|e| db("delete acknowledgements of deleted tasks", e))?;
+        }
+        sqlx::query("UPDATE retention SET purged_to = ? WHERE tenant = ?")
+            .bind(last.0 + 1)
+            .bind(tenant.as_str())
+            .execute(self.conn())
+            .await
+            .map_err(|e| db("move the deletion mark", e))?;
+        Ok((due.len(), more))
+    }
 }
