@@ -22,7 +22,7 @@ pub const DEFAULT_DATA_DIR: &str = "honeycomb-data";
 /// The settings with their environment variable and flag, in display order
 /// (the Telegram settings have no flag: a secret on a command line is seen by
 /// every user of the machine).
-pub const SETTINGS: [(&str, &str, &str); 17] = [
+pub const SETTINGS: [(&str, &str, &str); 19] = [
     ("listen", "HONEYCOMB_LISTEN", "--listen"),
     ("data_dir", "HONEYCOMB_DATA_DIR", "--data-dir"),
     ("backend", "HONEYCOMB_BACKEND", "--backend"),
@@ -43,6 +43,12 @@ pub const SETTINGS: [(&str, &str, &str); 17] = [
         "metrics_token",
         "HONEYCOMB_METRICS_TOKEN",
         "--metrics-token",
+    ),
+    ("retention", "HONEYCOMB_RETENTION", "--retention"),
+    (
+        "retention_delete",
+        "HONEYCOMB_RETENTION_DELETE",
+        "--retention-delete",
     ),
     ("telegram_bot_token", "HONEYCOMB_TELEGRAM_BOT_TOKEN", ""),
     (
@@ -156,6 +162,12 @@ pub struct Layer {
     pub rate_limit: Option<String>,
     /// `metrics_token`: the bearer token `/metrics` needs (open when unset).
     pub metrics_token: Option<String>,
+    /// `retention`: how long ended tasks keep their full event streams
+    /// before they are compacted (e.g. `7d`; `off` keeps them forever).
+    pub retention: Option<String>,
+    /// `retention_delete`: how long ended tasks are kept at all before they
+    /// are deleted whole (e.g. `30d`; `off` keeps them; needs `retention`).
+    pub retention_delete: Option<String>,
     /// `telegram_bot_token`: the Telegram bot's token; the route
     /// `/telegram/webhook` is on when it is set (with the secret).
     pub telegram_bot_token: Option<String>,
@@ -192,6 +204,8 @@ impl Layer {
             "log" => self.log.as_ref(),
             "rate_limit" => self.rate_limit.as_ref(),
             "metrics_token" => self.metrics_token.as_ref(),
+            "retention" => self.retention.as_ref(),
+            "retention_delete" => self.retention_delete.as_ref(),
             "telegram_bot_token" => self.telegram_bot_token.as_ref(),
             "telegram_webhook_secret" => self.telegram_webhook_secret.as_ref(),
             "telegram_api_url" => self.telegram_api_url.as_ref(),
@@ -244,6 +258,8 @@ impl Layer {
                 "HONEYCOMB_LOG" => &mut layer.log,
                 "HONEYCOMB_RATE_LIMIT" => &mut layer.rate_limit,
                 "HONEYCOMB_METRICS_TOKEN" => &mut layer.metrics_token,
+                "HONEYCOMB_RETENTION" => &mut layer.retention,
+                "HONEYCOMB_RETENTION_DELETE" => &mut layer.retention_delete,
                 "HONEYCOMB_TELEGRAM_BOT_TOKEN" => &mut layer.telegram_bot_token,
                 "HONEYCOMB_TELEGRAM_WEBHOOK_SECRET" => &mut layer.telegram_webhook_secret,
                 "HONEYCOMB_TELEGRAM_API_URL" => &mut layer.telegram_api_url,
@@ -279,6 +295,10 @@ pub struct Config {
     pub log: String,
     /// Requests per second per token (0: no limit; the burst is twice it).
     pub rate_limit: u32,
+    /// Compact ended tasks after this long (`None`: never).
+    pub retention: Option<Duration>,
+    /// Delete compacted tasks after this long (`None`: never).
+    pub retention_delete: Option<Duration>,
     /// The bearer token `/metrics` needs, if any.
     pub metrics_token: Option<String>,
     /// The Telegram route's settings, when it is on.
@@ -303,6 +323,8 @@ impl Config {
             ("shutdown_grace", "30s"),
             ("log", "info"),
             ("rate_limit", "2000"),
+            ("retention", "off"),
+            ("retention_delete", "off"),
         ];
         for (k, v) in defaults {
             chosen.insert(k, (v.to_owned(), Origin::Default));
@@ -391,6 +413,31 @@ impl Config {
                 "not a whole number of requests per second per token (0 turns it off)".into(),
             )
         })?;
+        let age = |setting: &'static str| -> Result<Option<Duration>, ConfigError> {
+            let (text, origin) = value(setting);
+            if text.trim() == "off" {
+                return Ok(None);
+            }
+            match humantime_parse(&text) {
+                Ok(d) if !d.is_zero() => Ok(Some(d)),
+                Ok(_) => Err(invalid(
+                    setting,
+                    (text.clone(), origin),
+                    "must be longer than zero (or off)".into(),
+                )),
+                Err(reason) => Err(invalid(setting, (text.clone(), origin), reason)),
+            }
+        };
+        let retention = age("retention")?;
+        let retention_delete = age("retention_delete")?;
+        if retention_delete.is_some() && retention.is_none() {
+            let (text, origin) = value("retention_delete");
+            return Err(invalid(
+                "retention_delete",
+                (text, origin),
+                "needs retention (tasks are deleted once compacted)".into(),
+            ));
+        }
         let metrics_token = chosen
             .get("metrics_token")
             .map(|(v, _)| v.clone())
@@ -406,6 +453,8 @@ impl Config {
             shutdown_grace,
             log,
             rate_limit,
+            retention,
+            retention_delete,
             metrics_token,
             telegram,
             origins,
@@ -419,6 +468,18 @@ impl Config {
             rate_burst: self.rate_limit.saturating_mul(2),
             metrics_token: self.metrics_token.clone(),
             ..crate::api::ApiLimits::default()
+        }
+    }
+
+    /// The engine's settings these choose (retention; the rest at defaults).
+    pub fn engine(&self) -> hive::HiveConfig {
+        hive::HiveConfig {
+            retention: hive::RetentionConfig {
+                keep_ended: self.retention,
+                delete_ended: self.retention_delete,
+                ..hive::RetentionConfig::default()
+            },
+            ..hive::HiveConfig::default()
         }
     }
 
@@ -460,7 +521,12 @@ impl Config {
                 String::new()
             }
         };
-        let rows: [(&str, String); 17] = [
+        let age = |d: Option<Duration>| {
+            d.map_or("off".to_owned(), |d| {
+                humantime::format_duration(d).to_string()
+            })
+        };
+        let rows: [(&str, String); 19] = [
             ("listen", self.listen.to_string()),
             ("data_dir", self.data_dir.display().to_string()),
             ("backend", backend),
@@ -469,6 +535,8 @@ impl Config {
             ("shutdown_grace", grace),
             ("log", self.log.clone()),
             ("rate_limit", self.rate_limit.to_string()),
+            ("retention", age(self.retention)),
+            ("retention_delete", age(self.retention_delete)),
             ("metrics_token", metrics_token),
             ("telegram_bot_token", secret(tg.is_some())),
             ("telegram_webhook_secret", secret(tg.is_some())),

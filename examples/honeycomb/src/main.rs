@@ -238,6 +238,12 @@ struct Settings {
     /// The bearer token /metrics needs [default: none, /metrics is open].
     #[arg(long)]
     metrics_token: Option<String>,
+    /// Compact ended tasks' events after this long, e.g. 7d [default: off].
+    #[arg(long)]
+    retention: Option<String>,
+    /// Delete compacted tasks after this long, e.g. 30d [default: off].
+    #[arg(long)]
+    retention_delete: Option<String>,
 }
 
 impl Settings {
@@ -260,6 +266,8 @@ impl Settings {
             log: self.log,
             rate_limit: self.rate_limit,
             metrics_token: self.metrics_token,
+            retention: self.retention,
+            retention_delete: self.retention_delete,
             ..Layer::default()
         };
         Config::resolve(file, env, flags)

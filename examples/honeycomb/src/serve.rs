@@ -87,7 +87,7 @@ pub async fn bind(config: &Config) -> Result<TcpListener, ServeError> {
 /// Opens the configured store (creating the data directory for the default
 /// SQLite file).
 pub async fn open_store(config: &Config) -> Result<hive::Hive, ServeError> {
-    open_store_with(config, hive::HiveConfig::default()).await
+    open_store_with(config, config.engine()).await
 }
 
 /// [`open_store`] with the engine's settings (an admin command turns the

@@ -231,3 +231,55 @@ fn the_metrics_token_is_masked_and_the_rate_limit_is_checked() {
     assert_eq!(c.rate_limit, 2000);
     assert!(c.metrics_token.is_none());
 }
+
+#[test]
+fn retention_is_off_by_default_and_reaches_the_engine() {
+    let c = Config::resolve(None, Layer::default(), Layer::default()).unwrap();
+    assert_eq!((c.retention, c.retention_delete), (None, None));
+    assert!(!c.engine().retention.enabled());
+    assert!(c.render().contains("retention = \"off\""), "{}", c.render());
+    let environment = Layer::from_env(env(&[
+        ("HONEYCOMB_RETENTION", "7d"),
+        ("HONEYCOMB_RETENTION_DELETE", "30d"),
+    ]))
+    .unwrap();
+    let c = Config::resolve(None, environment, Layer::default()).unwrap();
+    let day = Duration::from_secs(86_400);
+    assert_eq!(c.retention, Some(7 * day));
+    assert_eq!(c.retention_delete, Some(30 * day));
+    let engine = c.engine().retention;
+    assert_eq!(
+        (engine.keep_ended, engine.delete_ended),
+        (Some(7 * day), Some(30 * day))
+    );
+    assert_eq!(c.origin("retention"), Origin::Env("HONEYCOMB_RETENTION"));
+    // Bad values name the setting; deleting needs compaction.
+    for (layer, setting) in [
+        (
+            Layer {
+                retention: Some("soon".into()),
+                ..Layer::default()
+            },
+            "retention",
+        ),
+        (
+            Layer {
+                retention: Some("0s".into()),
+                ..Layer::default()
+            },
+            "retention",
+        ),
+        (
+            Layer {
+                retention_delete: Some("30d".into()),
+                ..Layer::default()
+            },
+            "retention_delete",
+        ),
+    ] {
+        match Config::resolve(None, Layer::default(), layer) {
+            Err(e) => assert!(e.to_string().contains(setting), "{e}"),
+            Ok(_) => panic!("{setting}: accepted"),
+        }
+    }
+}
