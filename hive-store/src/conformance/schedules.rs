@@ -132,6 +132,32 @@ pub async fn schedule_slots_fire_exactly_once_across_engines(store: Arc<dyn Stor
     );
 }
 
+/// Rewrites schedule record `rid` as a crashed process would have left it.
+async fn edit_record(
+    h: &Harness,
+    rid: &str,
+    edit: impl FnOnce(&mut hive_core::schedule::ScheduleRecord),
+) {
+    let store = h.hive.store();
+    let r = store.get_record("schedule", rid).await.unwrap().unwrap();
+    let mut body: hive_core::schedule::ScheduleRecord =
+        serde_json::from_value(r.body.clone()).unwrap();
+    edit(&mut body);
+    store
+        .write_record(RecordWrite {
+            kind: "schedule".into(),
+            id: rid.to_owned(),
+            tenant: r.tenant.clone(),
+            expected_version: r.version,
+            status: r.status.clone(),
+            body: serde_json::to_value(&body).unwrap(),
+            events: Vec::new(),
+            now: h.clock.now(),
+        })
+        .await
+        .unwrap();
+}
+
 /// A process that decided a fire and crashed before (or after) submitting
 /// it: the next pass completes the fire with the decided task id, and never
 /// submits a second task for the slot.
@@ -144,32 +170,19 @@ pub async fn a_fire_interrupted_by_a_crash_completes_once(store: Arc<dyn Store>)
         .unwrap();
     // What a crashed process leaves: the decision stored, nothing submitted.
     let rid = hive_core::schedule::record_id(&alice().tenant, "crashy");
-    let r = store.get_record("schedule", &rid).await.unwrap().unwrap();
-    let mut body: hive_core::schedule::ScheduleRecord =
-        serde_json::from_value(r.body.clone()).unwrap();
-    let slot = body.next_slot.unwrap();
     let target = TaskId::new();
-    body.in_flight = Some(hive_core::ScheduleFire {
-        slot,
-        target: target.to_string(),
-        manual: false,
-        cancel: None,
-    });
-    body.fired = 1;
-    body.next_slot = Some(Timestamp::from_millis(slot.as_millis() + 60_000));
-    store
-        .write_record(RecordWrite {
-            kind: "schedule".into(),
-            id: rid.clone(),
-            tenant: r.tenant.clone(),
-            expected_version: r.version,
-            status: r.status.clone(),
-            body: serde_json::to_value(&body).unwrap(),
-            events: Vec::new(),
-            now: h.clock.now(),
-        })
-        .await
-        .unwrap();
+    edit_record(&h, &rid, |body| {
+        let slot = body.next_slot.unwrap();
+        body.in_flight = Some(hive_core::ScheduleFire {
+            slot,
+            target: target.to_string(),
+            manual: false,
+            cancel: None,
+        });
+        body.fired = 1;
+        body.next_slot = Some(Timestamp::from_millis(slot.as_millis() + 60_000));
+    })
+    .await;
     let report = h.hive.run_schedules(&h.system).await.unwrap();
     assert_eq!(report.fired, 0, "the slot was decided before the crash");
     let tasks = tasks_of(&h, &alice(), "crash-agent").await;
@@ -177,23 +190,10 @@ pub async fn a_fire_interrupted_by_a_crash_completes_once(store: Arc<dyn Store>)
     assert_eq!(tasks[0].id, target, "the decided id is the one submitted");
     // Crash after the submit, before the record says so: the pass submits
     // again, gets the same task back, and records it.
-    let r = store.get_record("schedule", &rid).await.unwrap().unwrap();
-    let mut body: hive_core::schedule::ScheduleRecord =
-        serde_json::from_value(r.body.clone()).unwrap();
-    body.in_flight = Some(body.recent.pop().unwrap());
-    store
-        .write_record(RecordWrite {
-            kind: "schedule".into(),
-            id: rid.clone(),
-            tenant: r.tenant.clone(),
-            expected_version: r.version,
-            status: r.status.clone(),
-            body: serde_json::to_value(&body).unwrap(),
-            events: Vec::new(),
-            now: h.clock.now(),
-        })
-        .await
-        .unwrap();
+    edit_record(&h, &rid, |body| {
+        body.in_flight = Some(body.recent.pop().unwrap())
+    })
+    .await;
     h.hive.run_schedules(&h.system).await.unwrap();
     assert_eq!(tasks_of(&h, &alice(), "crash-agent").await.len(), 1);
     let s = h.hive.get_schedule(&alice(), "crashy").await.unwrap();
