@@ -23,6 +23,16 @@ impl Hive {
     ) -> Result<Vec<Submitted>> {
         self.check_live()?;
         let n = specs.len();
+        let mut specs = specs;
+        for (i, spec) in specs.iter_mut().enumerate() {
+            spec.resolve_concurrency().map_err(|e| match e {
+                Error::InvalidSpec { field, message } if n > 1 => Error::InvalidSpec {
+                    field: format!("[{i}].{field}"),
+                    message,
+                },
+                e => e,
+            })?;
+        }
         let max = self.inner.config.max_submit_batch;
         self.authorize_checked(
             p,
@@ -52,7 +62,7 @@ impl Hive {
             tenant: p.tenant.clone(),
             principal: p.id.clone(),
         };
-        let tasks = specs
+        let tasks: Vec<NewTask> = specs
             .into_iter()
             .map(|spec| NewTask {
                 id: TaskId::new(),
@@ -60,15 +70,84 @@ impl Hive {
                 spec: Arc::new(spec),
             })
             .collect();
+        let strategies: Vec<(TaskId, Arc<TaskSpec>)> = tasks
+            .iter()
+            .filter(|t| {
+                t.spec.concurrency.as_ref().is_some_and(|c| {
+                    c.strategy != crate::task::ConcurrencyStrategy::Queue && c.key.is_some()
+                })
+            })
+            .map(|t| (t.id, t.spec.clone()))
+            .collect();
         let out = self
             .inner
             .store
             .submit(tasks, self.inner.clock.now())
             .await?;
+        for (id, spec) in &strategies {
+            if out.iter().any(|s| s.id == *id && s.created) {
+                self.concurrency_strategy(p, *id, spec).await?;
+            }
+        }
         let created = out.iter().filter(|s| s.created).count();
         metrics::counter!("hive_tasks_submitted_total", "tenant" => p.tenant.to_string())
             .increment(created as u64);
         Ok(out)
+    }
+
+    /// Applies a full key's strategy to a task just submitted: it waits for a
+    /// slot only if the key was full, and then `cancel_newest` cancels it,
+    /// `cancel_in_progress` cancels the key's oldest holders until it holds
+    /// a slot (each cancellation hands the freed slot to the first waiting
+    /// task, so this repeats at most once per task of the key).
+    async fn concurrency_strategy(&self, p: &Principal, id: TaskId, spec: &TaskSpec) -> Result<()> {
+        use crate::task::ConcurrencyStrategy;
+        let (Some(c), Some((key, _))) = (spec.concurrency.as_ref(), spec.concurrency_key()) else {
+            return Ok(());
+        };
+        let mut rounds = 0u64;
+        loop {
+            let slots = self.inner.store.key_slots(&p.tenant, key).await?;
+            if slots.holding.contains(&id) {
+                return Ok(());
+            }
+            match self.inner.store.get_task(id).await? {
+                Some(t) if t.state == crate::task::TaskState::Pending => {}
+                _ => return Ok(()),
+            }
+            let victim = match c.strategy {
+                ConcurrencyStrategy::Queue => return Ok(()),
+                ConcurrencyStrategy::CancelNewest => id,
+                ConcurrencyStrategy::CancelInProgress => match slots.holding.first() {
+                    Some(&oldest) => oldest,
+                    // A slot is free and about to be handed over.
+                    None => return Ok(()),
+                },
+            };
+            let reason = format!(
+                "concurrency key {key:?} full ({}): {}",
+                c.max_running,
+                c.strategy.as_str()
+            );
+            let op = Op::Cancel {
+                by: p.id.clone(),
+                reason,
+            };
+            match self.apply_one(victim, op).await {
+                Ok(ack) => {
+                    count_terminal(&[(victim, ack)]);
+                }
+                Err(Error::InvalidTransition { .. } | Error::AlreadyTerminal { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            if victim == id {
+                return Ok(());
+            }
+            rounds += 1;
+            if rounds > u64::from(c.max_running) + slots.waiting + 1 {
+                return Ok(());
+            }
+        }
     }
 
     /// One task. Another tenant's task is `NotFound`.

@@ -17,6 +17,15 @@
 //! - **Eligibility in the claim.** [`TaskStore::claim`] only ever leases a task to a
 //!   node that is Ready, has free capacity, whose owner may run the task
 //!   ([`crate::node::eligible`]) and that serves the task's agent.
+//! - **Concurrency keys.** A task whose spec names a concurrency key (per
+//!   tenant, [`crate::task::TaskSpec::concurrency_key`]) holds one of the
+//!   key's `max_running` slots from the moment it becomes claimable until it
+//!   ends; at submission it takes a free slot only if no task of the key
+//!   waits, else it waits (`Pending`, not claimable). When a holder ends, in
+//!   the same atomic step, the first waiting tasks (priority, then
+//!   submission) get the freed slots and join the end of their ready queue.
+//!   Never more than `max_running` holders, whatever the number of
+//!   processes.
 //! - **Batches.** Batch methods apply each item's guarantees independently: a
 //!   refused item does not refuse the others, and each gets its own result.
 //! - **Errors.** Driver errors are mapped to [`crate::Error::BackendUnavailable`] (may be
@@ -174,6 +183,16 @@ pub struct CompactReport {
     pub more: bool,
 }
 
+/// The tasks of one concurrency key (see [`TaskStore::key_slots`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySlots {
+    /// The tasks holding a slot (claimable, leased, running or in a retry's
+    /// backoff), oldest first.
+    pub holding: Vec<TaskId>,
+    /// How many tasks wait for a slot.
+    pub waiting: u64,
+}
+
 /// Where Hive's state lives. See the module docs for the guarantees.
 #[async_trait]
 pub trait TaskStore: Send + Sync + fmt::Debug + 'static {
@@ -291,6 +310,10 @@ pub trait TaskStore: Send + Sync + fmt::Debug + 'static {
         ended_before: Timestamp,
         limit: usize,
     ) -> Result<(usize, bool)>;
+
+    /// The tasks of `tenant` holding slots of concurrency key `key`, and how
+    /// many wait for one (see [`crate::task::Concurrency`]).
+    async fn key_slots(&self, tenant: &TenantId, key: &str) -> Result<KeySlots>;
 
     /// The tenants that have stored tasks (what a retention pass walks).
     async fn tenants(&self) -> Result<Vec<TenantId>>;

@@ -122,6 +122,128 @@ pub struct TaskSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub delay: Option<Duration>,
+    /// A concurrency limit shared by every task of the owner's tenant with
+    /// the same key: at most `max_running` of them hold a slot (are claimable,
+    /// leased or running) at once; the others wait their turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
+}
+
+/// What a task does when its concurrency key is full at submission.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConcurrencyStrategy {
+    /// Wait for a slot. Waiting tasks get slots in priority then submission
+    /// order within their key, and a task given a slot joins the end of the
+    /// ready queue, so busy keys take turns (round-robin across keys).
+    #[default]
+    Queue,
+    /// The new task is cancelled (the running ones go on).
+    CancelNewest,
+    /// The oldest tasks holding slots are cancelled to make room for the new
+    /// one.
+    CancelInProgress,
+}
+
+impl ConcurrencyStrategy {
+    /// Its name in specs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConcurrencyStrategy::Queue => "queue",
+            ConcurrencyStrategy::CancelNewest => "cancel_newest",
+            ConcurrencyStrategy::CancelInProgress => "cancel_in_progress",
+        }
+    }
+}
+
+/// A concurrency limit per key (see [`TaskSpec::concurrency`](TaskSpec#structfield.concurrency)).
+///
+/// The key is `key`, or the value at the JSON pointer `key_from` in the
+/// task's input (a string, number or boolean), which the engine resolves at
+/// submission and stores in `key`. Keys are per tenant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Concurrency {
+    /// The key itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// An RFC 6901 JSON pointer into the input (`/customer/id`); when set,
+    /// `key` is replaced by the value found there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_from: Option<String>,
+    /// How many tasks of the key may hold a slot at once (default 1).
+    #[serde(default = "Concurrency::one")]
+    pub max_running: u32,
+    /// What happens when the key is full at submission.
+    #[serde(default)]
+    pub strategy: ConcurrencyStrategy,
+}
+
+impl Concurrency {
+    /// The most slots a key may have.
+    pub const MAX_RUNNING: u32 = 100_000;
+
+    fn one() -> u32 {
+        1
+    }
+
+    /// A limit of `max_running` on the literal `key`, queueing when full.
+    pub fn key(key: impl Into<String>, max_running: u32) -> Self {
+        Concurrency {
+            key: Some(key.into()),
+            key_from: None,
+            max_running,
+            strategy: ConcurrencyStrategy::Queue,
+        }
+    }
+
+    /// A limit of `max_running` on the value at `pointer` in the input.
+    pub fn key_from(pointer: impl Into<String>, max_running: u32) -> Self {
+        Concurrency {
+            key: None,
+            key_from: Some(pointer.into()),
+            max_running,
+            strategy: ConcurrencyStrategy::Queue,
+        }
+    }
+
+    /// Sets the strategy.
+    pub fn strategy(mut self, strategy: ConcurrencyStrategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        match (&self.key, &self.key_from) {
+            (None, None) => {
+                return Err(Error::invalid_spec(
+                    "concurrency.key",
+                    "set key or key_from",
+                ));
+            }
+            (_, Some(p)) if !p.is_empty() && !p.starts_with('/') => {
+                return Err(Error::invalid_spec(
+                    "concurrency.key_from",
+                    format!("must be a JSON pointer starting with '/', got {p:?}"),
+                ));
+            }
+            _ => {}
+        }
+        if let Some(k) = &self.key {
+            crate::principal::check_text("concurrency.key", k, TaskSpec::MAX_KEY_LEN, false)?;
+        }
+        if self.max_running == 0 || self.max_running > Self::MAX_RUNNING {
+            return Err(Error::invalid_spec(
+                "concurrency.max_running",
+                format!(
+                    "must be 1 to {}, got {}",
+                    Self::MAX_RUNNING,
+                    self.max_running
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl TaskSpec {
@@ -147,7 +269,62 @@ impl TaskSpec {
             idempotency_key: None,
             not_before: None,
             delay: None,
+            concurrency: None,
         }
+    }
+
+    /// Limits how many tasks with the same concurrency key run at once.
+    pub fn concurrency(mut self, concurrency: Concurrency) -> Self {
+        self.concurrency = Some(concurrency);
+        self
+    }
+
+    /// The resolved concurrency key and its slot count, if the task has one
+    /// (after [`TaskSpec::resolve_concurrency`]).
+    pub fn concurrency_key(&self) -> Option<(&str, u32)> {
+        let c = self.concurrency.as_ref()?;
+        Some((c.key.as_deref()?, c.max_running))
+    }
+
+    /// Resolves `concurrency.key_from` against the input into
+    /// `concurrency.key` (the engine does this at submission). A pointer that
+    /// finds nothing, or a value that is not a string, number or boolean, is
+    /// `InvalidSpec { field: "concurrency.key_from" }`.
+    pub fn resolve_concurrency(&mut self) -> Result<()> {
+        let Some(c) = self.concurrency.as_mut() else {
+            return Ok(());
+        };
+        if let Some(p) = &c.key_from {
+            let key = match self.input.pointer(p) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => {
+                    v.to_string()
+                }
+                Some(v) => {
+                    return Err(Error::invalid_spec(
+                        "concurrency.key_from",
+                        format!(
+                            "{p:?} names a {} in the input; a key must be a string, number or boolean",
+                            json_kind(v)
+                        ),
+                    ));
+                }
+                None => {
+                    return Err(Error::invalid_spec(
+                        "concurrency.key_from",
+                        format!("{p:?} names nothing in the input"),
+                    ));
+                }
+            };
+            crate::principal::check_text(
+                "concurrency.key_from",
+                &key,
+                TaskSpec::MAX_KEY_LEN,
+                false,
+            )?;
+            c.key = Some(key);
+        }
+        Ok(())
     }
 
     /// Not claimable before `at` (see [`TaskSpec::not_before`](Self#structfield.not_before)).
@@ -280,6 +457,9 @@ impl TaskSpec {
                 "must be at most 10 years (use not_before for a fixed date)",
             ));
         }
+        if let Some(c) = &self.concurrency {
+            c.validate()?;
+        }
         // Cheap for small inputs; only large ones pay for the size check.
         if !matches!(
             self.input,
@@ -299,5 +479,16 @@ impl TaskSpec {
             }
         }
         Ok(())
+    }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "boolean",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
     }
 }

@@ -199,6 +199,12 @@ pub struct StepSpec {
     /// Fan out over a parent's output list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub map: Option<MapSpec>,
+    /// A concurrency limit for the step's tasks (shared with every task of
+    /// the tenant with the same key). `key_from` is resolved against each
+    /// task's input; if it names nothing there, the pointer text itself is
+    /// the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<crate::task::Concurrency>,
 }
 
 impl StepSpec {
@@ -220,7 +226,15 @@ impl StepSpec {
             trigger: Trigger::default(),
             join: None,
             map: None,
+            concurrency: None,
         }
+    }
+
+    /// Limits how many of the step's tasks (and others with the same key)
+    /// run at once.
+    pub fn concurrency(mut self, concurrency: crate::task::Concurrency) -> Self {
+        self.concurrency = Some(concurrency);
+        self
     }
 
     /// Adds dependencies.

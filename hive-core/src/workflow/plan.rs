@@ -553,13 +553,20 @@ fn new_task(
     input: serde_json::Value,
     key: String,
 ) -> NewTask {
-    let task: TaskSpec = TaskSpec {
+    let mut task: TaskSpec = TaskSpec {
         input,
         idempotency_key: Some(key),
         not_before: None,
         delay: None,
         ..task_template(spec)
     };
+    if task.resolve_concurrency().is_err()
+        && let Some(c) = task.concurrency.as_mut()
+    {
+        // The pointer names nothing in this task's input: the pointer text
+        // is the key (documented on `StepSpec::concurrency`).
+        c.key = c.key_from.clone();
+    }
     NewTask {
         id,
         owner: record.owner.clone(),

@@ -54,6 +54,7 @@ pub(crate) fn task_template(step: &StepSpec) -> TaskSpec {
         idempotency_key: None,
         not_before: None,
         delay: None,
+        concurrency: step.concurrency.clone(),
     }
 }
 

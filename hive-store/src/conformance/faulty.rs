@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use hive_core::node::{Node, NodeStatus};
 use hive_core::principal::TenantId;
 use hive_core::store::{
-    Ack, ClaimRequest, ClaimResult, Command, NewTask, Record, RecordEvent, RecordQuery,
+    Ack, ClaimRequest, ClaimResult, Command, KeySlots, NewTask, Record, RecordEvent, RecordQuery,
     RecordStore, RecordWrite, RecordWritten, Store, Submitted, SweepOptions, SweepReport,
     TaskStore,
 };
@@ -135,6 +135,9 @@ impl TaskStore for FailingApply {
 
     async fn tenants(&self) -> Result<Vec<TenantId>> {
         self.inner.tenants().await
+    }
+    async fn key_slots(&self, tenant: &TenantId, key: &str) -> Result<KeySlots> {
+        self.inner.key_slots(tenant, key).await
     }
 
     async fn register_node(&self, node: Node) -> Result<()> {

@@ -34,6 +34,7 @@ use serde_json::json;
 
 mod api;
 mod claims;
+mod concurrency;
 mod delayed;
 mod faulty;
 mod feeds;
@@ -50,6 +51,7 @@ mod timeouts;
 mod workflow;
 pub use api::*;
 pub use claims::*;
+pub use concurrency::*;
 pub use delayed::*;
 pub use faulty::FailingApply;
 pub use feeds::*;
@@ -150,6 +152,11 @@ macro_rules! conformance_tests {
             retention_compacts_ended_tasks_and_expires_old_cursors,
             retention_pass_applies_each_tenants_age,
             retention_deletes_compacted_tasks_after_the_second_age,
+            concurrency_key_limits_slots_and_hands_them_over,
+            concurrency_keys_take_turns,
+            concurrency_slots_survive_retries_and_follow_priority,
+            concurrency_strategies_cancel_newest_or_in_progress,
+            invalid_concurrency_specs_are_refused,
         );
     };
     (@each $factory:expr; $($name:ident),* $(,)?) => {

@@ -14,7 +14,7 @@ use hive_core::id::{NodeId, TaskId};
 use hive_core::node::{Node, NodeStatus};
 use hive_core::principal::TenantId;
 use hive_core::store::{
-    Ack, ClaimRequest, ClaimResult, Command, CompactReport, NewTask, Record, RecordEvent,
+    Ack, ClaimRequest, ClaimResult, Command, CompactReport, KeySlots, NewTask, Record, RecordEvent,
     RecordQuery, RecordStore, RecordWrite, RecordWritten, Submitted, SweepOptions, SweepReport,
     TaskStore,
 };
@@ -118,6 +118,10 @@ impl TaskStore for MemoryStore {
 
     async fn tenants(&self) -> Result<Vec<TenantId>> {
         Ok(self.state.lock().tenants())
+    }
+
+    async fn key_slots(&self, tenant: &TenantId, key: &str) -> Result<KeySlots> {
+        Ok(self.state.lock().key_slots(tenant, key))
     }
 
     async fn pending_count(&self) -> Result<Option<u64>> {

@@ -11,8 +11,8 @@ use hive_core::node::{Node, NodeStatus, labels_eligible, owner_eligible};
 use hive_core::principal::{PrincipalId, TenantId};
 use hive_core::scheduler::Candidate;
 use hive_core::store::{
-    Ack, ClaimRequest, ClaimedTask, Command, CompactReport, NewTask, Submitted, SweepOptions,
-    SweepReport,
+    Ack, ClaimRequest, ClaimedTask, Command, CompactReport, KeySlots, NewTask, Submitted,
+    SweepOptions, SweepReport,
 };
 use hive_core::task::machine::{self, Op, Outcome, TaskCore, TaskFacts};
 use hive_core::task::{
@@ -54,6 +54,16 @@ enum Waiting {
     },
     /// In the backoff index until `at`.
     Delayed { queue: usize, at: Timestamp },
+    /// Waiting for a slot of its concurrency key (in the key's gate).
+    Key { priority: i32, order: u64 },
+}
+
+/// One concurrency key of one tenant: the tasks holding its slots and those
+/// waiting for one, in the order they get one.
+#[derive(Debug, Default)]
+struct KeyGate {
+    holding: BTreeSet<TaskId>,
+    waiting: BTreeMap<(Reverse<i32>, u64), TaskId>,
 }
 
 #[derive(Debug)]
@@ -149,6 +159,9 @@ pub(super) struct State {
     queues: Vec<Queue>,
     queue_ids: FxHashMap<QueueKey, usize>,
     delayed: BTreeSet<(Timestamp, TaskId)>,
+    keys: FxHashMap<(TenantId, Arc<str>), KeyGate>,
+    /// Tasks waiting in a key's gate (pending, not claimable yet).
+    key_waiting: usize,
     deadlines: Deadlines,
     nodes: FxHashMap<NodeId, NodeRecord>,
     feeds: FxHashMap<TenantId, Feed>,
@@ -175,6 +188,8 @@ impl State {
             queues: Vec::new(),
             queue_ids: FxHashMap::default(),
             delayed: BTreeSet::new(),
+            keys: FxHashMap::default(),
+            key_waiting: 0,
             deadlines: Deadlines::default(),
             nodes: FxHashMap::default(),
             feeds: FxHashMap::default(),
@@ -217,7 +232,71 @@ impl State {
 
     /// Pending tasks: those in a ready queue and those in a retry backoff.
     pub(super) fn pending_count(&self) -> usize {
-        self.queues.iter().map(|q| q.ready.len()).sum::<usize>() + self.delayed.len()
+        self.queues.iter().map(|q| q.ready.len()).sum::<usize>()
+            + self.delayed.len()
+            + self.key_waiting
+    }
+
+    /// The tasks holding slots of a concurrency key and how many wait.
+    pub(super) fn key_slots(&self, tenant: &TenantId, key: &str) -> KeySlots {
+        match self.keys.get(&(tenant.clone(), Arc::from(key))) {
+            Some(g) => KeySlots {
+                holding: g.holding.iter().copied().collect(),
+                waiting: g.waiting.len() as u64,
+            },
+            None => KeySlots::default(),
+        }
+    }
+
+    /// Gives free slots of a key to its first waiting tasks: each joins the
+    /// end of its ready queue (a fresh order), or the backoff index if it is
+    /// delayed. Returns whether any became claimable.
+    fn admit(&mut self, gk: &(TenantId, Arc<str>), now: Timestamp) -> bool {
+        let mut any = false;
+        loop {
+            let Some(gate) = self.keys.get_mut(gk) else {
+                return any;
+            };
+            let Some((_, &id)) = gate.waiting.first_key_value() else {
+                if gate.holding.is_empty() {
+                    self.keys.remove(gk);
+                }
+                return any;
+            };
+            let Some(rec) = self.tasks.get(&id) else {
+                gate.waiting.pop_first();
+                continue;
+            };
+            let max = rec.spec.concurrency_key().map_or(1, |(_, m)| m) as usize;
+            if gate.holding.len() >= max {
+                return any;
+            }
+            gate.waiting.pop_first();
+            gate.holding.insert(id);
+            self.key_waiting -= 1;
+            let (owner, spec) = (rec.owner.clone(), rec.spec.clone());
+            let queue = self.queue_for(&owner, &spec);
+            let order = self.next_order;
+            self.next_order += 1;
+            let rec = self.tasks.get_mut(&id).expect("present above");
+            rec.order = order;
+            let at = rec.core.available_at;
+            if at <= now {
+                let priority = rec.spec.priority;
+                self.queues[queue]
+                    .ready
+                    .insert((Reverse(priority), order), id);
+                rec.waiting = Waiting::Ready {
+                    queue,
+                    priority,
+                    order,
+                };
+            } else {
+                self.delayed.insert((at, id));
+                rec.waiting = Waiting::Delayed { queue, at };
+            }
+            any = true;
+        }
     }
 
     pub(super) fn submit(&mut self, tasks: Vec<NewTask>, now: Timestamp) -> Vec<Submitted> {
@@ -259,7 +338,23 @@ impl State {
             self.next_order += 1;
             let priority = t.spec.priority;
             let core = TaskCore::submitted_for(&t.spec, now);
-            let waiting = if core.available_at <= now {
+            let gate = t.spec.concurrency_key().map(|(key, max)| {
+                let gate = self
+                    .keys
+                    .entry((t.owner.tenant.clone(), Arc::from(key)))
+                    .or_default();
+                if gate.holding.len() < max as usize && gate.waiting.is_empty() {
+                    gate.holding.insert(t.id);
+                    true
+                } else {
+                    gate.waiting.insert((Reverse(priority), order), t.id);
+                    false
+                }
+            });
+            let waiting = if gate == Some(false) {
+                self.key_waiting += 1;
+                Waiting::Key { priority, order }
+            } else if core.available_at <= now {
                 self.queues[queue]
                     .ready
                     .insert((Reverse(priority), order), t.id);
@@ -421,6 +516,16 @@ impl State {
                 Waiting::Delayed { at, .. } => {
                     self.delayed.remove(&(at, id));
                 }
+                Waiting::Key { priority, order } => {
+                    if let Some((key, _)) = rec.spec.concurrency_key()
+                        && let Some(g) = self
+                            .keys
+                            .get_mut(&(rec.owner.tenant.clone(), Arc::from(key)))
+                        && g.waiting.remove(&(Reverse(priority), order)).is_some()
+                    {
+                        self.key_waiting -= 1;
+                    }
+                }
                 Waiting::No => {}
             }
         }
@@ -496,6 +601,16 @@ impl State {
             let _ = w.send(());
         }
         feed_append(&mut self.feeds, self.feed_retention, event);
+        // An ended task gives its key's slot to the next waiting task.
+        if state.is_terminal()
+            && let Some((key, _)) = rec.spec.concurrency_key()
+        {
+            let gk = (rec.owner.tenant.clone(), Arc::from(key));
+            if let Some(g) = self.keys.get_mut(&gk) {
+                g.holding.remove(&id);
+            }
+            requeued_now |= self.admit(&gk, now);
+        }
         Ok(Applied {
             ack: Ack { seq, state },
             requeued_now,

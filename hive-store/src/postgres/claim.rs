@@ -282,7 +282,8 @@ impl PostgresStore {
 async fn next_due(conn: &mut sqlx::PgConnection, now: Timestamp) -> Result<Option<Timestamp>> {
     let at: Option<i64> = sqlx::query_scalar(
         "SELECT min(available_at) FROM tasks \
-         WHERE state = 'pending' AND available_at > created_at AND available_at > $1",
+         WHERE state = 'pending' AND available_at > created_at AND available_at > $1 \
+         AND available_at < 253402300799999",
     )
     .bind(now.as_millis())
     .fetch_one(conn)

@@ -77,6 +77,7 @@ pub(super) fn encode_spec_meta(spec: &TaskSpec) -> Result<String> {
         idempotency_key: spec.idempotency_key.clone(),
         not_before: spec.not_before,
         delay: spec.delay,
+        concurrency: spec.concurrency.clone(),
     };
     serde_json::to_string(&meta).map_err(|e| encode("task spec", e))
 }

@@ -41,7 +41,7 @@ use hive_core::id::{NodeId, TaskId};
 use hive_core::node::{Node, NodeStatus};
 use hive_core::principal::TenantId;
 use hive_core::store::{
-    Ack, ClaimRequest, ClaimResult, Command, NewTask, Record, RecordEvent, RecordQuery,
+    Ack, ClaimRequest, ClaimResult, Command, KeySlots, NewTask, Record, RecordEvent, RecordQuery,
     RecordStore, RecordWrite, RecordWritten, Submitted, SweepOptions, SweepReport, TaskStore,
 };
 use hive_core::task::{FeedEvent, Page, Task, TaskEvent, TaskQuery};
@@ -308,6 +308,28 @@ impl TaskStore for PostgresStore {
 
     async fn tenants(&self) -> Result<Vec<TenantId>> {
         self.tenant_list().await
+    }
+
+    async fn key_slots(&self, tenant: &TenantId, key: &str) -> Result<KeySlots> {
+        let rows: Vec<(String, bool)> = sqlx::query_as(
+            "SELECT id::text, key_wait IS NOT NULL FROM tasks \
+             WHERE tenant = $1 AND ckey = $2 AND state IN ('pending', 'scheduled', 'running')",
+        )
+        .bind(tenant.as_str())
+        .bind(key)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db("read a concurrency key's slots", e))?;
+        let mut slots = KeySlots::default();
+        for (id, waiting) in rows {
+            if waiting {
+                slots.waiting += 1;
+            } else {
+                slots.holding.push(codec::task_id(&id)?);
+            }
+        }
+        slots.holding.sort_unstable();
+        Ok(slots)
     }
 
     async fn unacked_terminal(

@@ -64,6 +64,11 @@ impl PostgresStore {
             })
             .collect::<Result<Vec<_>>>()?;
         let mut avail: Vec<Option<i64>> = Vec::with_capacity(n);
+        let mut ckeys: Vec<Option<&str>> = Vec::with_capacity(n);
+        let mut key_waits: Vec<Option<i64>> = Vec::with_capacity(n);
+        // Concurrency keys of the batch: stored waiting, then handed their
+        // free slots in the same transaction, under the keys' locks.
+        let mut gates: Vec<(&str, &str, u32)> = Vec::new();
         for ((t, repeat), own) in tasks.iter().zip(&repeat_of).zip(&own_cores) {
             if repeat.is_some() {
                 continue;
@@ -72,7 +77,19 @@ impl PostgresStore {
                 Some((json, c)) => (c, json.as_str()),
                 None => (&core, core_json.as_str()),
             };
-            avail.push(own.as_ref().map(|(_, c)| c.available_at.as_millis()));
+            match t.spec.concurrency_key() {
+                Some((key, max)) => {
+                    avail.push(Some(super::transition::KEY_WAIT_AT));
+                    key_waits.push(Some(core.available_at.as_millis()));
+                    ckeys.push(Some(key));
+                    gates.push((t.owner.tenant.as_str(), key, max));
+                }
+                None => {
+                    avail.push(own.as_ref().map(|(_, c)| c.available_at.as_millis()));
+                    key_waits.push(None);
+                    ckeys.push(None);
+                }
+            }
             let facts = TaskFacts {
                 id: t.id,
                 created_at: now,
@@ -98,10 +115,12 @@ impl PostgresStore {
         let queued = codec::encode_event(&EventKind::Queued)?;
         // The statement is all or nothing, so a deadlock or serialization
         // failure (another process's batch) is retried a few times here.
+        gates.sort_unstable();
+        gates.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
         let mut attempt = 0;
         let created: Vec<String> = loop {
             attempt += 1;
-            let result = sqlx::query_scalar(SUBMIT)
+            let query = sqlx::query_scalar(SUBMIT)
                 .bind(&ids)
                 .bind(&tenants)
                 .bind(&principals)
@@ -118,8 +137,13 @@ impl PostgresStore {
                 .bind(&self.channel)
                 .bind(signal.payload())
                 .bind(&avail)
-                .fetch_all(&self.pool)
-                .await;
+                .bind(&ckeys)
+                .bind(&key_waits);
+            let result = if gates.is_empty() {
+                query.fetch_all(&self.pool).await
+            } else {
+                self.submit_keyed(query, &gates).await
+            };
             match result {
                 Ok(created) => break created,
                 Err(e) if attempt < 4 && lost_race(&e) => continue,
@@ -202,6 +226,37 @@ impl PostgresStore {
             out.push(answer);
         }
         Ok(out)
+    }
+
+    /// Runs the submit statement of a batch with concurrency keys in one
+    /// transaction with the keys locked and their free slots handed on.
+    async fn submit_keyed<'q>(
+        &self,
+        query: sqlx::query::QueryScalar<'q, sqlx::Postgres, String, sqlx::postgres::PgArguments>,
+        gates: &[(&str, &str, u32)],
+    ) -> std::result::Result<Vec<String>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let (tenants, keys): (Vec<&str>, Vec<&str>) = gates.iter().map(|g| (g.0, g.1)).unzip();
+        sqlx::query(
+            "SELECT count(pg_advisory_xact_lock(h)) FROM ( \
+                 SELECT DISTINCT hashtextextended(t || chr(31) || k, 7) AS h \
+                 FROM UNNEST($1::text[], $2::text[]) AS x(t, k) ORDER BY 1) s",
+        )
+        .bind(tenants)
+        .bind(keys)
+        .execute(&mut *tx)
+        .await?;
+        let created = query.fetch_all(&mut *tx).await?;
+        for &(tenant, key, max) in gates {
+            sqlx::query(super::transition::ADMIT)
+                .bind(tenant)
+                .bind(key)
+                .bind(i64::from(max))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(created)
     }
 
     pub(super) async fn get_one(&self, id: TaskId) -> Result<Option<Task>> {
@@ -365,18 +420,19 @@ const SUBMIT: &str = r#"
 WITH u AS (
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                          $6::int4[], $7::text[], $8::text[], $9::text[], $10::text[], $11::int8[],
-                         $16::int8[])
+                         $16::int8[], $17::text[], $18::int8[])
         WITH ORDINALITY
         AS u(id, tenant, principal, agent, labels, priority, idem_key, spec, input, core, deadline_at,
-             avail, ord)
+             avail, ckey, key_wait, ord)
 ), q AS MATERIALIZED (
     SELECT u.*, nextval('task_order') AS queue_order FROM u ORDER BY u.ord
 ), ins AS (
     INSERT INTO tasks (id, tenant, principal, agent, labels, priority, idem_key, spec, input,
-                       created_at, core, state, last_seq, available_at, queue_order, deadline_at)
+                       created_at, core, state, last_seq, available_at, queue_order, deadline_at,
+                       ckey, key_wait)
     SELECT q.id::uuid, q.tenant, q.principal, q.agent, q.labels::jsonb, q.priority, q.idem_key,
            q.spec::json, q.input::json, $12, q.core::json, 'pending', 1, COALESCE(q.avail, $12),
-           q.queue_order, q.deadline_at
+           q.queue_order, q.deadline_at, q.ckey, q.key_wait
     FROM q ORDER BY q.tenant, q.idem_key NULLS LAST, q.ord
     ON CONFLICT DO NOTHING
     RETURNING id, tenant

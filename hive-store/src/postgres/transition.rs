@@ -165,6 +165,10 @@ impl Transitions {
             Outcome::Appended(kind) => kind,
         };
         t.changed = true;
+        if t.core.state.is_terminal() && t.spec.concurrency_key().is_some() {
+            // Its concurrency slot goes to a waiting task.
+            self.signal.work();
+        }
         if t.core.state == TaskState::Pending && !was_pending {
             // Requeued, keeping its place (`queue_order`). Waiting workers
             // claim again: at once if it is claimable, else they learn when
@@ -201,6 +205,22 @@ impl Transitions {
             return Ok(false);
         }
         let changed: Vec<&Loaded> = self.tasks.iter().filter(|t| t.changed).collect();
+        // Concurrency keys whose holders end here: locked before the feed
+        // heads (the order every writer takes them in), their free slots
+        // handed on after the tasks are written.
+        let mut released: Vec<(&str, &str, u32)> = changed
+            .iter()
+            .filter(|t| t.core.state.is_terminal())
+            .filter_map(|t| {
+                let (key, max) = t.spec.concurrency_key()?;
+                Some((t.tenant.as_str(), key, max))
+            })
+            .collect();
+        released.sort_unstable();
+        released.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+        if !released.is_empty() {
+            lock_keys(&mut *conn, released.iter().map(|r| (r.0, r.1))).await?;
+        }
         let n = changed.len();
         let mut ids = Vec::with_capacity(n);
         let mut states = Vec::with_capacity(n);
@@ -268,12 +288,80 @@ impl Transitions {
             .bind(rep_tasks)
             .bind(rep_seqs)
             .bind(rep_kinds)
-            .execute(conn)
+            .execute(&mut *conn)
             .await
             .map_err(|e| db("store transitions", e))?;
+        for (tenant, key, max) in released {
+            admit(&mut *conn, tenant, key, max).await?;
+        }
         Ok(true)
     }
 }
+
+/// The `available_at` of a task waiting for a concurrency slot: the last
+/// millisecond of year 9999, after any claim's `now`.
+pub(super) const KEY_WAIT_AT: i64 = 253_402_300_799_999;
+
+/// Takes the transaction-scoped advisory lock of each concurrency key
+/// `(tenant, key)`, in one order (the hashes sorted), so writers of the same
+/// keys serialize and never deadlock on them.
+pub(super) async fn lock_keys<'k>(
+    conn: &mut PgConnection,
+    keys: impl Iterator<Item = (&'k str, &'k str)>,
+) -> Result<()> {
+    let (tenants, keys): (Vec<&str>, Vec<&str>) = keys.unzip();
+    sqlx::query(
+        "SELECT count(pg_advisory_xact_lock(h)) FROM ( \
+             SELECT DISTINCT hashtextextended(t || chr(31) || k, 7) AS h \
+             FROM UNNEST($1::text[], $2::text[]) AS x(t, k) ORDER BY 1) s",
+    )
+    .bind(tenants)
+    .bind(keys)
+    .execute(conn)
+    .await
+    .map_err(|e| db("lock concurrency keys", e))?;
+    Ok(())
+}
+
+/// Hands a concurrency key's free slots (`max` minus its holders) to its
+/// first waiting tasks, by priority then submission: each gets its own
+/// `available_at` back and a fresh queue order (the end of the queue, so
+/// keys take turns). Waiting rows another transaction holds (being
+/// cancelled) are skipped. The caller holds the key's lock.
+pub(super) async fn admit(
+    conn: &mut PgConnection,
+    tenant: &str,
+    key: &str,
+    max: u32,
+) -> Result<()> {
+    sqlx::query(ADMIT)
+        .bind(tenant)
+        .bind(key)
+        .bind(i64::from(max))
+        .execute(conn)
+        .await
+        .map_err(|e| db("hand on concurrency slots", e))?;
+    Ok(())
+}
+
+pub(super) const ADMIT: &str = r#"
+WITH w AS (
+    SELECT id FROM tasks
+    WHERE tenant = $1 AND ckey = $2 AND key_wait IS NOT NULL
+      AND state IN ('pending', 'scheduled', 'running')
+    ORDER BY priority DESC, queue_order
+    LIMIT greatest(0, $3 - (
+        SELECT count(*) FROM tasks
+        WHERE tenant = $1 AND ckey = $2 AND key_wait IS NULL
+          AND state IN ('pending', 'scheduled', 'running')))
+    FOR UPDATE SKIP LOCKED
+), o AS (
+    SELECT w.id, nextval('task_order') AS queue_order FROM w
+)
+UPDATE tasks t
+SET available_at = t.key_wait, key_wait = NULL, queue_order = o.queue_order
+FROM o WHERE t.id = o.id
+"#;
 
 /// The new cores (`u`, written by `upd`), the nodes' sign of life (`seen`),
 /// the replaced heartbeats (`rep`), the events (`ev`), the feed heads

@@ -220,6 +220,44 @@ local function hand_over_leases(node)
   return entries
 end
 
+-- Concurrency keys: an ended task leaves its gate (`{max} {gate}`), holding
+-- or waiting (`member`: its queue member, if read), and the gate's free
+-- slots go to its first waiting tasks (by priority, then submission): each
+-- joins the end of its ready queue (a fresh member, so keys take turns), or
+-- the delayed set until its own claimable time (`ka`).
+local function release(id, gate, member)
+  local sp = string.find(gate, ' ', 1, true)
+  local max, g = tonumber(string.sub(gate, 1, sp - 1)), string.sub(gate, sp + 1)
+  local kh, kw = P .. 'kh:' .. g, P .. 'kw:' .. g
+  if redis.call('SREM', kh, id) == 0 then
+    member = member or redis.call('HGET', P .. 't:' .. id, 'qm')
+    if member then redis.call('ZREM', kw, member) end
+  end
+  local free = max - redis.call('SCARD', kh)
+  while free > 0 do
+    local head = redis.call('ZRANGE', kw, 0, 0)
+    if #head == 0 then break end
+    redis.call('ZREM', kw, head[1])
+    local next_id = string.sub(head[1], 17)
+    local tk = P .. 't:' .. next_id
+    local t = redis.call('HMGET', tk, 'state', 'q', 'prio', 'ka')
+    if t[1] == 'pending' then
+      redis.call('SADD', kh, next_id)
+      free = free - 1
+      local m = new_member(next_id)
+      redis.call('HSET', tk, 'qm', m)
+      if staged[next_id] then staged[next_id][2] = m end
+      if t[4] and tonumber(t[4]) > tonumber(NOW) then
+        add('ZADD', KDELAYED, t[4], next_id)
+        work = true
+      else
+        add_ready(t[2], t[3], m)
+      end
+    end
+  end
+  if redis.call('ZCARD', kw) == 0 then redis.call('SREM', P .. 'kgates', g) end
+end
+
 -- One commit record starting at ARGV[i]:
 --   id, expected seq, escaped tenant, new seq, new state ('' unchanged),
 --   queue action ('' none | x leave | r ready | delayed-until score),
@@ -271,9 +309,17 @@ local function commit_one(i)
   if cur[1] ~= exp then return 0 end
   local fields = {'seq', ARGV[i + 3]}
   local qm = st and st[2]
+  local gate
   if ARGV[i + 4] ~= '' then
+    local ns = ARGV[i + 4]
+    -- `{state} {max} {gate}`: it ends, its concurrency slot is handed on.
+    local sp = string.find(ns, ' ', 1, true)
+    if sp then
+      gate = string.sub(ns, sp + 1)
+      ns = string.sub(ns, 1, sp - 1)
+    end
     fields[3] = 'state'
-    fields[4] = ARGV[i + 4]
+    fields[4] = ns
   end
   -- A task keeps its queue member (`qm`: its submission order) for life, so
   -- a retry or a lost placement goes back to its old place in the queue.
@@ -341,6 +387,7 @@ local function commit_one(i)
   writes[#writes + 1] = {'HSET', tk, fields}
   staged[id] = {ARGV[i + 3], qm}
   if nev > 0 then touched[#touched + 1] = id end
+  if gate then release(id, gate, cur[4]) end
   return 1
 end
 
@@ -377,9 +424,16 @@ end
 /// tenant, idempotency key ('' none), queue id, queue meta (JSON), priority,
 /// `x` (or its redirect), `x` for the side hash ('' none), input (or its
 /// redirect), input for the side hash ('' none), core (`c`), deadline (''
-/// none), claimable-at of a delayed task ('' ready now). Returns per task: id, created (1/0), last seq.
+/// none), claimable-at of a delayed task ('' ready now), concurrency gate
+/// (`{max} {gate}`, '' none). Returns per task: id, created (1/0), last seq.
+///
+/// A task with a concurrency gate takes a free slot (joins `kh:{gate}`) only
+/// if none of the gate's tasks waits; else it waits in `kw:{gate}` (scored
+/// -priority, its queue member) and in no ready queue, its claimable time in
+/// its hash (`ka`), until an ended holder hands it the slot (`admit`).
 const SUBMIT: &str = r#"
 local queued = ARGV[3]
+local held, waits = {}, {}  -- gate -> holders / waiting, counted with this call's
 local n = tonumber(ARGV[4])
 local out = {}
 local metas = {}
@@ -425,7 +479,30 @@ for _ = 1, n do
       metas[q] = true
       writes[#writes + 1] = {'HSETNX', KQMETA, {q, ARGV[i + 5]}}
     end
-    if ARGV[i + 13] ~= '' then
+    local wait = false
+    local gate = ARGV[i + 14]
+    if gate ~= '' then
+      local sp = string.find(gate, ' ', 1, true)
+      local max, g = tonumber(string.sub(gate, 1, sp - 1)), string.sub(gate, sp + 1)
+      local kh, kw = P .. 'kh:' .. g, P .. 'kw:' .. g
+      held[g] = held[g] or redis.call('SCARD', kh)
+      waits[g] = waits[g] or redis.call('ZCARD', kw)
+      if held[g] < max and waits[g] == 0 then
+        held[g] = held[g] + 1
+        add('SADD', kh, id)
+      else
+        waits[g] = waits[g] + 1
+        wait = true
+        add('ZADD', kw, -tonumber(prio), m)
+        add('SADD', P .. 'kgates', g)
+        if ARGV[i + 13] ~= '' then
+          writes[#writes + 1] = {'HSET', P .. 't:' .. id, {'ka', ARGV[i + 13]}}
+        end
+      end
+    end
+    if wait then
+      -- In no queue until it gets a slot.
+    elseif ARGV[i + 13] ~= '' then
       add('ZADD', KDELAYED, ARGV[i + 13], id)
       work = true  -- waiting workers learn its due time from their next claim
     else
@@ -437,7 +514,7 @@ for _ = 1, n do
     out[#out + 1] = 1
     out[#out + 1] = 1
   end
-  i = i + 14
+  i = i + 15
 end
 finish()
 return out
@@ -487,13 +564,17 @@ return n
 "#
 );
 
-/// Pending tasks: the ready queues' members plus the retry backoffs.
+/// Pending tasks: the ready queues' members, the retry backoffs and the
+/// tasks waiting for a concurrency slot.
 /// ARGV: prefix.
 pub(super) const PENDING_COUNT: &str = r#"
 local P = ARGV[1] .. ':'
 local n = redis.call('ZCARD', P .. 'delayed')
 for _, qid in ipairs(redis.call('SMEMBERS', P .. 'qready')) do
   n = n + redis.call('ZCARD', P .. 'q:' .. qid)
+end
+for _, g in ipairs(redis.call('SMEMBERS', P .. 'kgates')) do
+  n = n + redis.call('ZCARD', P .. 'kw:' .. g)
 end
 return n
 "#;

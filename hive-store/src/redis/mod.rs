@@ -81,7 +81,7 @@ use hive_core::id::{NodeId, TaskId};
 use hive_core::node::{Node, NodeStatus};
 use hive_core::principal::TenantId;
 use hive_core::store::{
-    Ack, ClaimRequest, ClaimResult, Command, NewTask, Record, RecordEvent, RecordQuery,
+    Ack, ClaimRequest, ClaimResult, Command, KeySlots, NewTask, Record, RecordEvent, RecordQuery,
     RecordStore, RecordWrite, RecordWritten, Submitted, SweepOptions, SweepReport, TaskStore,
 };
 use hive_core::task::{FeedEvent, Page, Task, TaskEvent, TaskQuery};
@@ -363,6 +363,25 @@ impl TaskStore for RedisStore {
 
     async fn tenants(&self) -> Result<Vec<TenantId>> {
         self.tenant_list().await
+    }
+
+    async fn key_slots(&self, tenant: &TenantId, key: &str) -> Result<KeySlots> {
+        let gate = tasks::gate_of(&keys::esc(tenant.as_str()), key);
+        let p = &self.keys.prefix;
+        let (holding, waiting): (Vec<String>, u64) = redis::pipe()
+            .cmd("SMEMBERS")
+            .arg(format!("{p}:kh:{gate}"))
+            .cmd("ZCARD")
+            .arg(format!("{p}:kw:{gate}"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(driver("reading a concurrency key's slots"))?;
+        let mut holding = holding
+            .iter()
+            .map(|id| decode::parse(id, "task id"))
+            .collect::<Result<Vec<TaskId>>>()?;
+        holding.sort_unstable();
+        Ok(KeySlots { holding, waiting })
     }
 
     async fn ack_terminal(

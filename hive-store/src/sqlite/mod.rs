@@ -85,7 +85,7 @@ use hive_core::node::{Node, NodeStatus};
 use hive_core::principal::TenantId;
 use hive_core::retry::Backoff;
 use hive_core::store::{
-    Ack, ClaimRequest, ClaimResult, Command, CompactReport, NewTask, Record, RecordEvent,
+    Ack, ClaimRequest, ClaimResult, Command, CompactReport, KeySlots, NewTask, Record, RecordEvent,
     RecordQuery, RecordStore, RecordWrite, RecordWritten, Submitted, SweepOptions, SweepReport,
     TaskStore,
 };
@@ -499,6 +499,10 @@ impl TaskStore for SqliteStore {
 
     async fn tenants(&self) -> Result<Vec<TenantId>> {
         read::tenants(&self.readers).await
+    }
+
+    async fn key_slots(&self, tenant: &TenantId, key: &str) -> Result<KeySlots> {
+        read::key_slots(&self.readers, tenant, key).await
     }
 
     async fn unacked_terminal(

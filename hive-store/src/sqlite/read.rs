@@ -202,6 +202,32 @@ pub(super) async fn tenants(pool: &SqlitePool) -> Result<Vec<TenantId>> {
     Ok(rows.into_iter().map(TenantId::from).collect())
 }
 
+pub(super) async fn key_slots(
+    pool: &SqlitePool,
+    tenant: &TenantId,
+    key: &str,
+) -> Result<hive_core::store::KeySlots> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT id, key_wait FROM tasks INDEXED BY tasks_keys \
+         WHERE tenant = ? AND ckey = ? AND state IN (0, 1, 2)",
+    )
+    .bind(tenant.as_str())
+    .bind(key)
+    .fetch_all(pool)
+    .await
+    .map_err(|e| db("read a concurrency key's slots", e))?;
+    let mut slots = hive_core::store::KeySlots::default();
+    for (id, wait) in rows {
+        if wait == 0 {
+            slots.holding.push(super::codec::task_id(&id)?);
+        } else {
+            slots.waiting += 1;
+        }
+    }
+    slots.holding.sort_unstable();
+    Ok(slots)
+}
+
 pub(super) async fn unacked_terminal(
     pool: &SqlitePool,
     tenant: &TenantId,

@@ -139,6 +139,16 @@ CREATE TABLE retention (
     purged_to INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 "#,
+    // 3: concurrency keys. `ckey` is a keyed task's key (per tenant);
+    // `key_wait` is 1 while it waits for one of the key's slots (its
+    // `available_at` is then the far future, so no claim sees it) and 0 once
+    // it holds one.
+    r#"
+ALTER TABLE tasks ADD COLUMN ckey TEXT;
+ALTER TABLE tasks ADD COLUMN key_wait INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX tasks_keys ON tasks (tenant, ckey, key_wait, priority DESC, ord)
+    WHERE ckey IS NOT NULL AND state IN (0, 1, 2);
+"#,
 ];
 
 /// The schema version this build writes and understands.

@@ -56,6 +56,7 @@ fn shared_spec(s: &TaskSpec) -> TaskSpec {
         idempotency_key: None,
         not_before: s.not_before,
         delay: s.delay,
+        concurrency: s.concurrency.clone(),
     }
 }
 
@@ -68,6 +69,13 @@ fn same_shape(a: &TaskSpec, b: &TaskSpec) -> bool {
         && a.retry == b.retry
         && a.not_before == b.not_before
         && a.delay == b.delay
+        && a.concurrency == b.concurrency
+}
+
+/// A concurrency key's name in the key layout (`kh:{gate}` holders,
+/// `kw:{gate}` waiting): `{escaped tenant}:{escaped key}`.
+pub(super) fn gate_of(et: &str, key: &str) -> String {
+    format!("{et}:{}", esc(key))
 }
 
 /// What submit stores for every task of one shape (owner and spec but input and
@@ -389,6 +397,9 @@ pub(super) struct Change {
     pub(super) deadline: Option<Option<Timestamp>>,
     old_lease_node: Option<NodeId>,
     new_lease: Option<(NodeId, LeaseId)>,
+    /// `{max} {gate}` when the task ends holding (or waiting for) a
+    /// concurrency slot: the commit hands the slot on.
+    gate: Option<String>,
 }
 
 impl Change {
@@ -429,6 +440,12 @@ impl Change {
             deadline: (before != after).then_some(after),
             old_lease_node: if moved { old_lease.map(|l| l.0) } else { None },
             new_lease: if moved { new_lease } else { None },
+            gate: match task.spec.concurrency_key() {
+                Some((key, max)) if new.state.is_terminal() && !old.state.is_terminal() => {
+                    Some(format!("{max} {}", gate_of(&task.et, key)))
+                }
+                _ => None,
+            },
         }
     }
 
@@ -495,10 +512,10 @@ impl Change {
             .arg(self.old.last_seq)
             .arg(&self.et)
             .arg(seq)
-            .arg(if self.old.state != self.core.state {
-                self.core.state.as_str()
-            } else {
-                ""
+            .arg(match (&self.gate, self.old.state != self.core.state) {
+                (Some(gate), true) => format!("{} {gate}", self.core.state.as_str()),
+                (None, true) => self.core.state.as_str().to_owned(),
+                (_, false) => String::new(),
             })
             .arg(qa)
             .arg(deadline)

@@ -13,7 +13,10 @@ impl RedisStore {
         let c = CoreFields::of(&core)?.c;
         let mut out = Vec::with_capacity(tasks.len());
         for chunk in tasks.chunks(CHUNK) {
-            if chunk.iter().any(|t| t.spec.idempotency_key.is_some()) {
+            if chunk
+                .iter()
+                .any(|t| t.spec.idempotency_key.is_some() || t.spec.concurrency.is_some())
+            {
                 self.submit_scripted(chunk, now, &queued, &core, &c, &mut out)
                     .await?;
             } else {
@@ -31,8 +34,9 @@ impl RedisStore {
         Ok(out)
     }
 
-    /// Submits tasks that carry idempotency keys: one script call decides, per
-    /// key, whether the task already exists. (The specs are stored before:
+    /// Submits tasks that carry idempotency or concurrency keys: one script
+    /// call decides, per key, whether the task already exists, and whether it
+    /// takes a free concurrency slot or waits for one. (The specs are stored before:
     /// a spec left without tasks by a duplicate or a crash only costs space.)
     pub(super) async fn submit_scripted(
         &self,
@@ -68,7 +72,11 @@ impl RedisStore {
                 .arg(long_input)
                 .arg(sh.own_core.as_deref().unwrap_or(c))
                 .arg(&sh.deadline)
-                .arg(&sh.delayed);
+                .arg(&sh.delayed)
+                .arg(match t.spec.concurrency_key() {
+                    Some((key, max)) => format!("{max} {}", gate_of(&sh.et, key)),
+                    None => String::new(),
+                });
         }
         let reply: Value = inv
             .invoke_async(&mut self.conn())

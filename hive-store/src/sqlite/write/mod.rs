@@ -28,6 +28,11 @@ use super::codec::{
     state_code, task_id, to_json, tuple, tuples, uint,
 };
 
+/// The `available_at` of a task waiting for a concurrency key's slot: the
+/// last millisecond of year 9999, after any claim's `now`. Its core keeps
+/// its own time, restored when it gets a slot.
+const KEY_WAIT_AT: i64 = 253_402_300_799_999;
+
 mod claim;
 mod consumers;
 mod nodes;
@@ -211,6 +216,9 @@ pub(super) struct Tx<'c> {
     in_flight: FxHashMap<NodeId, i64>,
     seen: Vec<NodeId>,
     new_queues: FxHashMap<QueueKey, i64>,
+    /// Concurrency keys whose holders ended in this transaction: their free
+    /// slots are handed on when it is written.
+    released: Vec<(TenantId, String, u32)>,
     /// Set when a core changed but its event could not be recorded: the
     /// transaction must not commit.
     poisoned: Option<String>,
@@ -267,6 +275,7 @@ impl<'c> Tx<'c> {
             in_flight: FxHashMap::default(),
             seen: Vec::new(),
             new_queues: FxHashMap::default(),
+            released: Vec::new(),
             poisoned: None,
             fx: Effects::default(),
         })
@@ -485,6 +494,14 @@ impl<'c> Tx<'c> {
         };
         let state = t.core.state;
         let seq = t.core.last_seq;
+        if state.is_terminal()
+            && let Some((key, max)) = t.spec.concurrency_key()
+        {
+            let gk = (t.tenant.clone(), key.to_owned(), max);
+            if !self.released.contains(&gk) {
+                self.released.push(gk);
+            }
+        }
         if state == TaskState::Pending && state_before != TaskState::Pending {
             // Requeued: it keeps its place (`ord`, the submission order).
             if t.core.available_at <= now {
@@ -579,6 +596,9 @@ impl<'c> Tx<'c> {
             q.execute(self.conn())
                 .await
                 .map_err(|e| db("update tasks", e))?;
+        }
+        for (tenant, key, max) in mem::take(&mut self.released) {
+            self.admit(&tenant, &key, max).await?;
         }
         let events = mem::take(&mut self.events);
         for chunk in events.chunks(CHUNK) {

@@ -96,15 +96,43 @@ impl Tx<'_> {
             last = Some((i, q));
             queues.push(q);
         }
-        for (chunk, qs) in fresh.chunks(CHUNK).zip(queues.chunks(CHUNK)) {
+        // Concurrency keys: a task takes a free slot only if none of its
+        // key's tasks waits; else it waits (see `hive_core::store`).
+        let mut waits = vec![false; fresh.len()];
+        let mut gates: FxHashMap<(TenantId, String), (u64, u64)> = FxHashMap::default();
+        for (i, PreparedTask { task: t, .. }) in fresh.iter().enumerate() {
+            let Some((key, max)) = t.spec.concurrency_key() else {
+                continue;
+            };
+            let gk = (t.owner.tenant.clone(), key.to_owned());
+            let gate = match gates.get_mut(&gk) {
+                Some(g) => g,
+                None => {
+                    let g = self.key_counts(&gk.0, key).await?;
+                    gates.entry(gk).or_insert(g)
+                }
+            };
+            if gate.0 < u64::from(max) && gate.1 == 0 {
+                gate.0 += 1;
+            } else {
+                gate.1 += 1;
+                waits[i] = true;
+            }
+        }
+        for ((chunk, qs), ws) in fresh
+            .chunks(CHUNK)
+            .zip(queues.chunks(CHUNK))
+            .zip(waits.chunks(CHUNK))
+        {
             let sql = format!(
                 "INSERT INTO tasks (id, tenant, principal, queue, priority, idem_key, created_at, \
-                 state, last_seq, available_at, ord, avoid_node, lease_node, deadline_at, core) \
+                 state, last_seq, available_at, ord, avoid_node, lease_node, deadline_at, core, \
+                 ckey, key_wait) \
                  VALUES {}",
-                tuples(chunk.len(), 15)
+                tuples(chunk.len(), 17)
             );
             let mut q = sqlx::query(AssertSqlSafe(sql));
-            for (p, queue) in chunk.iter().zip(qs) {
+            for ((p, queue), &wait) in chunk.iter().zip(qs).zip(ws) {
                 let t = &p.task;
                 let facts = TaskFacts {
                     id: t.id,
@@ -117,7 +145,9 @@ impl Tx<'_> {
                     .filter(|c| c.available_at > self.now);
                 let (core, core_json) = match &own {
                     Some(c) => {
-                        self.fx.delayed.push(c.available_at);
+                        if !wait {
+                            self.fx.delayed.push(c.available_at);
+                        }
                         (c, Cow::Owned(to_json!(c, "task core")?))
                     }
                     None => (&core, Cow::Borrowed(core_json.as_str())),
@@ -135,12 +165,18 @@ impl Tx<'_> {
                     .bind(self.now.as_millis())
                     .bind(state_code(TaskState::Pending))
                     .bind(1_i64)
-                    .bind(core.available_at.as_millis())
+                    .bind(if wait {
+                        KEY_WAIT_AT
+                    } else {
+                        core.available_at.as_millis()
+                    })
                     .bind(ord)
                     .bind(None::<String>)
                     .bind(None::<String>)
                     .bind(deadline)
-                    .bind(core_json);
+                    .bind(core_json)
+                    .bind(t.spec.concurrency_key().map(|(k, _)| k))
+                    .bind(i64::from(wait));
             }
             q.execute(self.conn())
                 .await
@@ -163,6 +199,64 @@ impl Tx<'_> {
         }
         self.fx.new_work = true;
         Ok(out)
+    }
+
+    /// How many tasks of a concurrency key hold a slot and how many wait.
+    pub(super) async fn key_counts(&mut self, tenant: &TenantId, key: &str) -> Result<(u64, u64)> {
+        let (holding, waiting): (i64, i64) = sqlx::query_as(
+            "SELECT coalesce(sum(key_wait = 0), 0), coalesce(sum(key_wait = 1), 0) FROM tasks \
+             WHERE tenant = ? AND ckey = ? AND state IN (0, 1, 2)",
+        )
+        .bind(tenant.as_str())
+        .bind(key)
+        .fetch_one(self.conn())
+        .await
+        .map_err(|e| db("count a concurrency key's slots", e))?;
+        Ok((uint(holding, "slots")?, uint(waiting, "waiting")?))
+    }
+
+    /// Hands a concurrency key's free slots to its first waiting tasks
+    /// (priority, then submission): each gets a fresh queue order (the end
+    /// of its queue, so keys take turns) and its own `available_at` back.
+    pub(super) async fn admit(&mut self, tenant: &TenantId, key: &str, max: u32) -> Result<()> {
+        let (holding, waiting) = self.key_counts(tenant, key).await?;
+        let free = u64::from(max).saturating_sub(holding).min(waiting);
+        if free == 0 {
+            return Ok(());
+        }
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT id, core FROM tasks \
+             WHERE tenant = ? AND ckey = ? AND key_wait = 1 AND state IN (0, 1, 2) \
+             ORDER BY priority DESC, ord LIMIT ?",
+        )
+        .bind(tenant.as_str())
+        .bind(key)
+        .bind(int(free))
+        .fetch_all(self.conn())
+        .await
+        .map_err(|e| db("read a concurrency key's waiting tasks", e))?;
+        for (id, core) in rows {
+            let core: TaskCore = from_json!(&core, "task core")?;
+            let ord = self.next_ord;
+            self.next_ord += 1;
+            let at = core.available_at;
+            if at <= self.now {
+                self.fx.new_work = true;
+            } else {
+                self.fx.delayed.push(at);
+            }
+            sqlx::query("UPDATE tasks SET key_wait = 0, available_at = ?, ord = ? WHERE id = ?")
+                .bind(at.as_millis())
+                .bind(ord)
+                .bind(id.as_str())
+                .execute(self.conn())
+                .await
+                .map_err(|e| db("give a task its concurrency slot", e))?;
+            if let Some(t) = self.tasks.get_mut(&task_id(&id)?) {
+                t.ord = ord;
+            }
+        }
+        Ok(())
     }
 
     /// The queue of tasks like this one, created if new.
