@@ -46,8 +46,8 @@ pub use schedule::{
     ScheduleReport, ScheduleSpec, ScheduleStatus,
 };
 pub use task::{
-    AgentRef, EventKind, FeedEvent, LeaseToken, Owner, Page, Task, TaskError, TaskEvent, TaskQuery,
-    TaskSpec, TaskState, TimeoutPhase, Timeouts,
+    AgentRef, Concurrency, ConcurrencyStrategy, EventKind, FeedEvent, LeaseToken, Owner, Page,
+    Task, TaskError, TaskEvent, TaskQuery, TaskSpec, TaskState, TimeoutPhase, Timeouts,
 };
 pub use worker::{TaskContext, TaskHandler, WorkerHandle, WorkerOptions};
 pub use workflow::{
