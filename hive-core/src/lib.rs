@@ -47,7 +47,7 @@ pub use schedule::{
 };
 pub use task::{
     AgentRef, Concurrency, ConcurrencyStrategy, EventKind, FeedEvent, LeaseToken, Owner, Page,
-    Task, TaskError, TaskEvent, TaskQuery, TaskSpec, TaskState, TimeoutPhase, Timeouts,
+    RateLimit, Task, TaskError, TaskEvent, TaskQuery, TaskSpec, TaskState, TimeoutPhase, Timeouts,
 };
 pub use worker::{TaskContext, TaskHandler, WorkerHandle, WorkerOptions};
 pub use workflow::{

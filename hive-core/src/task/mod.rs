@@ -8,7 +8,7 @@ mod state;
 
 pub use event::{EventKind, FeedEvent, TaskError, TaskEvent, TimeoutPhase};
 pub use machine::{LeaseToken, TransitionKind};
-pub use spec::{AgentRef, Concurrency, ConcurrencyStrategy, TaskSpec, Timeouts};
+pub use spec::{AgentRef, Concurrency, ConcurrencyStrategy, RateLimit, TaskSpec, Timeouts};
 pub use state::TaskState;
 
 use std::collections::BTreeMap;

@@ -127,6 +127,148 @@ pub struct TaskSpec {
     /// leased or running) at once; the others wait their turn.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<Concurrency>,
+    /// A rate limit shared by every task of the owner's tenant with the same
+    /// key: a claim takes `units` tokens from the key's bucket, and a task
+    /// whose tokens are not there yet stays pending until they are (its
+    /// `available_at` moves to that time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A rate limit per key (see [`TaskSpec::rate_limit`](TaskSpec#structfield.rate_limit)):
+/// a token bucket of `limit` tokens refilled at `limit` per `per`, kept by
+/// the store (one per tenant and key) as a generic cell rate algorithm, so
+/// that however many processes claim, no window of length `per` starts
+/// tasks worth more than `limit` tokens beyond the steady rate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// The bucket's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// An RFC 6901 JSON pointer into the input whose value is the key
+    /// (resolved at submission into `key`, like [`Concurrency::key_from`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_from: Option<String>,
+    /// Tokens a claim of this task takes (default 1, at most `limit`).
+    #[serde(default = "Concurrency::one")]
+    pub units: u32,
+    /// The bucket's size and the tokens it gets back per `per`.
+    pub limit: u32,
+    /// The refill period.
+    #[serde(with = "humantime_serde")]
+    pub per: Duration,
+}
+
+impl RateLimit {
+    /// The most tokens per period.
+    pub const MAX_LIMIT: u32 = 1_000_000;
+
+    /// `limit` tokens per `per` on the literal `key`, one per task.
+    pub fn key(key: impl Into<String>, limit: u32, per: Duration) -> Self {
+        RateLimit {
+            key: Some(key.into()),
+            key_from: None,
+            units: 1,
+            limit,
+            per,
+        }
+    }
+
+    /// The same on the value at `pointer` in the input.
+    pub fn key_from(pointer: impl Into<String>, limit: u32, per: Duration) -> Self {
+        RateLimit {
+            key: None,
+            key_from: Some(pointer.into()),
+            units: 1,
+            limit,
+            per,
+        }
+    }
+
+    /// Sets the tokens one task takes.
+    pub fn units(mut self, units: u32) -> Self {
+        self.units = units;
+        self
+    }
+
+    /// The bucket's time per token, in microseconds (at least 1).
+    pub fn interval_us(&self) -> i64 {
+        let per = i64::try_from(self.per.as_micros()).unwrap_or(i64::MAX);
+        (per / i64::from(self.limit.max(1))).max(1)
+    }
+
+    /// The generic cell rate algorithm: with the bucket's stored
+    /// theoretical arrival time `tat_us` (0 for a new bucket), a claim at
+    /// `now_us` takes this task's tokens and the bucket's new time is
+    /// `Ok(tat)`; or the tokens are not there yet and `Err(at)` is the first
+    /// microsecond they are.
+    pub fn take(&self, tat_us: i64, now_us: i64) -> std::result::Result<i64, i64> {
+        let per = i64::try_from(self.per.as_micros()).unwrap_or(i64::MAX);
+        let new = tat_us
+            .max(now_us)
+            .saturating_add(self.interval_us().saturating_mul(i64::from(self.units)));
+        if new.saturating_sub(now_us) <= per {
+            Ok(new)
+        } else {
+            Err(new.saturating_sub(per))
+        }
+    }
+
+    /// When a task held back by [`RateLimit::take`] (first possible at
+    /// `earliest_us`) should be claimable again, with `ahead_units` tokens
+    /// of tasks held back before it in the same claim: one after the other,
+    /// so that a claim sees the tasks of a busy bucket as they become due
+    /// instead of all of them at each token.
+    pub fn queue_at(&self, earliest_us: i64, ahead_units: u64) -> i64 {
+        let ahead = i64::try_from(ahead_units).unwrap_or(i64::MAX);
+        earliest_us.saturating_add(self.interval_us().saturating_mul(ahead))
+    }
+
+    /// The resolved key (after [`TaskSpec::resolve_concurrency`]).
+    pub fn resolved_key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    fn validate(&self) -> Result<()> {
+        match (&self.key, &self.key_from) {
+            (None, None) => {
+                return Err(Error::invalid_spec("rate_limit.key", "set key or key_from"));
+            }
+            (_, Some(p)) if !p.is_empty() && !p.starts_with('/') => {
+                return Err(Error::invalid_spec(
+                    "rate_limit.key_from",
+                    format!("must be a JSON pointer starting with '/', got {p:?}"),
+                ));
+            }
+            _ => {}
+        }
+        if let Some(k) = &self.key {
+            crate::principal::check_text("rate_limit.key", k, TaskSpec::MAX_KEY_LEN, false)?;
+        }
+        if self.limit == 0 || self.limit > Self::MAX_LIMIT {
+            return Err(Error::invalid_spec(
+                "rate_limit.limit",
+                format!("must be 1 to {}, got {}", Self::MAX_LIMIT, self.limit),
+            ));
+        }
+        if self.per < Duration::from_millis(1) || self.per > Duration::from_secs(366 * 24 * 3600) {
+            return Err(Error::invalid_spec(
+                "rate_limit.per",
+                "must be 1 ms to 1 year",
+            ));
+        }
+        if self.units == 0 || self.units > self.limit {
+            return Err(Error::invalid_spec(
+                "rate_limit.units",
+                format!(
+                    "must be 1 to the limit ({}), got {}",
+                    self.limit, self.units
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// What a task does when its concurrency key is full at submission.
@@ -270,7 +412,20 @@ impl TaskSpec {
             not_before: None,
             delay: None,
             concurrency: None,
+            rate_limit: None,
         }
+    }
+
+    /// Limits how fast tasks with the same rate-limit key are claimed.
+    pub fn rate_limit(mut self, rate_limit: RateLimit) -> Self {
+        self.rate_limit = Some(rate_limit);
+        self
+    }
+
+    /// The resolved rate-limit key and its bucket, if the task has one.
+    pub fn rate_limit_key(&self) -> Option<(&str, &RateLimit)> {
+        let r = self.rate_limit.as_ref()?;
+        Some((r.key.as_deref()?, r))
     }
 
     /// Limits how many tasks with the same concurrency key run at once.
@@ -286,45 +441,31 @@ impl TaskSpec {
         Some((c.key.as_deref()?, c.max_running))
     }
 
-    /// Resolves `concurrency.key_from` against the input into
-    /// `concurrency.key` (the engine does this at submission). A pointer that
-    /// finds nothing, or a value that is not a string, number or boolean, is
-    /// `InvalidSpec { field: "concurrency.key_from" }`.
+    /// Resolves `concurrency.key_from` and `rate_limit.key_from` against the
+    /// input into their `key` (the engine does this at submission). A pointer
+    /// that finds nothing, or a value that is not a string, number or
+    /// boolean, is `InvalidSpec` naming the field.
     pub fn resolve_concurrency(&mut self) -> Result<()> {
-        let Some(c) = self.concurrency.as_mut() else {
-            return Ok(());
-        };
-        if let Some(p) = &c.key_from {
-            let key = match self.input.pointer(p) {
-                Some(serde_json::Value::String(s)) => s.clone(),
-                Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => {
-                    v.to_string()
-                }
-                Some(v) => {
-                    return Err(Error::invalid_spec(
-                        "concurrency.key_from",
-                        format!(
-                            "{p:?} names a {} in the input; a key must be a string, number or boolean",
-                            json_kind(v)
-                        ),
-                    ));
-                }
-                None => {
-                    return Err(Error::invalid_spec(
-                        "concurrency.key_from",
-                        format!("{p:?} names nothing in the input"),
-                    ));
-                }
-            };
-            crate::principal::check_text(
-                "concurrency.key_from",
-                &key,
-                TaskSpec::MAX_KEY_LEN,
-                false,
-            )?;
-            c.key = Some(key);
+        // Both are tried, so a caller that falls back on a failure (a
+        // workflow step) keeps every key that did resolve.
+        let mut first = Ok(());
+        if let Some(c) = self.concurrency.as_mut()
+            && let Some(p) = &c.key_from
+        {
+            match resolve_key(&self.input, p, "concurrency.key_from") {
+                Ok(k) => c.key = Some(k),
+                Err(e) => first = Err(e),
+            }
         }
-        Ok(())
+        if let Some(r) = self.rate_limit.as_mut()
+            && let Some(p) = &r.key_from
+        {
+            match resolve_key(&self.input, p, "rate_limit.key_from") {
+                Ok(k) => r.key = Some(k),
+                Err(e) => first = first.and(Err(e)),
+            }
+        }
+        first
     }
 
     /// Not claimable before `at` (see [`TaskSpec::not_before`](Self#structfield.not_before)).
@@ -460,6 +601,9 @@ impl TaskSpec {
         if let Some(c) = &self.concurrency {
             c.validate()?;
         }
+        if let Some(r) = &self.rate_limit {
+            r.validate()?;
+        }
         // Cheap for small inputs; only large ones pay for the size check.
         if !matches!(
             self.input,
@@ -480,6 +624,32 @@ impl TaskSpec {
         }
         Ok(())
     }
+}
+
+/// The key at JSON pointer `p` in `input` (a string, or a number or boolean
+/// as written).
+fn resolve_key(input: &serde_json::Value, p: &str, field: &str) -> Result<String> {
+    let key = match input.pointer(p) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => v.to_string(),
+        Some(v) => {
+            return Err(Error::invalid_spec(
+                field,
+                format!(
+                    "{p:?} names a {} in the input; a key must be a string, number or boolean",
+                    json_kind(v)
+                ),
+            ));
+        }
+        None => {
+            return Err(Error::invalid_spec(
+                field,
+                format!("{p:?} names nothing in the input"),
+            ));
+        }
+    };
+    crate::principal::check_text(field, &key, TaskSpec::MAX_KEY_LEN, false)?;
+    Ok(key)
 }
 
 fn json_kind(v: &serde_json::Value) -> &'static str {

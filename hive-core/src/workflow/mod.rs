@@ -205,6 +205,10 @@ pub struct StepSpec {
     /// the key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<crate::task::Concurrency>,
+    /// A rate limit for the step's tasks (shared with every task of the
+    /// tenant with the same key); `key_from` as for `concurrency`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<crate::task::RateLimit>,
 }
 
 impl StepSpec {
@@ -227,7 +231,15 @@ impl StepSpec {
             join: None,
             map: None,
             concurrency: None,
+            rate_limit: None,
         }
+    }
+
+    /// Limits how fast the step's tasks (and others with the same key) are
+    /// claimed.
+    pub fn rate_limit(mut self, rate_limit: crate::task::RateLimit) -> Self {
+        self.rate_limit = Some(rate_limit);
+        self
     }
 
     /// Limits how many of the step's tasks (and others with the same key)

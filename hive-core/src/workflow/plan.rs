@@ -560,12 +560,19 @@ fn new_task(
         delay: None,
         ..task_template(spec)
     };
-    if task.resolve_concurrency().is_err()
-        && let Some(c) = task.concurrency.as_mut()
-    {
-        // The pointer names nothing in this task's input: the pointer text
-        // is the key (documented on `StepSpec::concurrency`).
-        c.key = c.key_from.clone();
+    if task.resolve_concurrency().is_err() {
+        // A pointer names nothing in this task's input: the pointer text is
+        // the key (documented on `StepSpec::concurrency`).
+        if let Some(c) = task.concurrency.as_mut()
+            && c.key.is_none()
+        {
+            c.key = c.key_from.clone();
+        }
+        if let Some(r) = task.rate_limit.as_mut()
+            && r.key.is_none()
+        {
+            r.key = r.key_from.clone();
+        }
     }
     NewTask {
         id,

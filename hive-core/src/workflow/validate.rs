@@ -55,6 +55,7 @@ pub(crate) fn task_template(step: &StepSpec) -> TaskSpec {
         not_before: None,
         delay: None,
         concurrency: step.concurrency.clone(),
+        rate_limit: step.rate_limit.clone(),
     }
 }
 

@@ -1,8 +1,10 @@
 //! Concurrency keys: at most `max_running` tasks of a key hold a slot, the
 //! rest wait (pending, not claimable) and get freed slots in order; keys take
-//! turns; the strategies of a full key.
+//! turns; the strategies of a full key. Rate limits: token buckets per key
+//! taken from in the claim.
 
-use hive_core::task::{Concurrency, ConcurrencyStrategy};
+use hive_core::clock::Timestamp;
+use hive_core::task::{Concurrency, ConcurrencyStrategy, RateLimit};
 
 use super::*;
 
@@ -270,6 +272,151 @@ pub async fn invalid_concurrency_specs_are_refused(store: Arc<dyn Store>) {
             TaskSpec::new("echo", json!({"c": {"a": 1}}))
                 .concurrency(Concurrency::key_from("/c", 1)),
             "concurrency.key_from",
+        ),
+    ];
+    for (s, field) in bad {
+        match h.hive.submit(&alice(), s).await {
+            Err(Error::InvalidSpec { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("expected InvalidSpec on {field}, got {other:?}"),
+        }
+    }
+    let page = h
+        .hive
+        .list_tasks(&alice(), &TaskQuery::default())
+        .await
+        .unwrap();
+    assert!(page.items.is_empty(), "nothing stored");
+}
+
+fn limited(key: &str, limit: u32, per_ms: u64) -> TaskSpec {
+    spec("echo").rate_limit(RateLimit::key(key, limit, Duration::from_millis(per_ms)))
+}
+
+/// A rate limit of 5 per second: a burst of 5, then one every 200 ms; a
+/// task over the limit stays pending, claimable only when its tokens are
+/// there (claims say when: `next_due`), other keys and tenants have
+/// their own buckets, unlimited tasks are not held back, and a task taking
+/// 2 units waits for two tokens.
+pub async fn rate_limits_hold_claims_to_the_bucket(store: Arc<dyn Store>) {
+    let h = Harness::new(store);
+    let (node, w) = h.system_node(64).await;
+    let t0 = h.clock.now();
+    let mut slow = Vec::new();
+    for _ in 0..8 {
+        slow.push(submit(&h, limited("api", 5, 1000)).await);
+    }
+    let other = submit(&h, limited("other-api", 5, 1000)).await;
+    let free = submit(&h, spec("echo")).await;
+    let globex = h
+        .hive
+        .submit(&carol(), limited("api", 5, 1000))
+        .await
+        .unwrap()
+        .id;
+    let opts = ClaimOptions {
+        max: 64,
+        agents: Vec::new(),
+        start: true,
+    };
+    let r = h.hive.claim(&w, node, &opts).await.unwrap();
+    let got: BTreeSet<TaskId> = ids(&r.tasks).into_iter().collect();
+    let mut want: BTreeSet<TaskId> = slow[..5].iter().copied().collect();
+    want.extend([other, free, globex]);
+    assert_eq!(got, want, "a burst of 5 per key and tenant, unlimited ones");
+    let t200 = Timestamp::from_millis(t0.as_millis() + 200);
+    assert_eq!(
+        r.next_due,
+        Some(t200),
+        "the claim says when a token is back"
+    );
+    let held = h.hive.get_task(&alice(), slow[5]).await.unwrap();
+    assert_eq!(held.state, TaskState::Pending);
+    assert_eq!(held.attempt, 0, "held back before any attempt");
+    h.clock.advance(Duration::from_millis(199));
+    assert!(
+        h.claim(&w, node, 64, true).await.is_empty(),
+        "not a ms early"
+    );
+    h.clock.advance(Duration::from_millis(1));
+    assert_eq!(ids(&h.claim(&w, node, 64, true).await), vec![slow[5]]);
+    h.clock.advance(Duration::from_millis(1000));
+    let c = h.claim(&w, node, 64, true).await;
+    assert_eq!(ids(&c), slow[6..].to_vec(), "the rest, in submission order");
+
+    // Two units take two tokens: after a quiet second the bucket is full
+    // (5): two double tasks fit, a third finds one token and waits 200 ms
+    // for the second.
+    h.clock.advance(Duration::from_millis(1000));
+    let double = |_: usize| {
+        spec("echo").rate_limit(RateLimit::key("api", 5, Duration::from_millis(1000)).units(2))
+    };
+    let mut d = Vec::new();
+    for i in 0..3 {
+        d.push(submit(&h, double(i)).await);
+    }
+    assert_eq!(ids(&h.claim(&w, node, 64, true).await), d[..2].to_vec());
+    h.clock.advance(Duration::from_millis(199));
+    assert!(h.claim(&w, node, 64, true).await.is_empty());
+    h.clock.advance(Duration::from_millis(1));
+    assert_eq!(ids(&h.claim(&w, node, 64, true).await), vec![d[2]]);
+}
+
+/// 100 per second, claimed every 10 ms of a manual clock for 11 s with
+/// plenty of waiting tasks: after the first second's burst, the next 10 s
+/// start 1,000 tasks within 5%, and no second starts more than 100 + 100.
+pub async fn rate_limit_of_100_per_second_holds_over_10_seconds(store: Arc<dyn Store>) {
+    let h = Harness::new(store);
+    let (node, w) = h.system_node(2000).await;
+    let specs: Vec<TaskSpec> = (0..1300).map(|_| limited("llm", 100, 1000)).collect();
+    for chunk in specs.chunks(500) {
+        h.hive.submit_batch(&alice(), chunk.to_vec()).await.unwrap();
+    }
+    let mut per_tick = Vec::new();
+    for _ in 0..1100 {
+        let c = h.claim(&w, node, 2000, true).await;
+        per_tick.push(c.len());
+        h.clock.advance(Duration::from_millis(10));
+    }
+    let burst: usize = per_tick[..100].iter().sum();
+    let steady: usize = per_tick[100..].iter().sum();
+    assert!(
+        (950..=1050).contains(&steady),
+        "{steady} tasks started in the 10 s after the first second"
+    );
+    assert!(burst <= 200, "{burst} started in the first second");
+    let worst = per_tick
+        .windows(100)
+        .map(|w| w.iter().sum::<usize>())
+        .max()
+        .unwrap();
+    assert!(worst <= 200, "{worst} started within one second");
+}
+
+/// Bad rate limits are refused with the field, and nothing is stored.
+pub async fn invalid_rate_limits_are_refused(store: Arc<dyn Store>) {
+    let h = Harness::new(store);
+    let second = Duration::from_secs(1);
+    let bad = [
+        (limited("k", 0, 1000), "rate_limit.limit"),
+        (
+            spec("echo").rate_limit(RateLimit::key("k", 5, Duration::ZERO)),
+            "rate_limit.per",
+        ),
+        (
+            spec("echo").rate_limit(RateLimit::key("k", 5, second).units(6)),
+            "rate_limit.units",
+        ),
+        (
+            spec("echo").rate_limit(RateLimit::key("k", 5, second).units(0)),
+            "rate_limit.units",
+        ),
+        (
+            spec("echo").rate_limit(RateLimit::key("", 5, second)),
+            "rate_limit.key",
+        ),
+        (
+            spec("echo").rate_limit(RateLimit::key_from("/nope", 5, second)),
+            "rate_limit.key_from",
         ),
     ];
     for (s, field) in bad {

@@ -157,6 +157,9 @@ macro_rules! conformance_tests {
             concurrency_slots_survive_retries_and_follow_priority,
             concurrency_strategies_cancel_newest_or_in_progress,
             invalid_concurrency_specs_are_refused,
+            rate_limits_hold_claims_to_the_bucket,
+            rate_limit_of_100_per_second_holds_over_10_seconds,
+            invalid_rate_limits_are_refused,
         );
     };
     (@each $factory:expr; $($name:ident),* $(,)?) => {

@@ -160,6 +160,8 @@ pub(super) struct State {
     queue_ids: FxHashMap<QueueKey, usize>,
     delayed: BTreeSet<(Timestamp, TaskId)>,
     keys: FxHashMap<(TenantId, Arc<str>), KeyGate>,
+    /// Rate-limit buckets: their theoretical arrival time (µs).
+    buckets: FxHashMap<(TenantId, Arc<str>), i64>,
     /// Tasks waiting in a key's gate (pending, not claimable yet).
     key_waiting: usize,
     deadlines: Deadlines,
@@ -189,6 +191,7 @@ impl State {
             queue_ids: FxHashMap::default(),
             delayed: BTreeSet::new(),
             keys: FxHashMap::default(),
+            buckets: FxHashMap::default(),
             key_waiting: 0,
             deadlines: Deadlines::default(),
             nodes: FxHashMap::default(),
@@ -697,7 +700,30 @@ impl State {
             return Ok(Vec::new());
         }
         let node = nrec.node.clone();
+        let mut out = Vec::new();
+        // A rate-limited task whose tokens are not there yet moves to the
+        // backoff index; the claim then looks again for the slots it left.
+        for _ in 0..8 {
+            let limited = self.claim_round(req, &node, max - out.len(), now, &mut out);
+            if !limited || out.len() >= max {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// One round of a claim: leases up to `max` more tasks into `out`;
+    /// answers whether a rate limit held a picked task back.
+    fn claim_round(
+        &mut self,
+        req: &ClaimRequest<'_>,
+        node: &Node,
+        max: usize,
+        now: Timestamp,
+        out: &mut Vec<ClaimedTask>,
+    ) -> bool {
         self.promote_delayed(now);
+        let mut limited = false;
         // Candidates: the heads of every eligible queue. Eligibility (owner, shares,
         // labels, agent) is decided here, per queue, before the scheduler sees
         // anything.
@@ -728,19 +754,43 @@ impl State {
             }
         }
         if candidates.is_empty() {
-            return Ok(Vec::new());
+            return false;
         }
-        let picked = req.scheduler.select(&node, &candidates, max);
-        let mut out = Vec::with_capacity(picked.len());
+        let picked = req.scheduler.select(node, &candidates, max);
         let mut taken = vec![false; candidates.len()];
+        let base = out.len();
+        let mut held: FxHashMap<(TenantId, Arc<str>), u64> = FxHashMap::default();
         for i in picked {
-            if i >= candidates.len() || taken[i] || out.len() >= max {
+            if i >= candidates.len() || taken[i] || out.len() - base >= max {
                 continue;
             }
             taken[i] = true;
             let (qi, k) = keys[i];
             let id = candidates[i].task;
             self.queues[qi].ready.remove(&k);
+            if let Some(rec) = self.tasks.get_mut(&id)
+                && let Some((key, rl)) = rec.spec.rate_limit_key()
+            {
+                let bucket = (rec.owner.tenant.clone(), Arc::from(key));
+                let tat = self.buckets.get(&bucket).copied().unwrap_or(0);
+                match rl.take(tat, now.as_millis().saturating_mul(1000)) {
+                    Ok(tat) => {
+                        self.buckets.insert(bucket, tat);
+                    }
+                    Err(at_us) => {
+                        // Not yet: it waits for its tokens like a backoff,
+                        // in line behind those held back before it.
+                        let ahead = held.entry(bucket).or_insert(0);
+                        let at_us = rl.queue_at(at_us, *ahead);
+                        *ahead += u64::from(rl.units);
+                        let at = Timestamp::from_millis(at_us.saturating_add(999) / 1000);
+                        self.delayed.insert((at, id));
+                        rec.waiting = Waiting::Delayed { queue: qi, at };
+                        limited = true;
+                        continue;
+                    }
+                }
+            }
             if let Some(rec) = self.tasks.get_mut(&id) {
                 rec.waiting = Waiting::No;
             }
@@ -789,7 +839,7 @@ impl State {
                 last_seq: ack.seq,
             });
         }
-        Ok(out)
+        limited
     }
 
     // ----- events ------------------------------------------------------------

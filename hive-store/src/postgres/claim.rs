@@ -203,6 +203,7 @@ impl PostgresStore {
             ));
         }
         let picked = req.scheduler.select(&node, &candidates, max as usize);
+        let mut buckets = RateBuckets::lock(&mut tx, &batch, &picked).await?;
         let mut taken = vec![false; candidates.len()];
         let mut claimed = Vec::with_capacity(picked.len().min(max as usize));
         for i in picked {
@@ -210,6 +211,9 @@ impl PostgresStore {
                 continue;
             }
             taken[i] = true;
+            if !buckets.take(batch.task(i), now) {
+                continue;
+            }
             let lease = LeaseId::new();
             let scheduled = batch.apply(
                 i,
@@ -260,6 +264,7 @@ impl PostgresStore {
             });
         }
         debug_assert_eq!(batch.len(), candidates.len());
+        buckets.store(&mut tx).await?;
         batch.persist(&mut tx, &self.channel, now, &[]).await?;
         // Only a worker that found less than it asked for goes idle and needs
         // to know when the next retry is due.
@@ -274,6 +279,121 @@ impl PostgresStore {
             epoch,
             next_due,
         })
+    }
+}
+
+/// The rate-limit buckets of a claim's picked tasks, locked (sorted, so
+/// concurrent claims never deadlock on them) and read in one statement, then
+/// taken from in memory and written back with the held-back tasks' new
+/// `available_at` before the claim commits.
+#[derive(Default)]
+struct RateBuckets {
+    /// (tenant, key) → theoretical arrival time (µs), and whether it changed.
+    tat: rustc_hash::FxHashMap<(String, String), (i64, bool)>,
+    /// Tokens of the tasks held back per bucket in this claim.
+    held: rustc_hash::FxHashMap<(String, String), u64>,
+    /// Held-back tasks and when they are claimable again (ms).
+    moved: Vec<(String, i64)>,
+}
+
+impl RateBuckets {
+    async fn lock(
+        conn: &mut sqlx::PgConnection,
+        batch: &Transitions,
+        picked: &[usize],
+    ) -> Result<RateBuckets> {
+        let mut keys: Vec<(&str, &str)> = picked
+            .iter()
+            .filter(|&&i| i < batch.len())
+            .filter_map(|&i| {
+                let t = batch.task(i);
+                Some((t.tenant.as_str(), t.spec.rate_limit_key()?.0))
+            })
+            .collect();
+        let mut out = RateBuckets::default();
+        if keys.is_empty() {
+            return Ok(out);
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        let (tenants, names): (Vec<&str>, Vec<&str>) = keys.into_iter().unzip();
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "INSERT INTO rate_buckets AS b (tenant, key, tat) \
+             SELECT t, k, 0 FROM UNNEST($1::text[], $2::text[]) AS x(t, k) ORDER BY t, k \
+             ON CONFLICT (tenant, key) DO UPDATE SET tat = b.tat \
+             RETURNING b.tenant, b.key, b.tat",
+        )
+        .bind(tenants)
+        .bind(names)
+        .fetch_all(conn)
+        .await
+        .map_err(|e| db("lock rate-limit buckets", e))?;
+        for (tenant, key, tat) in rows {
+            out.tat.insert((tenant, key), (tat, false));
+        }
+        Ok(out)
+    }
+
+    /// Takes the task's tokens (true), or holds it back in line (false).
+    fn take(&mut self, task: &super::transition::Loaded, now: Timestamp) -> bool {
+        let Some((key, rl)) = task.spec.rate_limit_key() else {
+            return true;
+        };
+        let bucket = (task.tenant.as_str().to_owned(), key.to_owned());
+        let Some(entry) = self.tat.get_mut(&bucket) else {
+            return true;
+        };
+        match rl.take(entry.0, now.as_millis().saturating_mul(1000)) {
+            Ok(tat) => {
+                *entry = (tat, true);
+                true
+            }
+            Err(at_us) => {
+                let ahead = self.held.entry(bucket).or_insert(0);
+                let at_us = rl.queue_at(at_us, *ahead);
+                *ahead += u64::from(rl.units);
+                self.moved
+                    .push((task.id.to_string(), at_us.saturating_add(999) / 1000));
+                false
+            }
+        }
+    }
+
+    async fn store(self, conn: &mut sqlx::PgConnection) -> Result<()> {
+        let (mut tenants, mut keys, mut tats) = (Vec::new(), Vec::new(), Vec::new());
+        for ((tenant, key), (tat, changed)) in self.tat {
+            if changed {
+                tenants.push(tenant);
+                keys.push(key);
+                tats.push(tat);
+            }
+        }
+        if !tenants.is_empty() {
+            sqlx::query(
+                "UPDATE rate_buckets b SET tat = u.tat \
+                 FROM UNNEST($1::text[], $2::text[], $3::int8[]) AS u(tenant, key, tat) \
+                 WHERE b.tenant = u.tenant AND b.key = u.key",
+            )
+            .bind(tenants)
+            .bind(keys)
+            .bind(tats)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| db("take rate-limit tokens", e))?;
+        }
+        if !self.moved.is_empty() {
+            let (ids, ats): (Vec<String>, Vec<i64>) = self.moved.into_iter().unzip();
+            sqlx::query(
+                "UPDATE tasks t SET available_at = u.at \
+                 FROM UNNEST($1::text[], $2::int8[]) AS u(id, at) WHERE t.id = u.id::uuid",
+            )
+            .bind(ids)
+            .bind(ats)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| db("hold rate-limited tasks", e))?;
+        }
+        Ok(())
     }
 }
 

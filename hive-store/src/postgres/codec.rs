@@ -78,6 +78,7 @@ pub(super) fn encode_spec_meta(spec: &TaskSpec) -> Result<String> {
         not_before: spec.not_before,
         delay: spec.delay,
         concurrency: spec.concurrency.clone(),
+        rate_limit: spec.rate_limit.clone(),
     };
     serde_json::to_string(&meta).map_err(|e| encode("task spec", e))
 }

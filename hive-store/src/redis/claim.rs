@@ -19,7 +19,9 @@ use super::decode::{
 };
 use super::keys::esc;
 use super::nodes::status_of;
-use super::tasks::{Change, Loaded, core_of, decide, fixed_of, not_found, spec_ids, with_key};
+use super::tasks::{
+    Change, Loaded, core_of, decide, fixed_of, gate_of, not_found, spec_ids, with_key,
+};
 use super::{RedisStore, driver};
 
 /// Values per candidate in a reservation answer: queue member
@@ -38,6 +40,8 @@ impl RedisStore {
     pub(super) async fn claim_tasks(&self, req: ClaimRequest<'_>) -> Result<ClaimResult> {
         let now = req.now;
         let mut first_epoch = None;
+        // When the first task a rate limit held back is due.
+        let mut held_due: Option<Timestamp> = None;
         for _ in 0..4 {
             let claim = LeaseId::new().to_string();
             let mut inv = self.scripts.claim_prepare.prepare_invoke();
@@ -89,7 +93,15 @@ impl RedisStore {
                     next_due,
                 });
             }
-            let (tasks, missed) = self.finish_claim(&req, &node, &claim, rows).await?;
+            let (tasks, missed, due) = self.finish_claim(&req, &node, &claim, rows).await?;
+            held_due = match (held_due, due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let next_due = match (next_due, held_due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             if !tasks.is_empty() || !missed {
                 return Ok(ClaimResult {
                     tasks,
@@ -101,20 +113,21 @@ impl RedisStore {
         Ok(ClaimResult {
             tasks: Vec::new(),
             epoch: first_epoch.unwrap_or(0),
-            next_due: None,
+            next_due: held_due,
         })
     }
 
     /// Orders the reserved candidates, decides Schedule (and Start) with the
     /// machine and commits; whatever is not taken goes back to its queue.
-    /// Returns the leases and whether any chosen task was missed.
+    /// Returns the leases, whether any chosen task was missed, and when the
+    /// first task its rate limit held back is due.
     async fn finish_claim(
         &self,
         req: &ClaimRequest<'_>,
         node: &Node,
         claim: &str,
         rows: &[Value],
-    ) -> Result<(Vec<ClaimedTask>, bool)> {
+    ) -> Result<(Vec<ClaimedTask>, bool, Option<Timestamp>)> {
         struct Reserved {
             id: TaskId,
             tenant: TenantId,
@@ -276,14 +289,40 @@ impl RedisStore {
         for id in back {
             inv.arg(id);
         }
+        // Rate limits of the tasks to commit: taken from their buckets by
+        // the commit, atomically with the leases.
+        let limited: Vec<(String, String, i64, i64, i64)> = leases
+            .iter()
+            .filter_map(|(_, _, task, token, _, _)| {
+                let (key, rl) = task.spec.rate_limit_key()?;
+                Some((
+                    token.task.to_string(),
+                    gate_of(&task.et, key),
+                    i64::from(rl.units),
+                    rl.interval_us(),
+                    i64::try_from(rl.per.as_micros()).unwrap_or(i64::MAX),
+                ))
+            })
+            .collect();
+        inv.arg(limited.len());
+        for (id, bucket, units, interval, per) in &limited {
+            inv.arg(id).arg(bucket).arg(units).arg(interval).arg(per);
+        }
         let reply: Value = inv
             .invoke_async(&mut self.conn())
             .await
             .map_err(driver("claiming"))?;
         let statuses = array(&reply)?;
+        let Some((held, statuses)) = statuses.split_last() else {
+            return Err(corrupt("an empty claim answer"));
+        };
         if statuses.len() != changes.len() {
             return Err(corrupt("a claim answered the wrong number of statuses"));
         }
+        let held = match int_of(held, "held-back due time")? {
+            0 => None,
+            at => Some(Timestamp::from_millis(at)),
+        };
         let mut out = Vec::with_capacity(leases.len());
         let mut missed = false;
         for ((i, row, task, token, started, last_seq), status) in leases.into_iter().zip(statuses) {
@@ -313,7 +352,7 @@ impl RedisStore {
                 last_seq,
             });
         }
-        Ok((out, missed))
+        Ok((out, missed, held))
     }
 }
 

@@ -841,10 +841,48 @@ return out
 ///
 /// ARGV: prefix, now, node, claim id, record count, records (see
 /// `commit_one`), then the count and ids of the other reserved tasks (to put
-/// back). Returns one status per record: 1 stored, 0 missed, -2 refused (node
-/// not Ready or full), -3 no longer reserved.
+/// back), then the count and (task, bucket, units, µs per token, period µs)
+/// of the records' rate limits. Returns one status per record: 1 stored, 0
+/// missed, -2 refused (node not Ready or full), -3 no longer reserved, -5
+/// held back by its rate limit (moved to the delayed set, in line behind the
+/// others held back from the same bucket); then when the first task held
+/// back is due (ms, 0 none).
+///
+/// A bucket is its theoretical arrival time in µs (field of `rl`), the
+/// generic cell rate algorithm of `hive_core::task::RateLimit::take`.
 const CLAIM_COMMIT: &str = r#"
 local node, claim = ARGV[3], ARGV[4]
+local limits = {}
+do
+  local j = 6
+  for _ = 1, tonumber(ARGV[5]) do j = rec_end(j) end
+  j = j + 1 + tonumber(ARGV[j])
+  for k = j + 1, j + 5 * tonumber(ARGV[j]), 5 do
+    limits[ARGV[k]] = {ARGV[k + 1], tonumber(ARGV[k + 2]), tonumber(ARGV[k + 3]), tonumber(ARGV[k + 4])}
+  end
+end
+local KRL = P .. 'rl'
+local held = {}  -- bucket -> tokens held back in this claim
+local earliest = 0  -- when the first task held back is due (ms)
+-- Takes a task's tokens (true) or holds it back in line (false).
+local function take(id)
+  local r = limits[id]
+  if not r then return true end
+  local now_us = tonumber(NOW) * 1000
+  local tat = tonumber(redis.call('HGET', KRL, r[1]) or '0')
+  local new = math.max(tat, now_us) + r[2] * r[3]
+  if new - now_us <= r[4] then
+    redis.call('HSET', KRL, r[1], fmt(new))
+    return true
+  end
+  local ahead = held[r[1]] or 0
+  held[r[1]] = ahead + r[2]
+  local at = math.ceil((new - r[4] + ahead * r[3]) / 1000)
+  if earliest == 0 or at < earliest then earliest = at end
+  add('ZADD', KDELAYED, fmt(at), id)
+  work = true
+  return false
+end
 LEASE_NODE = node
 -- Only a claim that still finds its reservation may commit; the reservation
 -- is deleted with the other writes, at the end.
@@ -876,11 +914,16 @@ for _ = 1, count do
     status = -3
   elseif free <= 0 then
     status = -2
+  elseif limits[id] and redis.call('HGET', P .. 't:' .. id, 'seq') ~= ARGV[i + 1] then
+    -- (Checked first so that a missed commit takes no tokens.)
+    status = 0
+  elseif limits[id] and not take(id) then
+    status = -5
   else
     status = commit_one(i)
     if status == 1 then free = free - 1 end
   end
-  if status ~= 1 and reserved[id] and not done[id] then unreserve(id) end
+  if status ~= 1 and status ~= -5 and reserved[id] and not done[id] then unreserve(id) end
   done[id] = true
   out[#out + 1] = status
   i = rec_end(i)
@@ -891,6 +934,7 @@ for id in pairs(reserved) do
 end
 if back then work = true end
 finish()
+out[#out + 1] = earliest
 return out
 "#;
 

@@ -149,6 +149,16 @@ ALTER TABLE tasks ADD COLUMN key_wait INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX tasks_keys ON tasks (tenant, ckey, key_wait, priority DESC, ord)
     WHERE ckey IS NOT NULL AND state IN (0, 1, 2);
 "#,
+    // 4: rate limits: each bucket's theoretical arrival time (µs, the
+    // generic cell rate algorithm of `hive_core::task::RateLimit`).
+    r#"
+CREATE TABLE rate_buckets (
+    tenant TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    tat    INTEGER NOT NULL,
+    PRIMARY KEY (tenant, key)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The schema version this build writes and understands.

@@ -57,6 +57,7 @@ fn shared_spec(s: &TaskSpec) -> TaskSpec {
         not_before: s.not_before,
         delay: s.delay,
         concurrency: s.concurrency.clone(),
+        rate_limit: s.rate_limit.clone(),
     }
 }
 
@@ -70,6 +71,7 @@ fn same_shape(a: &TaskSpec, b: &TaskSpec) -> bool {
         && a.not_before == b.not_before
         && a.delay == b.delay
         && a.concurrency == b.concurrency
+        && a.rate_limit == b.rate_limit
 }
 
 /// A concurrency key's name in the key layout (`kh:{gate}` holders,

@@ -97,6 +97,84 @@ impl Tx<'_> {
         if max == 0 {
             return Ok(Vec::new());
         }
+        let mut out = Vec::new();
+        // A rate-limited task whose tokens are not there yet waits (its
+        // `available_at` moves); the claim then looks again for the slots it
+        // left.
+        for _ in 0..8 {
+            let limited = self
+                .claim_round(req, &node, max - out.len(), &mut out)
+                .await?;
+            if !limited || out.len() >= max {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes a rate-limited task's tokens from its bucket, or moves the task
+    /// to when they are there. Answers whether it may be scheduled now.
+    async fn take_tokens(
+        &mut self,
+        id: TaskId,
+        held: &mut FxHashMap<(TenantId, String), u64>,
+    ) -> Result<bool> {
+        let Some(t) = self.tasks.get(&id) else {
+            return Ok(true);
+        };
+        let Some((key, rl)) = t.spec.rate_limit_key() else {
+            return Ok(true);
+        };
+        let (tenant, key, rl) = (t.tenant.clone(), key.to_owned(), rl.clone());
+        let tat: i64 =
+            sqlx::query_scalar("SELECT tat FROM rate_buckets WHERE tenant = ? AND key = ?")
+                .bind(tenant.as_str())
+                .bind(key.as_str())
+                .fetch_optional(self.conn())
+                .await
+                .map_err(|e| db("read a rate-limit bucket", e))?
+                .unwrap_or(0);
+        match rl.take(tat, self.now.as_millis().saturating_mul(1000)) {
+            Ok(tat) => {
+                sqlx::query(
+                    "INSERT INTO rate_buckets (tenant, key, tat) VALUES (?, ?, ?) \
+                     ON CONFLICT (tenant, key) DO UPDATE SET tat = excluded.tat",
+                )
+                .bind(tenant.as_str())
+                .bind(key.as_str())
+                .bind(tat)
+                .execute(self.conn())
+                .await
+                .map_err(|e| db("take rate-limit tokens", e))?;
+                Ok(true)
+            }
+            Err(at_us) => {
+                // In line behind the tasks held back before it.
+                let ahead = held.entry((tenant, key)).or_insert(0);
+                let at_us = rl.queue_at(at_us, *ahead);
+                *ahead += u64::from(rl.units);
+                let at = at_us.saturating_add(999) / 1000;
+                sqlx::query("UPDATE tasks SET available_at = ? WHERE id = ?")
+                    .bind(at)
+                    .bind(id.to_string())
+                    .execute(self.conn())
+                    .await
+                    .map_err(|e| db("hold a rate-limited task", e))?;
+                self.fx.delayed.push(Timestamp::from_millis(at));
+                Ok(false)
+            }
+        }
+    }
+
+    /// One round of a claim: leases up to `max` more tasks into `out`;
+    /// answers whether a rate limit held a picked task back.
+    async fn claim_round(
+        &mut self,
+        req: &ClaimRequest<'_>,
+        node: &Node,
+        max: usize,
+        out: &mut Vec<ClaimedTask>,
+    ) -> Result<bool> {
         // Eligibility (owner, shares, labels, agents) per queue, inside the
         // transaction that leases.
         self.refresh_queues().await?;
@@ -114,7 +192,7 @@ impl Tx<'_> {
                 .collect()
         };
         if eligible.is_empty() {
-            return Ok(Vec::new());
+            return Ok(false);
         }
         // The heads of every eligible queue, up to `max` each, so that one
         // tenant's burst cannot hide another tenant's tasks from the scheduler.
@@ -158,9 +236,9 @@ impl Tx<'_> {
             }
         }
         if candidates.is_empty() {
-            return Ok(Vec::new());
+            return Ok(false);
         }
-        let picked = req.scheduler.select(&node, &candidates, max);
+        let picked = req.scheduler.select(node, &candidates, max);
         let mut taken = vec![false; candidates.len()];
         let mut ids = Vec::with_capacity(picked.len().min(max));
         for i in picked {
@@ -170,8 +248,13 @@ impl Tx<'_> {
             }
         }
         self.load(&ids).await?;
-        let mut out = Vec::with_capacity(ids.len());
+        let mut limited = false;
+        let mut held = FxHashMap::default();
         for id in ids {
+            if !self.take_tokens(id, &mut held).await? {
+                limited = true;
+                continue;
+            }
             let lease = LeaseId::new();
             let mut ack = match self.transition(
                 id,
@@ -222,6 +305,6 @@ impl Tx<'_> {
                 last_seq: ack.seq,
             });
         }
-        Ok(out)
+        Ok(limited)
     }
 }
