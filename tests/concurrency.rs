@@ -305,7 +305,9 @@ async fn three_processes_share_a_rate_limit(backend: &str, url: String) {
         (950..=1050).contains(&steady),
         "{backend}: {steady} tasks started in 10 s at 100/s"
     );
-    assert!(worst <= 200, "{backend}: {worst} started within one second");
+    // At most the burst plus a second's tokens (200), with 5% for the
+    // handlers' start times, measured a little after their claims.
+    assert!(worst <= 210, "{backend}: {worst} started within one second");
     hive.shutdown();
 }
 

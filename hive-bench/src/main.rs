@@ -33,6 +33,7 @@ mod claims;
 mod costs;
 mod drivers;
 mod http;
+mod keys;
 mod retention;
 mod schedules;
 mod workflows;
@@ -143,6 +144,11 @@ struct Args {
     /// With `--retention`: also delete compacted tasks after the hour.
     #[arg(long)]
     delete_ended: bool,
+    /// Measure claims of tasks spread over 1,000 concurrency keys
+    /// (`max_running` 2), `--tasks` tasks (default 20,000), against the same
+    /// tasks without keys in the same run.
+    #[arg(long)]
+    concurrency_keys: bool,
     /// Width of the workflow fan-out.
     #[arg(long, default_value_t = 1_000)]
     width: usize,
@@ -410,6 +416,9 @@ async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
     }
     if args.http {
         return http::polls(&args).await;
+    }
+    if args.concurrency_keys {
+        return keys::bench(&args).await;
     }
     if args.schedules {
         return schedules::bench(&args).await;

@@ -458,7 +458,7 @@ pub(crate) fn shares(counts: &[i64], free: i64, start: usize) -> Vec<i64> {
 /// with).
 macro_rules! eligible {
     () => {
-        r#"t.state = 'pending' AND t.available_at <= $1
+        r#"t.state = 'pending' AND t.key_wait IS NULL AND t.available_at <= $1
       AND (t.avoid_node IS NULL OR t.avoid_node <> $2::uuid)
       AND (cardinality($3::text[]) = 0 OR t.agent = ANY($3::text[]))
       AND t.labels <@ $4::jsonb
@@ -482,10 +482,11 @@ WITH RECURSIVE leases AS (
 ), free AS (
     SELECT greatest(0, least($11::int8, $12::int8 - leases.n)) AS n FROM leases
 ), tenants(tenant) AS (
-    (SELECT tenant FROM tasks WHERE state = 'pending' ORDER BY tenant LIMIT 1)
+    (SELECT tenant FROM tasks WHERE state = 'pending' AND key_wait IS NULL
+     ORDER BY tenant LIMIT 1)
     UNION ALL
     SELECT (SELECT t.tenant FROM tasks t
-            WHERE t.state = 'pending' AND t.tenant > tenants.tenant
+            WHERE t.state = 'pending' AND t.key_wait IS NULL AND t.tenant > tenants.tenant
             ORDER BY t.tenant LIMIT 1)
     FROM tenants WHERE tenants.tenant IS NOT NULL
 ), visible AS (

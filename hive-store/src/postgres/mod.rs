@@ -228,11 +228,16 @@ impl TaskStore for PostgresStore {
     }
 
     async fn pending_count(&self) -> Result<Option<u64>> {
-        // An index-only count over the partial index of pending tasks.
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks WHERE state = 'pending'")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| error::db("count pending tasks", e))?;
+        // Index-only counts: claimable or in a backoff (the `tasks_pending` index), plus those
+        // waiting for a concurrency slot (the `tasks_keys` index).
+        let n: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM tasks WHERE state = 'pending' AND key_wait IS NULL) \
+                  + (SELECT count(*) FROM tasks WHERE ckey IS NOT NULL AND key_wait IS NOT NULL \
+                     AND state IN ('pending', 'scheduled', 'running'))",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| error::db("count pending tasks", e))?;
         Ok(Some(n.max(0) as u64))
     }
 

@@ -242,19 +242,18 @@ impl PostgresStore {
                  SELECT DISTINCT hashtextextended(t || chr(31) || k, 7) AS h \
                  FROM UNNEST($1::text[], $2::text[]) AS x(t, k) ORDER BY 1) s",
         )
-        .bind(tenants)
-        .bind(keys)
+        .bind(&tenants)
+        .bind(&keys)
         .execute(&mut *tx)
         .await?;
         let created = query.fetch_all(&mut *tx).await?;
-        for &(tenant, key, max) in gates {
-            sqlx::query(super::transition::ADMIT)
-                .bind(tenant)
-                .bind(key)
-                .bind(i64::from(max))
-                .execute(&mut *tx)
-                .await?;
-        }
+        let maxes: Vec<i64> = gates.iter().map(|g| i64::from(g.2)).collect();
+        sqlx::query(super::transition::ADMIT)
+            .bind(&tenants)
+            .bind(&keys)
+            .bind(maxes)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(created)
     }

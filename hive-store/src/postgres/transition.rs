@@ -291,8 +291,8 @@ impl Transitions {
             .execute(&mut *conn)
             .await
             .map_err(|e| db("store transitions", e))?;
-        for (tenant, key, max) in released {
-            admit(&mut *conn, tenant, key, max).await?;
+        if !released.is_empty() {
+            admit(&mut *conn, &released).await?;
         }
         Ok(true)
     }
@@ -323,38 +323,42 @@ pub(super) async fn lock_keys<'k>(
     Ok(())
 }
 
-/// Hands a concurrency key's free slots (`max` minus its holders) to its
-/// first waiting tasks, by priority then submission: each gets its own
-/// `available_at` back and a fresh queue order (the end of the queue, so
-/// keys take turns). Waiting rows another transaction holds (being
-/// cancelled) are skipped. The caller holds the key's lock.
-pub(super) async fn admit(
-    conn: &mut PgConnection,
-    tenant: &str,
-    key: &str,
-    max: u32,
-) -> Result<()> {
+/// Hands the free slots of concurrency keys `(tenant, key, max)` (`max`
+/// minus the key's holders) to their first waiting tasks, by priority then
+/// submission: each gets its own `available_at` back and a fresh queue order
+/// (the end of the queue, so keys take turns). Waiting rows another
+/// transaction holds (being cancelled) are skipped. The caller holds the
+/// keys' locks. One statement for every key.
+pub(super) async fn admit(conn: &mut PgConnection, keys: &[(&str, &str, u32)]) -> Result<()> {
+    let tenants: Vec<&str> = keys.iter().map(|k| k.0).collect();
+    let names: Vec<&str> = keys.iter().map(|k| k.1).collect();
+    let maxes: Vec<i64> = keys.iter().map(|k| i64::from(k.2)).collect();
     sqlx::query(ADMIT)
-        .bind(tenant)
-        .bind(key)
-        .bind(i64::from(max))
+        .bind(tenants)
+        .bind(names)
+        .bind(maxes)
         .execute(conn)
         .await
         .map_err(|e| db("hand on concurrency slots", e))?;
     Ok(())
 }
 
+/// See [`admit`]: `$1`, `$2`, `$3` are the keys' tenants, names and slots.
 pub(super) const ADMIT: &str = r#"
-WITH w AS (
-    SELECT id FROM tasks
-    WHERE tenant = $1 AND ckey = $2 AND key_wait IS NOT NULL
-      AND state IN ('pending', 'scheduled', 'running')
-    ORDER BY priority DESC, queue_order
-    LIMIT greatest(0, $3 - (
-        SELECT count(*) FROM tasks
-        WHERE tenant = $1 AND ckey = $2 AND key_wait IS NULL
-          AND state IN ('pending', 'scheduled', 'running')))
-    FOR UPDATE SKIP LOCKED
+WITH k AS (
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[]) AS k(tenant, ckey, max)
+), w AS (
+    SELECT c.id FROM k CROSS JOIN LATERAL (
+        SELECT t.id FROM tasks t
+        WHERE t.tenant = k.tenant AND t.ckey = k.ckey AND t.key_wait IS NOT NULL
+          AND t.state IN ('pending', 'scheduled', 'running')
+        ORDER BY t.priority DESC, t.queue_order
+        LIMIT greatest(0, k.max - (
+            SELECT count(*) FROM tasks h
+            WHERE h.tenant = k.tenant AND h.ckey = k.ckey AND h.key_wait IS NULL
+              AND h.state IN ('pending', 'scheduled', 'running')))
+        FOR UPDATE OF t SKIP LOCKED
+    ) c
 ), o AS (
     SELECT w.id, nextval('task_order') AS queue_order FROM w
 )

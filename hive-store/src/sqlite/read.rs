@@ -41,10 +41,16 @@ pub(super) async fn get_tasks(
 
 /// Pending tasks, counted over the partial index of ready tasks.
 pub(super) async fn pending_count(pool: &SqlitePool) -> Result<u64> {
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks WHERE state = 0")
-        .fetch_one(pool)
-        .await
-        .map_err(|e| db("count pending tasks", e))?;
+    // The ready index (claimable or in a backoff) and the keys' index
+    // (waiting for a concurrency slot).
+    let n: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM tasks WHERE state = 0 AND key_wait = 0) \
+              + (SELECT count(*) FROM tasks WHERE ckey IS NOT NULL AND key_wait = 1 \
+                 AND state IN (0, 1, 2))",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(|e| db("count pending tasks", e))?;
     Ok(n.max(0) as u64)
 }
 

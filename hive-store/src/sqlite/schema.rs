@@ -148,6 +148,11 @@ ALTER TABLE tasks ADD COLUMN ckey TEXT;
 ALTER TABLE tasks ADD COLUMN key_wait INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX tasks_keys ON tasks (tenant, ckey, key_wait, priority DESC, ord)
     WHERE ckey IS NOT NULL AND state IN (0, 1, 2);
+-- Claims read the ready index in priority and queue order: tasks waiting for
+-- a slot stay out of it, so a long line of them costs a claim nothing.
+DROP INDEX tasks_ready;
+CREATE INDEX tasks_ready ON tasks (queue, priority DESC, ord, available_at, avoid_node)
+    WHERE state = 0 AND key_wait = 0;
 "#,
     // 4: rate limits: each bucket's theoretical arrival time (µs, the
     // generic cell rate algorithm of `hive_core::task::RateLimit`).

@@ -201,7 +201,7 @@ impl Tx<'_> {
         let mut candidates = Vec::new();
         for chunk in eligible.chunks(64) {
             let one = "SELECT * FROM (SELECT id, queue, priority, ord FROM tasks \
-                       WHERE state = 0 AND queue = ? AND available_at <= ? \
+                       WHERE state = 0 AND key_wait = 0 AND queue = ? AND available_at <= ? \
                        AND (avoid_node IS NULL OR avoid_node <> ?) \
                        ORDER BY priority DESC, ord LIMIT ?)";
             let sql = vec![one; chunk.len()].join(" UNION ALL ");

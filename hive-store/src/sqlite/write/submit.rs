@@ -219,39 +219,35 @@ impl Tx<'_> {
     /// (priority, then submission): each gets a fresh queue order (the end
     /// of its queue, so keys take turns) and its own `available_at` back.
     pub(super) async fn admit(&mut self, tenant: &TenantId, key: &str, max: u32) -> Result<()> {
-        let (holding, waiting) = self.key_counts(tenant, key).await?;
-        let free = u64::from(max).saturating_sub(holding).min(waiting);
-        if free == 0 {
-            return Ok(());
-        }
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT id, core FROM tasks \
-             WHERE tenant = ? AND ckey = ? AND key_wait = 1 AND state IN (0, 1, 2) \
-             ORDER BY priority DESC, ord LIMIT ?",
+        // One statement: the first waiting tasks, as many as slots are free,
+        // get their own `available_at` back (from the core) and fresh orders.
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "WITH w AS ( \
+                 SELECT id, row_number() OVER (ORDER BY priority DESC, ord) AS rn FROM tasks \
+                 WHERE tenant = ?1 AND ckey = ?2 AND key_wait = 1 AND state IN (0, 1, 2) \
+                 ORDER BY priority DESC, ord \
+                 LIMIT max(0, ?3 - (SELECT count(*) FROM tasks \
+                     WHERE tenant = ?1 AND ckey = ?2 AND key_wait = 0 AND state IN (0, 1, 2)))) \
+             UPDATE tasks SET key_wait = 0, ord = ?4 + w.rn, \
+                 available_at = json_extract(tasks.core, '$.available_at') \
+             FROM w WHERE tasks.id = w.id \
+             RETURNING tasks.id, tasks.available_at, tasks.ord",
         )
         .bind(tenant.as_str())
         .bind(key)
-        .bind(int(free))
+        .bind(i64::from(max))
+        .bind(self.next_ord - 1)
         .fetch_all(self.conn())
         .await
-        .map_err(|e| db("read a concurrency key's waiting tasks", e))?;
-        for (id, core) in rows {
-            let core: TaskCore = from_json!(&core, "task core")?;
-            let ord = self.next_ord;
-            self.next_ord += 1;
-            let at = core.available_at;
+        .map_err(|e| db("give tasks their concurrency slots", e))?;
+        self.next_ord += rows.len() as i64;
+        for (id, at, ord) in rows {
+            let at = Timestamp::from_millis(at);
             if at <= self.now {
                 self.fx.new_work = true;
             } else {
                 self.fx.delayed.push(at);
             }
-            sqlx::query("UPDATE tasks SET key_wait = 0, available_at = ?, ord = ? WHERE id = ?")
-                .bind(at.as_millis())
-                .bind(ord)
-                .bind(id.as_str())
-                .execute(self.conn())
-                .await
-                .map_err(|e| db("give a task its concurrency slot", e))?;
             if let Some(t) = self.tasks.get_mut(&task_id(&id)?) {
                 t.ord = ord;
             }
