@@ -194,6 +194,59 @@ pub struct TaskSpec {
     /// Not claimable before this time (set this or `delay`).
     #[uniffi(default = None)]
     pub not_before: Option<SystemTime>,
+    /// At most `max_running` tasks of the tenant with the same key at once.
+    #[uniffi(default = None)]
+    pub concurrency: Option<ConcurrencyLimit>,
+    /// How fast tasks of the tenant with the same key are claimed.
+    #[uniffi(default = None)]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// What a task does when its concurrency key is full at submission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum ConcurrencyStrategy {
+    /// Wait for a slot (keys take turns).
+    Queue,
+    /// The new task is cancelled.
+    CancelNewest,
+    /// The oldest running tasks are cancelled to make room.
+    CancelInProgress,
+}
+
+/// A concurrency limit per key: `key`, or the value at the JSON pointer
+/// `key_from` in the input.
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct ConcurrencyLimit {
+    /// The key itself.
+    #[uniffi(default = None)]
+    pub key: Option<String>,
+    /// A JSON pointer into the input (`/customer/id`).
+    #[uniffi(default = None)]
+    pub key_from: Option<String>,
+    /// Slots per key.
+    #[uniffi(default = 1)]
+    pub max_running: u32,
+    /// What happens when the key is full.
+    #[uniffi(default = None)]
+    pub strategy: Option<ConcurrencyStrategy>,
+}
+
+/// A rate limit per key: `limit` tokens per `per`, `units` per task.
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct RateLimit {
+    /// The bucket's key.
+    #[uniffi(default = None)]
+    pub key: Option<String>,
+    /// A JSON pointer into the input whose value is the key.
+    #[uniffi(default = None)]
+    pub key_from: Option<String>,
+    /// Tokens per period (and the bucket's size).
+    pub limit: u32,
+    /// The period.
+    pub per: Duration,
+    /// Tokens one task takes.
+    #[uniffi(default = 1)]
+    pub units: u32,
 }
 
 impl TaskSpec {
@@ -229,6 +282,25 @@ impl TaskSpec {
                 })?;
             spec.not_before = Some(hive::Timestamp::from_millis(ms));
         }
+        spec.concurrency = self.concurrency.as_ref().map(|c| hive::Concurrency {
+            key: c.key.clone(),
+            key_from: c.key_from.clone(),
+            max_running: c.max_running,
+            strategy: match c.strategy.unwrap_or(ConcurrencyStrategy::Queue) {
+                ConcurrencyStrategy::Queue => hive::ConcurrencyStrategy::Queue,
+                ConcurrencyStrategy::CancelNewest => hive::ConcurrencyStrategy::CancelNewest,
+                ConcurrencyStrategy::CancelInProgress => {
+                    hive::ConcurrencyStrategy::CancelInProgress
+                }
+            },
+        });
+        spec.rate_limit = self.rate_limit.as_ref().map(|r| hive::RateLimit {
+            key: r.key.clone(),
+            key_from: r.key_from.clone(),
+            units: r.units,
+            limit: r.limit,
+            per: r.per,
+        });
         Ok(spec)
     }
 }

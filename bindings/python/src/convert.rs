@@ -245,8 +245,8 @@ pub(crate) fn seconds_to_duration(seconds: f64) -> Result<String, NotJson> {
     })
 }
 
-/// In a spec object, replaces numbers in the duration fields of `timeouts` and
-/// `retry` (seconds) by duration strings.
+/// In a spec object, replaces numbers in the duration fields of `timeouts`,
+/// `retry`, `delay` and `rate_limit.per` (seconds) by duration strings.
 pub(crate) fn normalize_durations(spec: &mut Value) -> Result<(), NotJson> {
     const TIMEOUTS: [&str; 4] = [
         "schedule_to_start",
@@ -259,6 +259,9 @@ pub(crate) fn normalize_durations(spec: &mut Value) -> Result<(), NotJson> {
         return Ok(());
     };
     seconds_fields(map, &["delay"])?;
+    if let Some(Value::Object(r)) = map.get_mut("rate_limit") {
+        seconds_fields(r, &["per"]).map_err(|e| e.within("rate_limit"))?;
+    }
     if let Some(Value::Object(t)) = map.get_mut("timeouts") {
         seconds_fields(t, &TIMEOUTS).map_err(|e| e.within("timeouts"))?;
     }

@@ -221,7 +221,8 @@ impl PyHive {
     /// win). Returns `Submitted`. Awaitable.
     #[pyo3(signature = (principal, spec = None, /, *, agent = None, input = None, labels = None,
                         priority = None, timeouts = None, retry = None, idempotency_key = None,
-                        delay = None, not_before = None))]
+                        delay = None, not_before = None, concurrency = None,
+                        rate_limit = None))]
     #[allow(clippy::too_many_arguments)]
     fn submit<'py>(
         &self,
@@ -237,6 +238,8 @@ impl PyHive {
         idempotency_key: Option<String>,
         delay: Option<&Bound<'py, PyAny>>,
         not_before: Option<&Bound<'py, PyAny>>,
+        concurrency: Option<&Bound<'py, PyAny>>,
+        rate_limit: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let hive = self.engine.hive(py)?;
         let spec = spec::task_spec(
@@ -252,6 +255,8 @@ impl PyHive {
                 idempotency_key,
                 delay,
                 not_before,
+                concurrency,
+                rate_limit,
             },
             "",
         )?;

@@ -21,6 +21,8 @@ pub(crate) struct TaskKw<'a, 'py> {
     pub(crate) idempotency_key: Option<String>,
     pub(crate) delay: Option<&'a Bound<'py, PyAny>>,
     pub(crate) not_before: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) concurrency: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) rate_limit: Option<&'a Bound<'py, PyAny>>,
 }
 
 impl TaskKw<'_, '_> {
@@ -36,6 +38,8 @@ impl TaskKw<'_, '_> {
             idempotency_key: None,
             delay: None,
             not_before: None,
+            concurrency: None,
+            rate_limit: None,
         }
     }
 }
@@ -161,6 +165,16 @@ pub(crate) fn task_spec(
     {
         let ms = timestamp_millis(t, &field("not_before"))?;
         map.insert("not_before".into(), Value::from(ms));
+    }
+    for (name, obj) in [
+        ("concurrency", kw.concurrency),
+        ("rate_limit", kw.rate_limit),
+    ] {
+        if let Some(o) = obj
+            && !o.is_none()
+        {
+            map.insert(name.into(), Value::Object(object(o, &field(name))?));
+        }
     }
     if !map.contains_key("agent") {
         return Err(crate::errors::invalid_spec(

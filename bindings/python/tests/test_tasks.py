@@ -617,3 +617,67 @@ async def test_delayed_tasks_wait_for_their_time(h: hive.Hive, alice: hive.Princ
         await h.submit(alice, agent=agent, not_before="tomorrow")  # type: ignore[arg-type]
     assert len((await h.list_tasks(alice)).items) == before
     await handle.shutdown()
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "postgres", "redis"], indirect=True)
+async def test_concurrency_keys_and_rate_limits(h: hive.Hive, alice: hive.Principal, agent: str) -> None:
+    import time
+
+    running: Dict[str, int] = {}
+    most: Dict[str, int] = {}
+    starts: List[Any] = []
+    worker = hive.Worker("limited", capacity=8)
+
+    @worker.handler(agent)
+    async def work(ctx: hive.TaskContext) -> Any:
+        key = ctx.input["customer"]
+        starts.append((key, time.time()))
+        running[key] = running.get(key, 0) + 1
+        most[key] = max(most.get(key, 0), running[key])
+        await asyncio.sleep(0.05)
+        running[key] -= 1
+        return key
+
+    # Six tasks of one customer, two of another, one slot per customer: the
+    # key is read from the input.
+    limit = {"key_from": "/customer", "max_running": 1}
+    ids = [(await h.submit(alice, agent=agent, input={"customer": "c1", "i": i}, concurrency=limit)).id for i in range(6)]
+    ids += [(await h.submit(alice, agent=agent, input={"customer": "c2", "i": i}, concurrency=limit)).id for i in range(2)]
+    handle = await start(h, alice, worker)
+    for i in ids:
+        assert (await h.wait(alice, i, timeout=30)).state == "succeeded"
+    assert most == {"c1": 1, "c2": 1}, most
+
+    # A full key with cancel_newest: the newest task is cancelled.
+    await handle.shutdown()
+    newest = {"key": "solo", "max_running": 1, "strategy": "cancel_newest"}
+    first = await h.submit(alice, agent=agent, input={"customer": "solo"}, concurrency=newest)
+    second = await h.submit(alice, agent=agent, input={"customer": "solo"}, concurrency=newest)
+    assert (await h.get_task(alice, second.id)).state == "cancelled"
+    assert (await h.get_task(alice, first.id)).state == "pending"
+
+    # A rate limit of 2 per 0.5 s: four tasks take at least 0.5 s to start.
+    starts.clear()
+    rate = {"key": "llm", "limit": 2, "per": 0.5}
+    t0 = time.time()
+    handle = await start(h, alice, worker)
+    limited = [(await h.submit(alice, agent=agent, input={"customer": f"r{i}"}, rate_limit=rate)).id for i in range(4)]
+    for i in limited:
+        assert (await h.wait(alice, i, timeout=30)).state == "succeeded"
+    later = sorted(at for key, at in starts if key.startswith("r") and at >= t0)
+    assert len(later) == 4
+    # A burst of two, then one per 0.25 s.
+    assert later[3] - later[0] >= 0.45, later
+    await handle.shutdown()
+
+    # Bad input: InvalidSpec naming the field, nothing stored.
+    before = len((await h.list_tasks(alice)).items)
+    with pytest.raises(hive.InvalidSpec, match="concurrency.max_running"):
+        await h.submit(alice, agent=agent, concurrency={"key": "k", "max_running": 0})
+    with pytest.raises(hive.InvalidSpec, match="concurrency.key_from"):
+        await h.submit(alice, agent=agent, input={}, concurrency={"key_from": "/nope"})
+    with pytest.raises(hive.InvalidSpec, match="rate_limit.per"):
+        await h.submit(alice, agent=agent, rate_limit={"key": "k", "limit": 1, "per": 0})
+    with pytest.raises(hive.InvalidSpec, match="concurrency"):
+        await h.submit(alice, agent=agent, concurrency="customer")  # type: ignore[arg-type]
+    assert len((await h.list_tasks(alice)).items) == before

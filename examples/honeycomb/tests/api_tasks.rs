@@ -523,3 +523,52 @@ async fn delayed_tasks_over_http() {
     assert_eq!(p["field"], "delay");
     assert_eq!(count(&s, &t).await, 2, "the refused spec stored nothing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_and_rate_limits_over_http() {
+    let s = Server::start().await;
+    let t = s.token("acme", "alice", TokenKind::User).await;
+    let r = s
+        .post(
+            "/api/tasks",
+            &t,
+            json!({
+                "agent": "later",
+                "input": {"customer": {"id": 7}},
+                "concurrency": {"key_from": "/customer/id", "max_running": 2},
+                "rate_limit": {"key": "llm", "limit": 100, "per": "1s"},
+            }),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let snap: Value = s
+        .get(&format!("/api/tasks/{id}"), &t)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(snap["state"], "pending", "{snap}");
+    for (body, field) in [
+        (
+            json!({"agent": "later", "concurrency": {"key": "k", "max_running": 0}}),
+            "concurrency.max_running",
+        ),
+        (
+            json!({"agent": "later", "input": {}, "concurrency": {"key_from": "/customer"}}),
+            "concurrency.key_from",
+        ),
+        (
+            json!({"agent": "later", "rate_limit": {"key": "llm", "limit": 5, "per": "1s", "units": 9}}),
+            "rate_limit.units",
+        ),
+    ] {
+        let r = s.post("/api/tasks", &t, body).await;
+        let p = problem(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec").await;
+        assert_eq!(p["field"], field);
+    }
+    assert_eq!(count(&s, &t).await, 1, "the refused specs stored nothing");
+}

@@ -498,12 +498,20 @@ class Hive:
         idempotency_key: Optional[str] = None,
         delay: Union[str, float, timedelta, None] = None,
         not_before: Union[datetime, float, None] = None,
+        concurrency: Optional[Mapping[str, Any]] = None,
+        rate_limit: Optional[Mapping[str, Any]] = None,
     ) -> Submitted:
         """Submits one task from a spec dict and/or keywords (keywords win).
 
         ``delay`` (a duration) or ``not_before`` (a timezone-aware datetime, or
         seconds since the epoch) delays the task: it stays ``pending`` and no
-        worker takes it before then."""
+        worker takes it before then.
+
+        ``concurrency={"key": "customer-7" | "key_from": "/customer",
+        "max_running": 2, "strategy": "queue" | "cancel_newest" |
+        "cancel_in_progress"}`` limits how many tasks of the tenant with the
+        same key run at once; ``rate_limit={"key": "llm", "limit": 100,
+        "per": 1.0, "units": 1}`` how fast they are claimed."""
     async def submit_batch(self, principal: Principal, specs: Sequence[Mapping[str, Any]]) -> List[Submitted]:
         """Submits many tasks; one invalid spec refuses the whole batch."""
     async def get_task(self, principal: Principal, task_id: str) -> Task: ...

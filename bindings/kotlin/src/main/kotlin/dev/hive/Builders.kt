@@ -96,6 +96,30 @@ class TaskSpecBuilder(private val agent: String, private val input: JsonElement)
     /** Not claimable before this time (set this or [delay]). */
     var notBefore: java.time.Instant? = null
 
+    /** At most `maxRunning` tasks of the tenant with the same key at once. */
+    var concurrency: ConcurrencyLimit? = null
+
+    /** How fast tasks of the tenant with the same key are claimed. */
+    var rateLimit: RateLimit? = null
+
+    /**
+     * Sets [concurrency]: [key], or the value at the JSON pointer [keyFrom]
+     * in the input; [maxRunning] slots; what happens when the key is full.
+     */
+    fun concurrency(
+        key: String? = null,
+        keyFrom: String? = null,
+        maxRunning: Int = 1,
+        strategy: ConcurrencyStrategy = ConcurrencyStrategy.QUEUE,
+    ) {
+        concurrency = ConcurrencyLimit(key, keyFrom, maxRunning.toUInt(), strategy)
+    }
+
+    /** Sets [rateLimit]: [limit] tokens per [per], [units] per task. */
+    fun rateLimit(key: String? = null, keyFrom: String? = null, limit: Int, per: Duration, units: Int = 1) {
+        rateLimit = RateLimit(key, keyFrom, limit.toUInt(), per.toJavaDuration(), units.toUInt())
+    }
+
     /** Sets [retry]. */
     fun retry(configure: RetryPolicyBuilder.() -> Unit) {
         retry = retryPolicy(configure)
@@ -108,7 +132,7 @@ class TaskSpecBuilder(private val agent: String, private val input: JsonElement)
 
     internal fun build() = TaskSpec(
         agent, input.toString(), labels.toMap(), priority, timeouts, retry, idempotencyKey,
-        delay?.toJavaDuration(), notBefore,
+        delay?.toJavaDuration(), notBefore, concurrency, rateLimit,
     )
 }
 

@@ -336,4 +336,40 @@ class TasksTest {
             handle.shutdown()
         }
     }
+
+    @Test
+    fun `concurrency keys hold one slot and rate limits space claims`() = test {
+        withHive { hive ->
+            val running = java.util.concurrent.atomic.AtomicInteger()
+            val most = java.util.concurrent.atomic.AtomicInteger()
+            val handle = hive.startWorker(ops, worker("limited") {
+                system = true
+                capacity = 8
+                handler("slow") {
+                    most.accumulateAndGet(running.incrementAndGet(), ::maxOf)
+                    kotlinx.coroutines.delay(30)
+                    running.decrementAndGet()
+                    input
+                }
+            })
+            val ids = (1..5).map { i ->
+                hive.submit(alice, "slow", buildJsonObject { put("customer", "c1"); put("i", i) }) {
+                    concurrency(keyFrom = "/customer", maxRunning = 1)
+                }.id
+            }
+            for (id in ids) assertEquals("succeeded", hive.collectChecked(alice, id).last().kind)
+            assertEquals(1, most.get(), "one slot for the key")
+            val t0 = System.nanoTime()
+            val limited = (1..3).map { i ->
+                hive.submit(alice, "slow", JsonPrimitive(i)) { rateLimit(key = "llm", limit = 1, per = 200.milliseconds) }.id
+            }
+            for (id in limited) assertEquals("succeeded", hive.collectChecked(alice, id).last().kind)
+            assertTrue(System.nanoTime() - t0 >= 390_000_000, "three tasks at 1 per 200 ms take 400 ms")
+            val e = runCatching {
+                hive.submit(alice, "slow") { concurrency(key = "k", maxRunning = 0) }
+            }.exceptionOrNull()
+            assertTrue(e is HiveException.InvalidSpec && "concurrency.max_running" in e.message!!, "got $e")
+            handle.shutdown()
+        }
+    }
 }
