@@ -885,6 +885,8 @@ mod tests {
             idempotency_key: None,
             delay: None,
             not_before: None,
+            concurrency: None,
+            rate_limit: None,
         }
     }
 
