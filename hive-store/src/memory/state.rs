@@ -54,8 +54,13 @@ enum Waiting {
     },
     /// In the backoff index until `at`.
     Delayed { queue: usize, at: Timestamp },
-    /// Waiting for a slot of its concurrency key (in the key's gate).
-    Key { priority: i32, order: u64 },
+    /// Waiting for a slot of its concurrency key (in the key's gate); it
+    /// will join `queue`.
+    Key {
+        queue: usize,
+        priority: i32,
+        order: u64,
+    },
 }
 
 /// One concurrency key of one tenant: the tasks holding its slots and those
@@ -277,8 +282,13 @@ impl State {
             gate.waiting.pop_first();
             gate.holding.insert(id);
             self.key_waiting -= 1;
-            let (owner, spec) = (rec.owner.clone(), rec.spec.clone());
-            let queue = self.queue_for(&owner, &spec);
+            let queue = match rec.waiting {
+                Waiting::Key { queue, .. } => queue,
+                _ => {
+                    let (owner, spec) = (rec.owner.clone(), rec.spec.clone());
+                    self.queue_for(&owner, &spec)
+                }
+            };
             let order = self.next_order;
             self.next_order += 1;
             let rec = self.tasks.get_mut(&id).expect("present above");
@@ -356,7 +366,11 @@ impl State {
             });
             let waiting = if gate == Some(false) {
                 self.key_waiting += 1;
-                Waiting::Key { priority, order }
+                Waiting::Key {
+                    queue,
+                    priority,
+                    order,
+                }
             } else if core.available_at <= now {
                 self.queues[queue]
                     .ready
@@ -519,7 +533,9 @@ impl State {
                 Waiting::Delayed { at, .. } => {
                     self.delayed.remove(&(at, id));
                 }
-                Waiting::Key { priority, order } => {
+                Waiting::Key {
+                    priority, order, ..
+                } => {
                     if let Some((key, _)) = rec.spec.concurrency_key()
                         && let Some(g) = self
                             .keys

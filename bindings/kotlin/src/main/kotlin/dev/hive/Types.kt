@@ -24,6 +24,15 @@ typealias RetryPolicy = dev.hive.ffi.RetryPolicy
 /** Deadlines of a task (`null` fields keep the engine's defaults). */
 typealias Timeouts = dev.hive.ffi.Timeouts
 
+/** A concurrency limit per key (see [TaskSpecBuilder.concurrency]). */
+typealias ConcurrencyLimit = dev.hive.ffi.ConcurrencyLimit
+
+/** What a task does when its concurrency key is full. */
+typealias ConcurrencyStrategy = dev.hive.ffi.ConcurrencyStrategy
+
+/** A rate limit per key (see [TaskSpecBuilder.rateLimit]). */
+typealias RateLimit = dev.hive.ffi.RateLimit
+
 /** A task as stored. */
 typealias Task = dev.hive.ffi.Task
 
