@@ -105,8 +105,16 @@ fn jain(xs: &[f64]) -> f64 {
     sum * sum / (xs.len() as f64 * squares)
 }
 
-async fn three_processes_respect_max_running(backend: &str, url: String) {
-    let store = hive_store::open(&url).await.expect("open");
+/// Submits `specs` as alice on `url`, runs them on three worker processes
+/// until every task ended (or `limit` passed), and returns the ended tasks
+/// with the engine that read them.
+async fn run_on_three_processes(
+    backend: &str,
+    url: &str,
+    specs: Vec<TaskSpec>,
+    limit: Duration,
+) -> (Hive, Vec<hive::Task>) {
+    let store = hive_store::open(url).await.expect("open");
     let hive = Hive::builder()
         .store(store)
         .config(HiveConfig {
@@ -116,6 +124,40 @@ async fn three_processes_respect_max_running(backend: &str, url: String) {
         .build()
         .unwrap();
     let alice = Principal::user("acme", "alice");
+    let mut ids: Vec<TaskId> = Vec::with_capacity(specs.len());
+    for chunk in specs.chunks(500) {
+        let out = hive.submit_batch(&alice, chunk.to_vec()).await.unwrap();
+        ids.extend(out.into_iter().map(|s| s.id));
+    }
+    let procs: Vec<HostProcess> = (0..3)
+        .map(|_| {
+            HostProcess::spawn(
+                "concurrency_host_process",
+                &[("HIVE_CHILD_URL", url.to_owned())],
+            )
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + limit;
+    let tasks = loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let tasks = hive.store().get_tasks(&ids).await.unwrap();
+        let done = tasks.iter().filter(|t| t.state.is_terminal()).count();
+        if done == ids.len() {
+            break tasks;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{backend}: only {done} of {} tasks ended in {limit:?}",
+            ids.len()
+        );
+    };
+    for p in procs {
+        p.stop();
+    }
+    (hive, tasks)
+}
+
+async fn three_processes_respect_max_running(backend: &str, url: String) {
     // One key after the other: without turns, the first keys would take
     // every slot until they ran out of tasks.
     let specs: Vec<TaskSpec> = (0..KEYS)
@@ -126,36 +168,8 @@ async fn three_processes_respect_max_running(backend: &str, url: String) {
             })
         })
         .collect();
-    let mut ids: Vec<TaskId> = Vec::with_capacity(specs.len());
-    for chunk in specs.chunks(500) {
-        let out = hive.submit_batch(&alice, chunk.to_vec()).await.unwrap();
-        ids.extend(out.into_iter().map(|s| s.id));
-    }
-    let procs: Vec<HostProcess> = (0..3)
-        .map(|_| {
-            HostProcess::spawn(
-                "concurrency_host_process",
-                &[("HIVE_CHILD_URL", url.clone())],
-            )
-        })
-        .collect();
-    let deadline = std::time::Instant::now() + Duration::from_secs(300);
-    let tasks = loop {
-        let tasks = hive.store().get_tasks(&ids).await.unwrap();
-        let done = tasks.iter().filter(|t| t.state.is_terminal()).count();
-        if done == ids.len() {
-            break tasks;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{backend}: only {done} of {} tasks ended in 300 s",
-            ids.len()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    for p in procs {
-        p.stop();
-    }
+    let (hive, tasks) =
+        run_on_three_processes(backend, &url, specs, Duration::from_secs(300)).await;
     let mut by_key: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
     let mut pids = std::collections::BTreeSet::new();
     for t in &tasks {
@@ -225,16 +239,6 @@ async fn three_processes_respect_max_running(backend: &str, url: String) {
 }
 
 async fn three_processes_share_a_rate_limit(backend: &str, url: String) {
-    let store = hive_store::open(&url).await.expect("open");
-    let hive = Hive::builder()
-        .store(store)
-        .config(HiveConfig {
-            run_supervisor: false,
-            ..config()
-        })
-        .build()
-        .unwrap();
-    let alice = Principal::user("acme", "alice");
     let specs: Vec<TaskSpec> = (0..1300)
         .map(|i| {
             TaskSpec::new("work", json!({"i": i})).rate_limit(RateLimit::key(
@@ -244,36 +248,8 @@ async fn three_processes_share_a_rate_limit(backend: &str, url: String) {
             ))
         })
         .collect();
-    let mut ids: Vec<TaskId> = Vec::with_capacity(specs.len());
-    for chunk in specs.chunks(500) {
-        let out = hive.submit_batch(&alice, chunk.to_vec()).await.unwrap();
-        ids.extend(out.into_iter().map(|s| s.id));
-    }
-    let procs: Vec<HostProcess> = (0..3)
-        .map(|_| {
-            HostProcess::spawn(
-                "concurrency_host_process",
-                &[("HIVE_CHILD_URL", url.clone())],
-            )
-        })
-        .collect();
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    let tasks = loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let tasks = hive.store().get_tasks(&ids).await.unwrap();
-        let done = tasks.iter().filter(|t| t.state.is_terminal()).count();
-        if done == ids.len() {
-            break tasks;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{backend}: only {done} of {} tasks ended in 120 s",
-            ids.len()
-        );
-    };
-    for p in procs {
-        p.stop();
-    }
+    let (hive, tasks) =
+        run_on_three_processes(backend, &url, specs, Duration::from_secs(120)).await;
     let mut starts: Vec<u64> = tasks
         .iter()
         .map(|t| {

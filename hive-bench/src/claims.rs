@@ -41,10 +41,31 @@ pub(crate) async fn bench(args: &Args) -> Result<(), BoxError> {
         store.submit(chunk.to_vec(), now).await?;
     }
     let node = children::system_node(&*store, "bench-node".into(), capacity, now).await?;
+    let ms = drain(&*store, node, capacity, users, now).await?;
+    let claims = ms.len();
+    println!(
+        "hive-bench backend={} scenario=claim_spread users={users} capacity={capacity} claims={claims} p50_ms={:.3} max_ms={:.3}",
+        args.backend,
+        percentile(&ms, 0.5),
+        ms[claims - 1],
+    );
+    Ok(())
+}
+
+/// Claims (and starts) up to `capacity` tasks at a time on `node` and reports
+/// each batch succeeded, until `n` tasks ran; returns each claim's time in
+/// ms, sorted.
+pub(crate) async fn drain(
+    store: &dyn hive_core::store::Store,
+    node: hive_core::NodeId,
+    capacity: u32,
+    n: usize,
+    now: Timestamp,
+) -> Result<Vec<f64>, BoxError> {
     let scheduler = FairScheduler::default();
     let mut ms = Vec::new();
     let mut done = 0;
-    while done < users {
+    while done < n {
         let t = Instant::now();
         let claimed = store
             .claim(ClaimRequest {
@@ -59,7 +80,7 @@ pub(crate) async fn bench(args: &Args) -> Result<(), BoxError> {
             .tasks;
         ms.push(t.elapsed().as_secs_f64() * 1e3);
         if claimed.is_empty() {
-            return Err(format!("a claim found nothing with {} tasks left", users - done).into());
+            return Err(format!("a claim found nothing with {} tasks left", n - done).into());
         }
         done += claimed.len();
         let finish = claimed
@@ -77,13 +98,6 @@ pub(crate) async fn bench(args: &Args) -> Result<(), BoxError> {
             ack?;
         }
     }
-    let claims = ms.len();
     ms.sort_by(f64::total_cmp);
-    println!(
-        "hive-bench backend={} scenario=claim_spread users={users} capacity={capacity} claims={claims} p50_ms={:.3} max_ms={:.3}",
-        args.backend,
-        percentile(&ms, 0.5),
-        ms[claims - 1],
-    );
-    Ok(())
+    Ok(ms)
 }

@@ -15,9 +15,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use hive_core::scheduler::FairScheduler;
-use hive_core::store::{ClaimRequest, Command, NewTask};
-use hive_core::task::machine::Op;
+use hive_core::store::NewTask;
 use hive_core::{Concurrency, Owner, TaskId, TaskSpec, Timestamp};
 
 use crate::{Args, children, open_store, percentile};
@@ -64,46 +62,10 @@ async fn run(args: &Args, keys: usize) -> Result<(), BoxError> {
         store.submit(chunk.to_vec(), now).await?;
     }
     let node = children::system_node(&*store, "bench-node".into(), capacity, now).await?;
-    let scheduler = FairScheduler::default();
-    let mut ms = Vec::new();
-    let mut done = 0;
     let started = Instant::now();
-    while done < n {
-        let t = Instant::now();
-        let claimed = store
-            .claim(ClaimRequest {
-                node,
-                max: capacity,
-                agents: &[],
-                start: true,
-                scheduler: &scheduler,
-                now,
-            })
-            .await?
-            .tasks;
-        ms.push(t.elapsed().as_secs_f64() * 1e3);
-        if claimed.is_empty() {
-            return Err(format!("a claim found nothing with {} tasks left", n - done).into());
-        }
-        done += claimed.len();
-        let finish = claimed
-            .iter()
-            .map(|c| Command {
-                task: c.token.task,
-                op: Op::Succeed {
-                    token: c.token,
-                    node,
-                    output: serde_json::Value::Null,
-                },
-            })
-            .collect();
-        for ack in store.apply(finish, now).await? {
-            ack?;
-        }
-    }
+    let ms = crate::claims::drain(&*store, node, capacity, n, now).await?;
     let secs = started.elapsed().as_secs_f64();
     let claims = ms.len();
-    ms.sort_by(f64::total_cmp);
     println!(
         "hive-bench backend={} scenario=concurrency_keys keys={keys} max_running={} tasks={n} capacity={capacity} claims={claims} claim_p50_ms={:.3} claim_p99_ms={:.3} tasks_per_s={:.0}",
         args.backend,

@@ -256,6 +256,29 @@ impl State {
         }
     }
 
+    /// Puts a pending task in `queue` at its order, or in the backoff index
+    /// until its `available_at`.
+    fn enqueue(&mut self, id: TaskId, queue: usize, now: Timestamp) {
+        let Some(rec) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let at = rec.core.available_at;
+        if at <= now {
+            let (priority, order) = (rec.spec.priority, rec.order);
+            self.queues[queue]
+                .ready
+                .insert((Reverse(priority), order), id);
+            rec.waiting = Waiting::Ready {
+                queue,
+                priority,
+                order,
+            };
+        } else {
+            self.delayed.insert((at, id));
+            rec.waiting = Waiting::Delayed { queue, at };
+        }
+    }
+
     /// Gives free slots of a key to its first waiting tasks: each joins the
     /// end of its ready queue (a fresh order), or the backoff index if it is
     /// delayed. Returns whether any became claimable.
@@ -291,23 +314,10 @@ impl State {
             };
             let order = self.next_order;
             self.next_order += 1;
-            let rec = self.tasks.get_mut(&id).expect("present above");
-            rec.order = order;
-            let at = rec.core.available_at;
-            if at <= now {
-                let priority = rec.spec.priority;
-                self.queues[queue]
-                    .ready
-                    .insert((Reverse(priority), order), id);
-                rec.waiting = Waiting::Ready {
-                    queue,
-                    priority,
-                    order,
-                };
-            } else {
-                self.delayed.insert((at, id));
-                rec.waiting = Waiting::Delayed { queue, at };
+            if let Some(rec) = self.tasks.get_mut(&id) {
+                rec.order = order;
             }
+            self.enqueue(id, queue, now);
             any = true;
         }
     }
@@ -564,26 +574,10 @@ impl State {
                     self.queue_for(&owner, &spec)
                 }
             };
-            let rec = self.tasks.get_mut(&id).expect("present above");
-            let at = rec.core.available_at;
-            if at <= now {
-                let order = rec.order;
-                let priority = rec.spec.priority;
-                self.queues[queue]
-                    .ready
-                    .insert((Reverse(priority), order), id);
-                rec.waiting = Waiting::Ready {
-                    queue,
-                    priority,
-                    order,
-                };
-                requeued_now = true;
-            } else {
-                self.delayed.insert((at, id));
-                rec.waiting = Waiting::Delayed { queue, at };
-                // Waiting workers claim again and learn when it is due.
-                requeued_now = true;
-            }
+            // Claimable now, or waiting workers claim again and learn when
+            // it is due.
+            self.enqueue(id, queue, now);
+            requeued_now = true;
         }
         let rec = self.tasks.get_mut(&id).expect("present above");
         // Lease bookkeeping on nodes.
