@@ -193,6 +193,23 @@ pub struct KeySlots {
     pub waiting: u64,
 }
 
+impl KeySlots {
+    /// From a key's tasks, each with whether it waits (holders sorted
+    /// oldest first).
+    pub fn from_tasks(tasks: impl IntoIterator<Item = (TaskId, bool)>) -> Self {
+        let mut slots = KeySlots::default();
+        for (id, waiting) in tasks {
+            if waiting {
+                slots.waiting += 1;
+            } else {
+                slots.holding.push(id);
+            }
+        }
+        slots.holding.sort_unstable();
+        slots
+    }
+}
+
 /// Where Hive's state lives. See the module docs for the guarantees.
 #[async_trait]
 pub trait TaskStore: Send + Sync + fmt::Debug + 'static {

@@ -225,11 +225,6 @@ impl RateLimit {
         earliest_us.saturating_add(self.interval_us().saturating_mul(ahead))
     }
 
-    /// The resolved key (after [`TaskSpec::resolve_concurrency`]).
-    pub fn resolved_key(&self) -> Option<&str> {
-        self.key.as_deref()
-    }
-
     fn validate(&self) -> Result<()> {
         match (&self.key, &self.key_from) {
             (None, None) => {

@@ -264,19 +264,27 @@ impl State {
         };
         let at = rec.core.available_at;
         if at <= now {
-            let (priority, order) = (rec.spec.priority, rec.order);
-            self.queues[queue]
-                .ready
-                .insert((Reverse(priority), order), id);
-            rec.waiting = Waiting::Ready {
-                queue,
-                priority,
-                order,
-            };
+            self.make_ready(id, queue);
         } else {
             self.delayed.insert((at, id));
             rec.waiting = Waiting::Delayed { queue, at };
         }
+    }
+
+    /// Puts a pending task in ready queue `queue`, at its priority and order.
+    fn make_ready(&mut self, id: TaskId, queue: usize) {
+        let Some(rec) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let (priority, order) = (rec.spec.priority, rec.order);
+        self.queues[queue]
+            .ready
+            .insert((Reverse(priority), order), id);
+        rec.waiting = Waiting::Ready {
+            queue,
+            priority,
+            order,
+        };
     }
 
     /// Gives free slots of a key to its first waiting tasks: each joins the
@@ -674,16 +682,7 @@ impl State {
                 continue;
             };
             if let Waiting::Delayed { queue, .. } = rec.waiting {
-                let order = rec.order;
-                let priority = rec.spec.priority;
-                self.queues[queue]
-                    .ready
-                    .insert((Reverse(priority), order), id);
-                rec.waiting = Waiting::Ready {
-                    queue,
-                    priority,
-                    order,
-                };
+                self.make_ready(id, queue);
                 any = true;
             }
         }

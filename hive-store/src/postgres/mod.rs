@@ -325,16 +325,11 @@ impl TaskStore for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| db("read a concurrency key's slots", e))?;
-        let mut slots = KeySlots::default();
-        for (id, waiting) in rows {
-            if waiting {
-                slots.waiting += 1;
-            } else {
-                slots.holding.push(codec::task_id(&id)?);
-            }
-        }
-        slots.holding.sort_unstable();
-        Ok(slots)
+        let tasks = rows
+            .into_iter()
+            .map(|(id, waiting)| Ok((codec::task_id(&id)?, waiting)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(KeySlots::from_tasks(tasks))
     }
 
     async fn unacked_terminal(

@@ -237,15 +237,11 @@ impl PostgresStore {
     ) -> std::result::Result<Vec<String>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let (tenants, keys): (Vec<&str>, Vec<&str>) = gates.iter().map(|g| (g.0, g.1)).unzip();
-        sqlx::query(
-            "SELECT count(pg_advisory_xact_lock(h)) FROM ( \
-                 SELECT DISTINCT hashtextextended(t || chr(31) || k, 7) AS h \
-                 FROM UNNEST($1::text[], $2::text[]) AS x(t, k) ORDER BY 1) s",
-        )
-        .bind(&tenants)
-        .bind(&keys)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(super::transition::LOCK_KEYS)
+            .bind(&tenants)
+            .bind(&keys)
+            .execute(&mut *tx)
+            .await?;
         let created = query.fetch_all(&mut *tx).await?;
         let maxes: Vec<i64> = gates.iter().map(|g| i64::from(g.2)).collect();
         sqlx::query(super::transition::ADMIT)

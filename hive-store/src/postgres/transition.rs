@@ -310,18 +310,19 @@ pub(super) async fn lock_keys<'k>(
     keys: impl Iterator<Item = (&'k str, &'k str)>,
 ) -> Result<()> {
     let (tenants, keys): (Vec<&str>, Vec<&str>) = keys.unzip();
-    sqlx::query(
-        "SELECT count(pg_advisory_xact_lock(h)) FROM ( \
-             SELECT DISTINCT hashtextextended(t || chr(31) || k, 7) AS h \
-             FROM UNNEST($1::text[], $2::text[]) AS x(t, k) ORDER BY 1) s",
-    )
-    .bind(tenants)
-    .bind(keys)
-    .execute(conn)
-    .await
-    .map_err(|e| db("lock concurrency keys", e))?;
+    sqlx::query(LOCK_KEYS)
+        .bind(tenants)
+        .bind(keys)
+        .execute(conn)
+        .await
+        .map_err(|e| db("lock concurrency keys", e))?;
     Ok(())
 }
+
+/// See [`lock_keys`]: `$1`, `$2` are the keys' tenants and names.
+pub(super) const LOCK_KEYS: &str = "SELECT count(pg_advisory_xact_lock(h)) FROM ( \
+     SELECT DISTINCT hashtextextended(t || chr(31) || k, 7) AS h \
+     FROM UNNEST($1::text[], $2::text[]) AS x(t, k) ORDER BY 1) s";
 
 /// Hands the free slots of concurrency keys `(tenant, key, max)` (`max`
 /// minus the key's holders) to their first waiting tasks, by priority then

@@ -262,12 +262,31 @@ impl RedisStore {
                 }
             }
         }
+        // Rate limits of the tasks to commit: taken from their buckets by
+        // the commit, atomically with the leases.
+        let limited: Vec<(String, String, i64, i64, i64)> = leases
+            .iter()
+            .filter_map(|(_, _, task, token, _, _)| {
+                let (key, rl) = task.spec.rate_limit_key()?;
+                Some((
+                    token.task.to_string(),
+                    gate_of(&task.et, key),
+                    i64::from(rl.units),
+                    rl.interval_us(),
+                    i64::try_from(rl.per.as_micros()).unwrap_or(i64::MAX),
+                ))
+            })
+            .collect();
         let mut inv = self.scripts.claim_commit.prepare_invoke();
         inv.arg(&self.keys.prefix)
             .arg(req.now.as_millis())
             .arg(node.id.to_string())
             .arg(claim)
-            .arg(changes.len());
+            .arg(limited.len());
+        for (id, bucket, units, interval, per) in &limited {
+            inv.arg(id).arg(bucket).arg(units).arg(interval).arg(per);
+        }
+        inv.arg(changes.len());
         for c in &changes {
             c.push(&mut inv, req.now, Some(node.id))?;
         }
@@ -288,25 +307,6 @@ impl RedisStore {
         inv.arg(back.len());
         for id in back {
             inv.arg(id);
-        }
-        // Rate limits of the tasks to commit: taken from their buckets by
-        // the commit, atomically with the leases.
-        let limited: Vec<(String, String, i64, i64, i64)> = leases
-            .iter()
-            .filter_map(|(_, _, task, token, _, _)| {
-                let (key, rl) = task.spec.rate_limit_key()?;
-                Some((
-                    token.task.to_string(),
-                    gate_of(&task.et, key),
-                    i64::from(rl.units),
-                    rl.interval_us(),
-                    i64::try_from(rl.per.as_micros()).unwrap_or(i64::MAX),
-                ))
-            })
-            .collect();
-        inv.arg(limited.len());
-        for (id, bucket, units, interval, per) in &limited {
-            inv.arg(id).arg(bucket).arg(units).arg(interval).arg(per);
         }
         let reply: Value = inv
             .invoke_async(&mut self.conn())

@@ -220,14 +220,19 @@ local function hand_over_leases(node)
   return entries
 end
 
+-- A concurrency gate argument `{max} {gate}`: its slots and its name.
+local function gate_parts(gate)
+  local sp = string.find(gate, ' ', 1, true)
+  return tonumber(string.sub(gate, 1, sp - 1)), string.sub(gate, sp + 1)
+end
+
 -- Concurrency keys: an ended task leaves its gate (`{max} {gate}`), holding
 -- or waiting (`member`: its queue member, if read), and the gate's free
 -- slots go to its first waiting tasks (by priority, then submission): each
 -- joins the end of its ready queue (a fresh member, so keys take turns), or
 -- the delayed set until its own claimable time (`ka`).
 local function release(id, gate, member)
-  local sp = string.find(gate, ' ', 1, true)
-  local max, g = tonumber(string.sub(gate, 1, sp - 1)), string.sub(gate, sp + 1)
+  local max, g = gate_parts(gate)
   local kh, kw = P .. 'kh:' .. g, P .. 'kw:' .. g
   if redis.call('SREM', kh, id) == 0 then
     member = member or redis.call('HGET', P .. 't:' .. id, 'qm')
@@ -482,8 +487,7 @@ for _ = 1, n do
     local wait = false
     local gate = ARGV[i + 14]
     if gate ~= '' then
-      local sp = string.find(gate, ' ', 1, true)
-      local max, g = tonumber(string.sub(gate, 1, sp - 1)), string.sub(gate, sp + 1)
+      local max, g = gate_parts(gate)
       local kh, kw = P .. 'kh:' .. g, P .. 'kw:' .. g
       held[g] = held[g] or redis.call('SCARD', kh)
       waits[g] = waits[g] or redis.call('ZCARD', kw)
@@ -839,10 +843,10 @@ return out
 /// Schedule (and Start) that Rust decided with the state machine; everything
 /// else reserved goes back to its queue, in its old place.
 ///
-/// ARGV: prefix, now, node, claim id, record count, records (see
-/// `commit_one`), then the count and ids of the other reserved tasks (to put
-/// back), then the count and (task, bucket, units, µs per token, period µs)
-/// of the records' rate limits. Returns one status per record: 1 stored, 0
+/// ARGV: prefix, now, node, claim id, the count and (task, bucket, units, µs
+/// per token, period µs) of the records' rate limits, record count, records
+/// (see `commit_one`), then the count and ids of the other reserved tasks (to
+/// put back). Returns one status per record: 1 stored, 0
 /// missed, -2 refused (node not Ready or full), -3 no longer reserved, -5
 /// held back by its rate limit (moved to the delayed set, in line behind the
 /// others held back from the same bucket); then when the first task held
@@ -853,14 +857,11 @@ return out
 const CLAIM_COMMIT: &str = r#"
 local node, claim = ARGV[3], ARGV[4]
 local limits = {}
-do
-  local j = 6
-  for _ = 1, tonumber(ARGV[5]) do j = rec_end(j) end
-  j = j + 1 + tonumber(ARGV[j])
-  for k = j + 1, j + 5 * tonumber(ARGV[j]), 5 do
-    limits[ARGV[k]] = {ARGV[k + 1], tonumber(ARGV[k + 2]), tonumber(ARGV[k + 3]), tonumber(ARGV[k + 4])}
-  end
+local nl = tonumber(ARGV[5])
+for k = 6, 5 + 5 * nl, 5 do
+  limits[ARGV[k]] = {ARGV[k + 1], tonumber(ARGV[k + 2]), tonumber(ARGV[k + 3]), tonumber(ARGV[k + 4])}
 end
+local first = 7 + 5 * nl  -- the first record
 local KRL = P .. 'rl'
 local held = {}  -- bucket -> tokens held back in this claim
 local earliest = 0  -- when the first task held back is due (ms)
@@ -895,15 +896,15 @@ local free = 0
 if n[1] == 'ready' then
   free = tonumber(n[2]) - redis.call('HLEN', P .. 'nl:' .. node)
 end
-local count = tonumber(ARGV[5])
-local i = 6
+local count = tonumber(ARGV[first - 1])
+local i = first
 if valid then
   for _ = 1, count do
     reserved[ARGV[i]] = true
     i = rec_end(i)
   end
   for k = i + 1, i + tonumber(ARGV[i]) do reserved[ARGV[k]] = true end
-  i = 6
+  i = first
 end
 local out = {}
 local done = {}

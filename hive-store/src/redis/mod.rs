@@ -376,12 +376,14 @@ impl TaskStore for RedisStore {
             .query_async(&mut self.conn())
             .await
             .map_err(driver("reading a concurrency key's slots"))?;
-        let mut holding = holding
-            .iter()
-            .map(|id| decode::parse(id, "task id"))
-            .collect::<Result<Vec<TaskId>>>()?;
-        holding.sort_unstable();
-        Ok(KeySlots { holding, waiting })
+        let mut slots = KeySlots::from_tasks(
+            holding
+                .iter()
+                .map(|id| Ok((decode::parse(id, "task id")?, false)))
+                .collect::<Result<Vec<(TaskId, bool)>>>()?,
+        );
+        slots.waiting = waiting;
+        Ok(slots)
     }
 
     async fn ack_terminal(

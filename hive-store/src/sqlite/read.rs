@@ -222,16 +222,11 @@ pub(super) async fn key_slots(
     .fetch_all(pool)
     .await
     .map_err(|e| db("read a concurrency key's slots", e))?;
-    let mut slots = hive_core::store::KeySlots::default();
-    for (id, wait) in rows {
-        if wait == 0 {
-            slots.holding.push(super::codec::task_id(&id)?);
-        } else {
-            slots.waiting += 1;
-        }
-    }
-    slots.holding.sort_unstable();
-    Ok(slots)
+    let tasks = rows
+        .into_iter()
+        .map(|(id, wait)| Ok((super::codec::task_id(&id)?, wait != 0)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(hive_core::store::KeySlots::from_tasks(tasks))
 }
 
 pub(super) async fn unacked_terminal(

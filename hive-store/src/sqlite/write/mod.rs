@@ -35,6 +35,7 @@ const KEY_WAIT_AT: i64 = 253_402_300_799_999;
 
 mod claim;
 mod consumers;
+mod keys;
 mod nodes;
 mod submit;
 
