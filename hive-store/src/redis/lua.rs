@@ -1147,20 +1147,6 @@ end
 return out
 "#;
 
-/// A page of a tenant feed. ARGV: prefix, now, escaped tenant, after, limit.
-/// Returns: the count of entries retention trimmed (the floor is that + 1
-/// when not 0), then the entries after `after` (an empty page when `after`
-/// is below the floor).
-const READ_FEED: &str = r#"
-local et, after, limit = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-local fl = tonumber(redis.call('GET', P .. 'fo:' .. et) or '0')
-local out = {fl}
-if after < fl then return out end
-local page = redis.call('LRANGE', P .. 'f:' .. et, after - fl, after - fl + limit - 1)
-for _, e in ipairs(page) do out[#out + 1] = e end
-return out
-"#;
-
 /// Retention: compacts up to `limit` tasks of a tenant that ended before
 /// `cutoff`, oldest first (its terminal events in feed order, from the
 /// floor on; stops at the first that ended later). A compacted task keeps
@@ -1355,7 +1341,6 @@ pub(super) struct Scripts {
     pub(super) write_record: redis::Script,
     pub(super) list_records: redis::Script,
     pub(super) read_events: redis::Script,
-    pub(super) read_feed: redis::Script,
     pub(super) compact: redis::Script,
     pub(super) purge: redis::Script,
 }
@@ -1375,7 +1360,6 @@ impl Scripts {
             write_record: script(WRITE_RECORD),
             list_records: script(LIST_RECORDS),
             read_events: script(READ_EVENTS),
-            read_feed: script(READ_FEED),
             compact: script(COMPACT),
             purge: script(PURGE),
         }

@@ -111,6 +111,7 @@ pub struct RedisStore {
     cache: tasks::CoreCache,
     specs: tasks::SpecCache,
     queues: tasks::CheckedQueues,
+    trimmed: tasks::TrimmedOffsets,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -172,6 +173,7 @@ impl RedisStore {
             cache: tasks::CoreCache::default(),
             specs: tasks::SpecCache::default(),
             queues: tasks::CheckedQueues::default(),
+            trimmed: tasks::TrimmedOffsets::default(),
         })
     }
 

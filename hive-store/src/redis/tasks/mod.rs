@@ -259,6 +259,28 @@ impl CheckedQueues {
     }
 }
 
+/// The retention offset (`fo:{tenant}`: feed entries trimmed) last seen per
+/// escaped tenant, so a feed read asks for the right page in its one round
+/// trip. Only a hint: every read checks it and reads again when it moved.
+#[derive(Default)]
+pub(super) struct TrimmedOffsets(parking_lot::Mutex<FxHashMap<String, u64>>);
+
+impl TrimmedOffsets {
+    const CAPACITY: usize = 65_536;
+
+    pub(super) fn get(&self, et: &str) -> u64 {
+        self.0.lock().get(et).copied().unwrap_or(0)
+    }
+
+    pub(super) fn put(&self, et: &str, trimmed: u64) {
+        let mut map = self.0.lock();
+        if map.len() >= Self::CAPACITY {
+            map.clear();
+        }
+        map.insert(et.to_owned(), trimmed);
+    }
+}
+
 /// Stored specs by id. Ids name content that never changes, so entries never
 /// go stale.
 #[derive(Default)]

@@ -408,31 +408,49 @@ impl RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut inv = self.scripts.read_feed.prepare_invoke();
-        inv.arg(&self.keys.prefix)
-            .arg(0)
-            .arg(esc(tenant.as_str()))
-            .arg(after)
-            .arg(limit.min(MAX_FEED_READ));
-        let reply: Value = inv
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(driver("reading a feed"))?;
-        let Some((trimmed, entries)) = array(&reply)?.split_first() else {
-            return Err(corrupt("an empty feed answer"));
-        };
-        let trimmed = u64::try_from(opt_int(trimmed)?.unwrap_or(0)).unwrap_or(0);
-        if trimmed > 0 && after < trimmed {
-            return Err(Error::OffsetExpired {
-                requested: after,
-                earliest: trimmed + 1,
-            });
+        // One MULTI/EXEC (no script: a script would copy every entry through
+        // Lua twice): the retention offset and the page at the offset last
+        // seen for this tenant. The offset only grows, and only when retention
+        // trims the feed; a page read at an offset that moved is read again.
+        let et = esc(tenant.as_str());
+        let limit = limit.min(MAX_FEED_READ) as u64;
+        let mut guess = self.trimmed.get(&et);
+        for _ in 0..MAX_ROUNDS {
+            let start = after.saturating_sub(guess);
+            let (trimmed, entries): (Option<u64>, Vec<Value>) = redis::pipe()
+                .atomic()
+                .get(self.keys.feed_trimmed(&et))
+                .lrange(
+                    self.keys.feed(&et),
+                    start as isize,
+                    (start + limit - 1) as isize,
+                )
+                .query_async(&mut self.conn())
+                .await
+                .map_err(driver("reading a feed"))?;
+            let trimmed = trimmed.unwrap_or(0);
+            if trimmed != guess {
+                self.trimmed.put(&et, trimmed);
+            }
+            if trimmed > 0 && after < trimmed {
+                return Err(Error::OffsetExpired {
+                    requested: after,
+                    earliest: trimmed + 1,
+                });
+            }
+            if trimmed != guess {
+                guess = trimmed;
+                continue;
+            }
+            return entries
+                .iter()
+                .zip(after.saturating_add(1)..)
+                .map(|(packed, cursor)| feed_event(tenant, cursor, packed))
+                .collect();
         }
-        entries
-            .iter()
-            .zip(after.saturating_add(1)..)
-            .map(|(packed, cursor)| feed_event(tenant, cursor, packed))
-            .collect()
+        Err(corrupt(
+            "a feed's retention offset kept moving while it was read",
+        ))
     }
 
     pub(in crate::redis) async fn wait_feed(
