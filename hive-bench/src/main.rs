@@ -474,12 +474,14 @@ async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
                 Some(p) => Some(p.read().await?),
                 None => None,
             };
+            let cpu = costs::Cpu::now();
             let r = run(&args, None).await?;
+            let cpu = cpu.per_task(&costs::Cpu::now(), &args.backend, tasks(&args));
             let cost = match (&probe, before) {
                 (Some(p), Some(b)) => {
-                    format!(" {}", p.per_task(&b, &p.read().await?, tasks(&args)))
+                    format!(" {}{cpu}", p.per_task(&b, &p.read().await?, tasks(&args)))
                 }
-                _ => String::new(),
+                _ => cpu,
             };
             if best.as_ref().is_none_or(|(b, _)| r.e2e_per_s > b.e2e_per_s) {
                 best = Some((r, cost));
