@@ -286,10 +286,6 @@ impl RedisStore {
         for (id, bucket, units, interval, per) in &limited {
             inv.arg(id).arg(bucket).arg(units).arg(interval).arg(per);
         }
-        inv.arg(changes.len());
-        for c in &changes {
-            c.push(&mut inv, req.now, Some(node.id))?;
-        }
         // Every other reserved id, whatever its row holds, goes back to its
         // queue.
         let committing: rustc_hash::FxHashSet<TaskId> = changes.iter().map(|c| c.id).collect();
@@ -307,6 +303,10 @@ impl RedisStore {
         inv.arg(back.len());
         for id in back {
             inv.arg(id);
+        }
+        inv.arg(changes.len());
+        for c in &changes {
+            c.push(&mut inv, req.now, Some(node.id))?;
         }
         let reply: Value = inv
             .invoke_async(&mut self.conn())

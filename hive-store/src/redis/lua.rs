@@ -844,9 +844,10 @@ return out
 /// else reserved goes back to its queue, in its old place.
 ///
 /// ARGV: prefix, now, node, claim id, the count and (task, bucket, units, µs
-/// per token, period µs) of the records' rate limits, record count, records
-/// (see `commit_one`), then the count and ids of the other reserved tasks (to
-/// put back). Returns one status per record: 1 stored, 0
+/// per token, period µs) of the records' rate limits, the count and ids of
+/// the other reserved tasks (to put back), record count, records (see
+/// `commit_one`): what comes before the records is read once, so the records
+/// are walked once. Returns one status per record: 1 stored, 0
 /// missed, -2 refused (node not Ready or full), -3 no longer reserved, -5
 /// held back by its rate limit (moved to the delayed set, in line behind the
 /// others held back from the same bucket); then when the first task held
@@ -861,7 +862,9 @@ local nl = tonumber(ARGV[5])
 for k = 6, 5 + 5 * nl, 5 do
   limits[ARGV[k]] = {ARGV[k + 1], tonumber(ARGV[k + 2]), tonumber(ARGV[k + 3]), tonumber(ARGV[k + 4])}
 end
-local first = 7 + 5 * nl  -- the first record
+local nb_at = 6 + 5 * nl  -- the count of reserved tasks to put back
+local nb = tonumber(ARGV[nb_at])
+local first = nb_at + nb + 2  -- the first record
 local KRL = P .. 'rl'
 local held = {}  -- bucket -> tokens held back in this claim
 local earliest = 0  -- when the first task held back is due (ms)
@@ -898,40 +901,42 @@ if n[1] == 'ready' then
 end
 local count = tonumber(ARGV[first - 1])
 local i = first
-if valid then
-  for _ = 1, count do
-    reserved[ARGV[i]] = true
-    i = rec_end(i)
-  end
-  for k = i + 1, i + tonumber(ARGV[i]) do reserved[ARGV[k]] = true end
-  i = first
-end
 local out = {}
 local done = {}
+-- Every record is a task this claim reserved (while the reservation holds).
 for _ = 1, count do
   local id = ARGV[i]
   local status
-  if not reserved[id] or done[id] then
+  if not valid or done[id] then
     status = -3
-  elseif free <= 0 then
-    status = -2
-  elseif limits[id] and redis.call('HGET', P .. 't:' .. id, 'seq') ~= ARGV[i + 1] then
-    -- (Checked first so that a missed commit takes no tokens.)
-    status = 0
-  elseif limits[id] and not take(id) then
-    status = -5
   else
-    status = commit_one(i)
-    if status == 1 then free = free - 1 end
+    reserved[id] = true
+    if free <= 0 then
+      status = -2
+    elseif limits[id] and redis.call('HGET', P .. 't:' .. id, 'seq') ~= ARGV[i + 1] then
+      -- (Checked first so that a missed commit takes no tokens.)
+      status = 0
+    elseif limits[id] and not take(id) then
+      status = -5
+    else
+      status = commit_one(i)
+      if status == 1 then free = free - 1 end
+    end
+    if status ~= 1 and status ~= -5 then unreserve(id) end
   end
-  if status ~= 1 and status ~= -5 and reserved[id] and not done[id] then unreserve(id) end
   done[id] = true
   out[#out + 1] = status
   i = rec_end(i)
 end
 local back = false
-for id in pairs(reserved) do
-  if not done[id] and unreserve(id) then back = true end
+if valid then
+  for k = nb_at + 1, nb_at + nb do
+    local id = ARGV[k]
+    if not done[id] then
+      done[id] = true
+      if unreserve(id) then back = true end
+    end
+  end
 end
 if back then work = true end
 finish()
