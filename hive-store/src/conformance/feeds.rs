@@ -92,6 +92,15 @@ pub async fn feed_resumes_from_a_cursor(store: Arc<dyn Store>) {
     assert_eq!(page[0].cursor, 1);
     assert_eq!(page[1].cursor, 2);
     assert_eq!((page[0].event.task, page[1].event.task), (a.id, b.id));
+    // A cursor far past the head (a client's bad input) reads nothing, and
+    // the task's events after a seq it never reached are none: no overflow,
+    // no wrap-around to the start.
+    for far in [u64::MAX, u64::MAX - 1, i64::MAX as u64, 1 << 40] {
+        let none = h.hive.read_feed(&alice(), far, 100).await.unwrap();
+        assert!(none.is_empty(), "feed after {far}: {none:?}");
+        let none = h.hive.read_events(&alice(), a.id, far, 100).await.unwrap();
+        assert!(none.is_empty(), "events after {far}: {none:?}");
+    }
     let mut feed = h.hive.feed(&alice(), 2).await.unwrap();
     let claimed = h.claim(&w, node, 3, true).await;
     assert_eq!(claimed.len(), 3);

@@ -73,7 +73,7 @@ impl PostgresStore {
         }
         // Retention keeps a compacted task's terminal event only.
         if let Some((_, Some(first), _, _)) = rows.first()
-            && codec::count("seq", *first)? > after + 1
+            && codec::count("seq", *first)? > after.saturating_add(1)
         {
             return Err(hive_core::Error::OffsetExpired {
                 requested: after,
@@ -145,7 +145,7 @@ impl PostgresStore {
             Some((f, ..)) => codec::count("feed floor", *f)?,
             None => 0,
         };
-        if after + 1 < floor {
+        if after.saturating_add(1) < floor {
             return Err(hive_core::Error::OffsetExpired {
                 requested: after,
                 earliest: floor,

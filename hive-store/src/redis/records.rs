@@ -204,7 +204,7 @@ impl RedisStore {
             .map_err(driver("reading a record"))?;
         match opt_int(&seq)? {
             None => return Err(not_found(kind, id)),
-            Some(s) if s > after as i64 => return Ok(()),
+            Some(s) if s > i64::try_from(after).unwrap_or(i64::MAX) => return Ok(()),
             Some(_) => {}
         }
         let _ = tokio::time::timeout(timeout, notified).await;

@@ -143,7 +143,7 @@ pub(super) async fn read_events(
     let out: Vec<TaskEvent> = rows.iter().map(|r| event(r, 0)).collect::<Result<_>>()?;
     // Retention keeps a compacted task's terminal event only.
     if let Some(first) = out.first()
-        && first.seq > after + 1
+        && first.seq > after.saturating_add(1)
     {
         return Err(Error::OffsetExpired {
             requested: after,
@@ -170,7 +170,7 @@ pub(super) async fn read_feed(
     limit: usize,
 ) -> Result<Vec<FeedEvent>> {
     let floor = feed_floor(pool, tenant).await?;
-    if after + 1 < floor {
+    if after.saturating_add(1) < floor {
         return Err(Error::OffsetExpired {
             requested: after,
             earliest: floor,

@@ -392,7 +392,7 @@ impl RedisStore {
             .map_err(driver("reading a task"))?;
         match opt_int(&seq)? {
             None => return Err(not_found("task", task)),
-            Some(s) if s > after as i64 => return Ok(()),
+            Some(s) if s > i64::try_from(after).unwrap_or(i64::MAX) => return Ok(()),
             Some(_) => {}
         }
         let _ = tokio::time::timeout(timeout, notified).await;
@@ -416,15 +416,19 @@ impl RedisStore {
         let limit = limit.min(MAX_FEED_READ) as u64;
         let mut guess = self.trimmed.get(&et);
         for _ in 0..MAX_ROUNDS {
+            // Past what a list can hold: nothing there (and no offset can
+            // have expired it).
             let start = after.saturating_sub(guess);
+            let (Ok(first), Ok(last)) = (
+                isize::try_from(start),
+                isize::try_from(start.saturating_add(limit - 1)),
+            ) else {
+                return Ok(Vec::new());
+            };
             let (trimmed, entries): (Option<u64>, Vec<Value>) = redis::pipe()
                 .atomic()
                 .get(self.keys.feed_trimmed(&et))
-                .lrange(
-                    self.keys.feed(&et),
-                    start as isize,
-                    (start + limit - 1) as isize,
-                )
+                .lrange(self.keys.feed(&et), first, last)
                 .query_async(&mut self.conn())
                 .await
                 .map_err(driver("reading a feed"))?;
@@ -475,7 +479,7 @@ impl RedisStore {
             .query_async(&mut self.conn())
             .await
             .map_err(driver("reading a feed"))?;
-        if len + trimmed.unwrap_or(0) > after as i64 {
+        if len + trimmed.unwrap_or(0) > i64::try_from(after).unwrap_or(i64::MAX) {
             return Ok(());
         }
         let _ = tokio::time::timeout(timeout, notified).await;
