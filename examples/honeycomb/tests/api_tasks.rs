@@ -483,20 +483,10 @@ async fn delayed_tasks_over_http() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
-    let r = s
-        .post("/api/tasks", &t, json!({"agent": "later", "delay": "1h"}))
+    let id = s
+        .submit_spec(&t, json!({"agent": "later", "delay": "1h"}))
         .await;
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let snap: Value = s
-        .get(&format!("/api/tasks/{id}"), &t)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let snap = s.get_json(&format!("/api/tasks/{id}"), &t).await;
     assert_eq!(snap["state"], "pending");
     let due = snap["available_at"].as_i64().unwrap();
     assert!(
@@ -504,14 +494,8 @@ async fn delayed_tasks_over_http() {
         "due in an hour: {due} vs {before}"
     );
     let at = before + 7_200_000;
-    let r = s
-        .post(
-            "/api/tasks",
-            &t,
-            json!({"agent": "later", "not_before": at}),
-        )
+    s.submit_spec(&t, json!({"agent": "later", "not_before": at}))
         .await;
-    assert_eq!(r.status(), StatusCode::CREATED);
     let r = s
         .post(
             "/api/tasks",
@@ -528,9 +512,8 @@ async fn delayed_tasks_over_http() {
 async fn concurrency_and_rate_limits_over_http() {
     let s = Server::start().await;
     let t = s.token("acme", "alice", TokenKind::User).await;
-    let r = s
-        .post(
-            "/api/tasks",
+    let id = s
+        .submit_spec(
             &t,
             json!({
                 "agent": "later",
@@ -540,17 +523,7 @@ async fn concurrency_and_rate_limits_over_http() {
             }),
         )
         .await;
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let snap: Value = s
-        .get(&format!("/api/tasks/{id}"), &t)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let snap = s.get_json(&format!("/api/tasks/{id}"), &t).await;
     assert_eq!(snap["state"], "pending", "{snap}");
     for (body, field) in [
         (

@@ -112,15 +112,21 @@ impl Server {
             .expect("answered")
     }
 
+    /// A GET answered with JSON: its body.
+    pub async fn get_json(&self, path: &str, token: &str) -> Value {
+        self.get(path, token).await.json().await.expect("json")
+    }
+
     /// Submits a task over HTTP and returns its id.
     pub async fn submit(&self, token: &str, agent: &str) -> String {
-        let r = self
-            .post(
-                "/api/tasks",
-                token,
-                serde_json::json!({"agent": agent, "input": {}}),
-            )
-            .await;
+        self.submit_spec(token, serde_json::json!({"agent": agent, "input": {}}))
+            .await
+    }
+
+    /// Submits `spec` (a `POST /api/tasks` body), asserts it was created and
+    /// returns the task's id.
+    pub async fn submit_spec(&self, token: &str, spec: Value) -> String {
+        let r = self.post("/api/tasks", token, spec).await;
         assert_eq!(r.status(), StatusCode::CREATED);
         let body: Value = r.json().await.expect("json");
         body["id"].as_str().expect("id").to_owned()

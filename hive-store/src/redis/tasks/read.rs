@@ -442,15 +442,14 @@ impl RedisStore {
                     earliest: trimmed + 1,
                 });
             }
-            if trimmed != guess {
-                guess = trimmed;
-                continue;
+            if trimmed == guess {
+                return entries
+                    .iter()
+                    .zip(after.saturating_add(1)..)
+                    .map(|(packed, cursor)| feed_event(tenant, cursor, packed))
+                    .collect();
             }
-            return entries
-                .iter()
-                .zip(after.saturating_add(1)..)
-                .map(|(packed, cursor)| feed_event(tenant, cursor, packed))
-                .collect();
+            guess = trimmed;
         }
         Err(corrupt(
             "a feed's retention offset kept moving while it was read",
