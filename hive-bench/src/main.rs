@@ -47,7 +47,11 @@ use hive_core::worker::handler_fn;
 use hive_core::{Hive, Principal, RetryPolicy, TaskId, TaskSpec, WorkerOptions};
 
 /// The bench binary uses mimalloc: an allocator is the host's choice, and the
-/// engine allocates a few small objects per task (events, leases).
+/// engine allocates a few small objects per task (events, leases). It is
+/// built without transparent huge pages (the `no_thp` feature): with them,
+/// mimalloc's fresh pages fault in 2 MiB at a time, each zeroed, which took up
+/// to 44% of this process's CPU and made its CPU per task swing threefold
+/// between identical runs (docs/benchmarks.md, issue 19).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
