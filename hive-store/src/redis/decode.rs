@@ -52,6 +52,12 @@ pub(super) fn opt_int(v: &Value) -> Result<Option<i64>> {
     }
 }
 
+/// Whether a count read from Redis (a task's `seq`, a feed's length) is past a
+/// client's cursor, whatever the cursor (up to `u64::MAX`).
+pub(super) fn past(count: i64, after: u64) -> bool {
+    u64::try_from(count).is_ok_and(|c| c > after)
+}
+
 pub(super) fn int_of(v: &Value, what: &str) -> Result<i64> {
     opt_int(v)?.ok_or_else(|| corrupt(format_args!("{what} is missing")))
 }
@@ -147,3 +153,21 @@ macro_rules! to_json {
     };
 }
 pub(super) use to_json;
+
+#[cfg(test)]
+mod tests {
+    use super::past;
+
+    #[test]
+    fn a_count_is_past_a_cursor_only_when_greater() {
+        assert!(past(5, 4));
+        assert!(!past(4, 4));
+        assert!(!past(0, 0));
+        // A negative count (never stored) is past nothing.
+        assert!(!past(-1, 0));
+        // Cursors beyond what Redis can count are never reached.
+        assert!(!past(i64::MAX, i64::MAX as u64));
+        assert!(!past(i64::MAX, u64::MAX));
+        assert!(past(i64::MAX, i64::MAX as u64 - 1));
+    }
+}

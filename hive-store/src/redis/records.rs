@@ -8,8 +8,8 @@ use hive_core::{Error, Result};
 use redis::Value;
 
 use super::decode::{
-    array, corrupt, field, from_json, int_of, opt_int, opt_str, str_of, stream_entries, time_of,
-    to_json, u64_of,
+    array, corrupt, field, from_json, int_of, opt_int, opt_str, past, str_of, stream_entries,
+    time_of, to_json, u64_of,
 };
 use super::keys::esc;
 use super::{RedisStore, driver};
@@ -204,7 +204,7 @@ impl RedisStore {
             .map_err(driver("reading a record"))?;
         match opt_int(&seq)? {
             None => return Err(not_found(kind, id)),
-            Some(s) if s > i64::try_from(after).unwrap_or(i64::MAX) => return Ok(()),
+            Some(s) if past(s, after) => return Ok(()),
             Some(_) => {}
         }
         let _ = tokio::time::timeout(timeout, notified).await;

@@ -21,8 +21,8 @@ use super::codec::{
     place, redirect, spec_id,
 };
 use super::decode::{
-    array, cannot_encode, corrupt, from_json, int_of, opt_bytes, opt_int, opt_str, parse, str_of,
-    to_json, u64_of,
+    array, cannot_encode, corrupt, from_json, int_of, opt_bytes, opt_int, opt_str, parse, past,
+    str_of, to_json, u64_of,
 };
 use super::keys::esc;
 use super::{RedisStore, driver};

@@ -392,7 +392,7 @@ impl RedisStore {
             .map_err(driver("reading a task"))?;
         match opt_int(&seq)? {
             None => return Err(not_found("task", task)),
-            Some(s) if s > i64::try_from(after).unwrap_or(i64::MAX) => return Ok(()),
+            Some(s) if past(s, after) => return Ok(()),
             Some(_) => {}
         }
         let _ = tokio::time::timeout(timeout, notified).await;
@@ -478,7 +478,7 @@ impl RedisStore {
             .query_async(&mut self.conn())
             .await
             .map_err(driver("reading a feed"))?;
-        if len + trimmed.unwrap_or(0) > i64::try_from(after).unwrap_or(i64::MAX) {
+        if past(len + trimmed.unwrap_or(0), after) {
             return Ok(());
         }
         let _ = tokio::time::timeout(timeout, notified).await;
