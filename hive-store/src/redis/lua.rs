@@ -79,8 +79,9 @@ local LEASE_NODE = nil -- the node new leases go to (set by the claim commit)
 -- writes only in finish(): an error half-way (a key of the wrong type, say)
 -- then leaves every task as it was, never a task hash without its feed entry
 -- or index update.
-local writes = {}    -- {cmd, key, args}: single-key writes, run first by finish()
-local staged = {}    -- task id -> {seq, queue member} this call will write
+local writes = {}    -- {cmd, key, args[, n]}: single-key writes (the first n args), run first by finish()
+local staged_seq = {} -- task id -> the seq this call will write
+local staged_qm = {}  -- task id -> its queue member, when this call set it
 
 -- Keys built once per call (every string a script builds costs the server).
 local KDL, KDELAYED, KRECLAIM, KQREADY = P .. 'dl', P .. 'delayed', P .. 'reclaim', P .. 'qready'
@@ -99,7 +100,24 @@ local function key(part, name)
   return k
 end
 
--- Queues `cmd key args...` to run as one multi-member command at the end.
+-- The arguments of the multi-member command `cmd key` run at the end.
+local function batch(cmd, k)
+  local bc = batches[cmd]
+  if bc == nil then
+    bc = {}
+    batches[cmd] = bc
+  end
+  local bt = bc[k]
+  if bt == nil then
+    bt = {cmd, k, {}}
+    bc[k] = bt
+    border[#border + 1] = bt
+  end
+  return bt[3]
+end
+
+-- Queues `cmd key args...` to run as one multi-member command at the end
+-- (`batch` written out: this runs several times per record).
 local function add(cmd, k, a, b)
   local bc = batches[cmd]
   if bc == nil then
@@ -117,6 +135,8 @@ local function add(cmd, k, a, b)
   if b ~= nil then args[#args + 1] = b end
 end
 
+local fb = {}        -- escaped tenant -> its feed batch (the RPUSH arguments)
+
 local function flush()
   for _, bt in ipairs(border) do
     local args = bt[3]
@@ -127,6 +147,7 @@ local function flush()
   end
   batches = {}
   border = {}
+  fb = {}
 end
 
 -- Appends one event to the tenant feed (a list: cursor = index + 1, so
@@ -134,14 +155,18 @@ end
 -- call are pushed together by finish().
 local function feed_push(et, entry)
   local c = fc[et]
-  local fk = key('f:', et)
   if c == nil then
     -- Entries trimmed by retention count: cursor = index + 1 + trimmed.
-    c = redis.call('LLEN', fk) + tonumber(redis.call('GET', key('fo:', et)) or '0')
+    c = redis.call('LLEN', key('f:', et)) + tonumber(redis.call('GET', key('fo:', et)) or '0')
   end
   c = c + 1
   fc[et] = c
-  add('RPUSH', fk, entry)
+  local args = fb[et]
+  if args == nil then
+    args = batch('RPUSH', key('f:', et))
+    fb[et] = args
+  end
+  args[#args + 1] = entry
   return c
 end
 
@@ -251,7 +276,7 @@ local function release(id, gate, member)
       free = free - 1
       local m = new_member(next_id)
       redis.call('HSET', tk, 'qm', m)
-      if staged[next_id] then staged[next_id][2] = m end
+      if staged_seq[next_id] then staged_qm[next_id] = m end
       if t[4] and tonumber(t[4]) > tonumber(NOW) then
         add('ZADD', KDELAYED, t[4], next_id)
         work = true
@@ -288,35 +313,42 @@ local function rec_end(i)
   return j + 1 + 3 * math.abs(tonumber(ARGV[j]))
 end
 
--- Returns 1 (stored), 0 (seq changed: compare-and-set miss), -1 (no such task).
+-- Returns 1 (stored), 0 (seq changed: compare-and-set miss), -1 (no such task),
+-- and where the next record starts when it read this one to its end (nil on
+-- a miss: the caller skips it with rec_end).
 -- The events are fields `e{seq}` of the task's hash, written by the same HSET
--- as the core they lead to.
+-- as the core they lead to. (Plain locals, not tables, on this path: it runs
+-- once per record, and every table and call a script makes costs the server.)
 local function commit_one(i)
-  local id, exp, et = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local id = ARGV[i]
   local tk = P .. 't:' .. id
   local qa = ARGV[i + 5]
-  local cur
-  if qa == 'x' and reserved[id] then
-    -- Out of its queue already: nothing to take out.
-    cur = {redis.call('HGET', tk, 'seq')}
-  elseif qa == 'x' or qa == 'r' then
-    cur = redis.call('HMGET', tk, 'seq', 'q', 'prio', 'qm')
+  local mine = reserved[id]
+  local seq, q, prio, qm
+  if qa == 'r' or (qa == 'x' and not mine) then
+    local cur = redis.call('HMGET', tk, 'seq', 'q', 'prio', 'qm')
+    seq, q, prio, qm = cur[1], cur[2], cur[3], cur[4]
   else
-    cur = {redis.call('HGET', tk, 'seq')}
+    -- Out of its queue already (reserved), or staying where it is.
+    seq = redis.call('HGET', tk, 'seq')
   end
-  if not cur[1] then return -1 end
-  local st = staged[id]
-  if st then
+  if not seq then return -1 end
+  local sseq = staged_seq[id]
+  if sseq then
     -- An earlier command of this call changed the task: compare with that.
-    cur[1] = st[1]
-    if st[2] then cur[4] = st[2] end
+    seq = sseq
+    qm = staged_qm[id] or qm
   end
-  if cur[1] ~= exp then return 0 end
-  local fields = {'seq', ARGV[i + 3]}
-  local qm = st and st[2]
+  if seq ~= ARGV[i + 1] then return 0 end
+  local new_seq = ARGV[i + 3]
+  -- Sixteen slots made at once (a claim writes about twelve fields): a table
+  -- that grows is rebuilt each time it doubles. Written up to `nfield`.
+  local fields = {'seq', new_seq, false, false, false, false, false, false,
+    false, false, false, false, false, false, false, false}
+  local nfield = 2
   local gate
-  if ARGV[i + 4] ~= '' then
-    local ns = ARGV[i + 4]
+  local ns = ARGV[i + 4]
+  if ns ~= '' then
     -- `{state} {max} {gate}`: it ends, its concurrency slot is handed on.
     local sp = string.find(ns, ' ', 1, true)
     if sp then
@@ -325,26 +357,27 @@ local function commit_one(i)
     end
     fields[3] = 'state'
     fields[4] = ns
+    nfield = 4
   end
   -- A task keeps its queue member (`qm`: its submission order) for life, so
   -- a retry or a lost placement goes back to its old place in the queue.
   if qa == 'x' then
-    if not reserved[id] then
-      if cur[4] and cur[4] ~= '' then
-        add('ZREM', key('q:', cur[2]), cur[4])
-        dirtyq[cur[2]] = true
+    if not mine then
+      if qm and qm ~= '' then
+        add('ZREM', key('q:', q), qm)
+        dirtyq[q] = true
       end
       add('ZREM', KDELAYED, id)
     end
   elseif qa == 'r' then
-    local m = cur[4]
-    if not m or m == '' then
-      m = new_member(id)
-      fields[#fields + 1] = 'qm'
-      fields[#fields + 1] = m
+    if not qm or qm == '' then
+      qm = new_member(id)
+      fields[nfield + 1] = 'qm'
+      fields[nfield + 2] = qm
+      nfield = nfield + 2
     end
-    qm = m
-    add_ready(cur[2], cur[3], m)
+    staged_qm[id] = qm
+    add_ready(q, prio, qm)
   elseif qa ~= '' then
     add('ZADD', KDELAYED, qa, id)
     -- Waiting workers claim again and learn when it is due.
@@ -356,8 +389,9 @@ local function commit_one(i)
   elseif dl ~= '-' then
     add('ZADD', KDL, dl, id)
   end
-  if ARGV[i + 7] ~= '' then
-    add('HDEL', key('nl:', ARGV[i + 7]), id)
+  local ol = ARGV[i + 7]
+  if ol ~= '' then
+    add('HDEL', key('nl:', ol), id)
     if reclaiming == nil then reclaiming = redis.call('EXISTS', KRECLAIM) == 1 end
     if reclaiming then add('HDEL', KRECLAIM, id) end
   end
@@ -371,29 +405,35 @@ local function commit_one(i)
   local np = nf
   if nf < 0 then np = -1 - nf end
   local j = i + 10
-  for k = j, j + 2 * np - 1 do fields[#fields + 1] = ARGV[k] end
+  for k = j, j + 2 * np - 1 do
+    nfield = nfield + 1
+    fields[nfield] = ARGV[k]
+  end
   j = j + 2 * np
   if nf < 0 then
-    local ns = tonumber(ARGV[j])
-    if ns > 0 then writes[#writes + 1] = {'HSET', P .. 'tx:' .. id, {unpack(ARGV, j + 1, j + 2 * ns)}} end
-    j = j + 1 + 2 * ns
+    local nsd = tonumber(ARGV[j])
+    if nsd > 0 then writes[#writes + 1] = {'HSET', P .. 'tx:' .. id, {unpack(ARGV, j + 1, j + 2 * nsd)}} end
+    j = j + 1 + 2 * nsd
   end
   local nev = tonumber(ARGV[j])
   local term = nev < 0
   if term then nev = -nev end
   local c
+  local et = ARGV[i + 2]
   for k = j + 1, j + 3 * nev, 3 do
-    fields[#fields + 1] = ARGV[k]
-    fields[#fields + 1] = ARGV[k + 1]
+    fields[nfield + 1] = ARGV[k]
+    fields[nfield + 2] = ARGV[k + 1]
+    nfield = nfield + 2
     -- '' = a heartbeat replaced in place: it keeps its feed entry.
-    if ARGV[k + 2] ~= '' then c = feed_push(et, ARGV[k + 2]) end
+    local entry = ARGV[k + 2]
+    if entry ~= '' then c = feed_push(et, entry) end
   end
   if term then add('ZADD', key('term:', et), c, id) end
-  writes[#writes + 1] = {'HSET', tk, fields}
-  staged[id] = {ARGV[i + 3], qm}
+  writes[#writes + 1] = {'HSET', tk, fields, nfield}
+  staged_seq[id] = new_seq
   if nev > 0 then touched[#touched + 1] = id end
-  if gate then release(id, gate, cur[4]) end
-  return 1
+  if gate then release(id, gate, qm) end
+  return 1, j + 1 + 3 * nev
 end
 
 -- Moves the head index members of the queues changed so far (after flush()).
@@ -404,7 +444,9 @@ end
 
 -- Runs the batches, writes back the caches and publishes the wake-ups.
 local function finish()
-  for _, w in ipairs(writes) do redis.call(w[1], w[2], unpack(w[3])) end
+  -- (A write's fourth member, when it has one, is how many of its arguments
+  -- count.)
+  for _, w in ipairs(writes) do redis.call(w[1], w[2], unpack(w[3], 1, w[4] or #w[3])) end
   writes = {}
   flush()
   refresh_dirty()
@@ -461,7 +503,7 @@ for _ = 1, n do
   if existing then
     out[#out + 1] = existing
     out[#out + 1] = 0
-    if staged[existing] then
+    if staged_seq[existing] then
       out[#out + 1] = 1
     else
       out[#out + 1] = tonumber(redis.call('HGET', P .. 't:' .. existing, 'seq') or '0')
@@ -472,7 +514,8 @@ for _ = 1, n do
     writes[#writes + 1] = {'HSET', P .. 't:' .. id, {'ten', ten, 'x', ARGV[i + 7], 'in', ARGV[i + 9],
       'c', ARGV[i + 11], 'seq', '1', 'state', 'pending', 'q', q, 'prio', prio, 'qm', m,
       'e1', NOW .. ' ' .. queued}}
-    staged[id] = {'1', m}
+    staged_seq[id] = '1'
+    staged_qm[id] = m
     if ARGV[i + 8] ~= '' then writes[#writes + 1] = {'HSET', P .. 'tx:' .. id, {'x1', ARGV[i + 8]}} end
     if ARGV[i + 10] ~= '' then writes[#writes + 1] = {'HSET', P .. 'tx:' .. id, {'in1', ARGV[i + 10]}} end
     add('ZADD', P .. 'tl:' .. et, 0, id)
@@ -597,8 +640,9 @@ local n = tonumber(ARGV[i])
 i = i + 1
 local out = {}
 for _ = 1, n do
-  out[#out + 1] = commit_one(i)
-  i = rec_end(i)
+  local status, nx = commit_one(i)
+  out[#out + 1] = status
+  i = nx or rec_end(i)
 end
 local ns = tonumber(ARGV[i])
 for k = 0, ns - 1 do
@@ -906,7 +950,7 @@ local done = {}
 -- Every record is a task this claim reserved (while the reservation holds).
 for _ = 1, count do
   local id = ARGV[i]
-  local status
+  local status, nx
   if not valid or done[id] then
     status = -3
   else
@@ -919,14 +963,14 @@ for _ = 1, count do
     elseif limits[id] and not take(id) then
       status = -5
     else
-      status = commit_one(i)
+      status, nx = commit_one(i)
       if status == 1 then free = free - 1 end
     end
     if status ~= 1 and status ~= -5 then unreserve(id) end
   end
   done[id] = true
   out[#out + 1] = status
-  i = rec_end(i)
+  i = nx or rec_end(i)
 end
 local back = false
 if valid then
