@@ -70,12 +70,13 @@ fn backend_url(args: &Args) -> Result<String, BoxError> {
     Ok(match (args.backend.as_str(), &args.url) {
         (_, Some(u)) => u.clone(),
         ("memory", None) => "memory://".into(),
-        ("postgres", None) => format!(
-            "{}?schema={}",
-            std::env::var("HIVE_TEST_POSTGRES_URL")
-                .map_err(|_| "HIVE_TEST_POSTGRES_URL is not set (or pass --url)")?,
-            hive_store::testing::unique_name("http")
-        ),
+        ("postgres", None) => {
+            let base = std::env::var("HIVE_TEST_POSTGRES_URL")
+                .map_err(|_| "HIVE_TEST_POSTGRES_URL is not set (or pass --url)")?;
+            let schema = hive_store::testing::unique_name("http");
+            crate::fresh::schema(&base, &schema);
+            format!("{base}?schema={schema}")
+        }
         (other, None) => {
             return Err(format!("--http runs on memory or postgres, not {other}").into());
         }

@@ -32,6 +32,7 @@ mod children;
 mod claims;
 mod costs;
 mod drivers;
+mod fresh;
 mod http;
 mod keys;
 mod retention;
@@ -63,7 +64,8 @@ struct Args {
     backend: String,
     /// The backend URL (default: memory://; for sqlite a file in a temporary
     /// folder; for postgres and redis `HIVE_TEST_POSTGRES_URL` /
-    /// `HIVE_TEST_REDIS_URL`, in a fresh schema / key prefix per run).
+    /// `HIVE_TEST_REDIS_URL`, in a fresh schema / key prefix per run; what a
+    /// run creates is removed when the benchmark ends).
     #[arg(long)]
     url: Option<String>,
     /// Tasks per run (default: 200,000 on memory, 20,000 on durable backends).
@@ -174,7 +176,13 @@ async fn open_store(
 /// The URL of a fresh, empty store for one run.
 fn store_url(args: &Args) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
     let fresh = hive_store::testing::unique_name("bench");
+    // Removed when the benchmark ends (`fresh::remove_all`).
     let with = |base: &str, key: &str| {
+        if key == "schema" {
+            fresh::schema(base, &fresh);
+        } else {
+            fresh::prefix(base, &fresh);
+        }
         let sep = if base.contains('?') { '&' } else { '?' };
         format!("{base}{sep}{key}={fresh}")
     };
@@ -186,6 +194,7 @@ fn store_url(args: &Args) -> Result<String, Box<dyn std::error::Error + Send + S
         ("sqlite", None) => {
             let dir = std::env::temp_dir().join(&fresh);
             std::fs::create_dir_all(&dir)?;
+            fresh::folder(dir.clone());
             format!("sqlite://{}", dir.join("hive.db").display())
         }
         ("postgres", None) => with(&env("HIVE_TEST_POSTGRES_URL")?, "schema"),
@@ -414,7 +423,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| e.to_string().into())
 }
 
+/// Runs the measurement `args` asks for, then removes the stores its runs
+/// created.
 async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let outcome = measure(args).await;
+    fresh::remove_all().await;
+    outcome
+}
+
+async fn measure(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     if args.workflows {
         return workflows::bench(&args).await;
     }

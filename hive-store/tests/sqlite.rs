@@ -7,10 +7,41 @@ use std::sync::Arc;
 use hive_store::OpenOptions;
 use hive_store::sqlite::SqliteStore;
 
+/// The folder of this test process's conformance databases: the stores
+/// outlive the tests that make them (the harness holds no guard), so the
+/// files stay until the next run of this suite removes the folders of
+/// processes that have ended. Under Cargo's target folder, not the system
+/// temp folder, which a suite of ~90 stores of ~2.5 MB each would fill run
+/// after run.
+fn conformance_dir() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sqlite-conformance");
+        // (Where there is no /proc to tell, nothing is removed.)
+        let procfs = std::path::Path::new("/proc/self").exists();
+        if let Ok(entries) = std::fs::read_dir(&root).map(|r| r.filter(|_| procfs)) {
+            for e in entries.flatten() {
+                let ended = e
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
+                if ended {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let dir = root.join(std::process::id().to_string());
+        std::fs::create_dir_all(&dir).expect("the conformance folder");
+        dir
+    })
+}
+
 hive_store::conformance_tests!(|| async {
-    // The directory must outlive the store: leak it (one per test).
-    let dir = Box::leak(Box::new(tempfile::tempdir().expect("temp dir")));
-    let url = format!("sqlite://{}", dir.path().join("hive.db").display());
+    let dir = tempfile::tempdir_in(conformance_dir())
+        .expect("temp dir")
+        .keep();
+    let url = format!("sqlite://{}", dir.join("hive.db").display());
     Some(Arc::new(
         SqliteStore::connect(&url, &OpenOptions::default())
             .await
