@@ -100,24 +100,8 @@ local function key(part, name)
   return k
 end
 
--- The arguments of the multi-member command `cmd key` run at the end.
-local function batch(cmd, k)
-  local bc = batches[cmd]
-  if bc == nil then
-    bc = {}
-    batches[cmd] = bc
-  end
-  local bt = bc[k]
-  if bt == nil then
-    bt = {cmd, k, {}}
-    bc[k] = bt
-    border[#border + 1] = bt
-  end
-  return bt[3]
-end
-
--- Queues `cmd key args...` to run as one multi-member command at the end
--- (`batch` written out: this runs several times per record).
+-- Queues `cmd key args...` to run as one multi-member command at the end;
+-- returns that command's argument list (to append to it directly).
 local function add(cmd, k, a, b)
   local bc = batches[cmd]
   if bc == nil then
@@ -133,6 +117,7 @@ local function add(cmd, k, a, b)
   local args = bt[3]
   args[#args + 1] = a
   if b ~= nil then args[#args + 1] = b end
+  return args
 end
 
 local fb = {}        -- escaped tenant -> its feed batch (the RPUSH arguments)
@@ -163,10 +148,10 @@ local function feed_push(et, entry)
   fc[et] = c
   local args = fb[et]
   if args == nil then
-    args = batch('RPUSH', key('f:', et))
-    fb[et] = args
+    fb[et] = add('RPUSH', key('f:', et), entry)
+  else
+    args[#args + 1] = entry
   end
-  args[#args + 1] = entry
   return c
 end
 
